@@ -1,0 +1,398 @@
+//! Instance → adapter → device and queue, and the one object every kernel launch goes
+//! through: [`GpuContext`]. It owns the pipeline cache and counts submits. Adapter choice
+//! (backend and name filter) and the `info` report live here too. Nothing here blocks:
+//! the only blocking helper, [`GpuContext::block_on`], is for native edges (CLI, tests).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result, NO_ADAPTER_HINT};
+use crate::gpu::pipeline::PipelineCache;
+
+/// Which graphics API to take adapters from (`--backend`, `WGFORMER_BACKEND`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Any,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    WebGpu,
+}
+
+impl BackendChoice {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Any => wgpu::Backends::all(),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+            BackendChoice::WebGpu => wgpu::Backends::BROWSER_WEBGPU,
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "" | "any" | "all" => BackendChoice::Any,
+            "vulkan" | "vk" => BackendChoice::Vulkan,
+            "metal" | "mtl" => BackendChoice::Metal,
+            "dx12" | "d3d12" => BackendChoice::Dx12,
+            "gl" | "gles" | "opengl" => BackendChoice::Gl,
+            "webgpu" | "browser" => BackendChoice::WebGpu,
+            _ => return Err(Error::UnknownBackend(s.to_string())),
+        })
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            BackendChoice::Any => "any",
+            BackendChoice::Vulkan => "vulkan",
+            BackendChoice::Metal => "metal",
+            BackendChoice::Dx12 => "dx12",
+            BackendChoice::Gl => "gl",
+            BackendChoice::WebGpu => "webgpu",
+        };
+        f.write_str(s)
+    }
+}
+
+/// How to pick and open the adapter. `Default` takes the best adapter of any backend.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: BackendChoice,
+    /// Case-insensitive substring of the adapter's name (`--adapter`, `WGFORMER_ADAPTER`).
+    pub adapter: Option<String>,
+    /// Enable timestamp queries for per-kernel timing, where the adapter has them.
+    pub profile: bool,
+}
+
+impl GpuOptions {
+    /// Options from `WGFORMER_BACKEND` and `WGFORMER_ADAPTER`.
+    pub fn from_env() -> Result<Self> {
+        let backend = match std::env::var("WGFORMER_BACKEND") {
+            Ok(s) => s.parse()?,
+            Err(_) => BackendChoice::Any,
+        };
+        let adapter = std::env::var("WGFORMER_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Ok(GpuOptions {
+            backend,
+            adapter,
+            profile: false,
+        })
+    }
+
+    fn describe_filter(&self) -> String {
+        let mut parts = Vec::new();
+        if self.backend != BackendChoice::Any {
+            parts.push(format!("backend {}", self.backend));
+        }
+        if let Some(name) = &self.adapter {
+            parts.push(format!("name containing {name:?}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" matching {}", parts.join(" and "))
+        }
+    }
+}
+
+/// What a workload needs beyond WebGPU's default limits. The device is opened with the
+/// defaults, raised only to these values, and only where the adapter has them.
+#[derive(Clone, Debug, Default)]
+pub struct Needs {
+    /// Largest single buffer, in bytes.
+    pub max_buffer_size: u64,
+    /// Largest storage-buffer binding, in bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Storage (`shader-f16`) and arithmetic in f16.
+    pub shader_f16: bool,
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Rank for the default choice: real GPUs before software ones, native APIs before GL.
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::BrowserWebGpu => 1,
+        _ => 2,
+    };
+    (kind, api)
+}
+
+/// Every adapter that matches `opts`, best first (see [`adapter_rank`]).
+pub async fn list_adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
+    let inst = instance(opts.backend.backends());
+    let mut found: Vec<wgpu::Adapter> = if cfg!(target_arch = "wasm32") {
+        inst.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .into_iter()
+        .collect()
+    } else {
+        inst.enumerate_adapters(opts.backend.backends()).await
+    };
+    if let Some(want) = &opts.adapter {
+        let want = want.to_lowercase();
+        found.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+    }
+    found.sort_by_key(|a| adapter_rank(&a.get_info()));
+    found
+}
+
+/// The adapter `opts` selects, or an error that says how to get one.
+pub async fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    list_adapters(opts)
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NoAdapter {
+            filter: opts.describe_filter(),
+            hint: NO_ADAPTER_HINT,
+        })
+}
+
+/// The device, its queue, the pipeline cache and a submit counter.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub(crate) pipelines: PipelineCache,
+    submits: AtomicU64,
+}
+
+impl GpuContext {
+    /// Select an adapter by `opts` and open it with WebGPU's default limits.
+    pub async fn new(opts: &GpuOptions) -> Result<Self> {
+        Self::with_needs(opts, &Needs::default()).await
+    }
+
+    /// Select an adapter by `opts` and open it with the limits `needs` asks for.
+    pub async fn with_needs(opts: &GpuOptions, needs: &Needs) -> Result<Self> {
+        let adapter = select_adapter(opts).await?;
+        Self::from_adapter(adapter, opts, needs).await
+    }
+
+    /// Open `adapter`. Limits start at WebGPU's defaults (lowered where the adapter has
+    /// less, as some GL drivers do) and are raised only to what `needs` asks for.
+    pub async fn from_adapter(
+        adapter: wgpu::Adapter,
+        opts: &GpuOptions,
+        needs: &Needs,
+    ) -> Result<Self> {
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        let mut limits = wgpu::Limits::defaults().or_worse_values_from(&have);
+        let raise = |want: u64, cur: &mut u64, have: u64, what: &str| -> Result<()> {
+            if want > *cur {
+                if want > have {
+                    return Err(Error::Limits {
+                        adapter: info.name.clone(),
+                        message: format!("needs {what} of {want} bytes, the adapter has {have}"),
+                    });
+                }
+                *cur = want;
+            }
+            Ok(())
+        };
+        raise(
+            needs.max_buffer_size,
+            &mut limits.max_buffer_size,
+            have.max_buffer_size,
+            "max_buffer_size",
+        )?;
+        raise(
+            needs.max_storage_buffer_binding_size,
+            &mut limits.max_storage_buffer_binding_size,
+            have.max_storage_buffer_binding_size,
+            "max_storage_buffer_binding_size",
+        )?;
+        let mut features = wgpu::Features::empty();
+        if needs.shader_f16 {
+            if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+                return Err(Error::Limits {
+                    adapter: info.name.clone(),
+                    message: "needs shader-f16, which the adapter lacks".into(),
+                });
+            }
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgformer"),
+                required_features: features,
+                required_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(GpuContext {
+            adapter,
+            device,
+            queue,
+            info,
+            pipelines: PipelineCache::default(),
+            submits: AtomicU64::new(0),
+        })
+    }
+
+    /// "name (backend, device type)": how logs and reports name this adapter.
+    pub fn adapter_name(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Whether per-kernel GPU timing is available on this device.
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Every submit of the crate goes through here, so tests can count them.
+    pub fn submit(&self, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit(std::iter::once(commands))
+    }
+
+    /// Number of `queue.submit` calls made through this context so far.
+    pub fn submit_count(&self) -> u64 {
+        self.submits.load(Ordering::Relaxed)
+    }
+
+    /// Number of compute pipelines compiled so far (each key is compiled once).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.compiled()
+    }
+
+    /// Drive `fut` to completion on a native thread, polling the device while it waits.
+    /// This is the only blocking entry of the library, for the CLI and tests; the browser
+    /// build awaits the same futures from the event loop instead.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        pollster::block_on(std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(v),
+            std::task::Poll::Pending => {
+                // Map callbacks fire from inside poll; wait for the queue, then try again.
+                let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }))
+    }
+}
+
+/// The facts `wgformer info` prints about one adapter.
+pub struct AdapterReport {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+impl AdapterReport {
+    pub fn of(adapter: &wgpu::Adapter) -> Self {
+        AdapterReport {
+            info: adapter.get_info(),
+            limits: adapter.limits(),
+            features: adapter.features(),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+impl fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (i, l, feat) = (&self.info, &self.limits, self.features);
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        writeln!(f, "{}", i.name)?;
+        writeln!(f, "  backend:                       {:?}", i.backend)?;
+        writeln!(f, "  device type:                   {:?}", i.device_type)?;
+        writeln!(f, "  driver:                        {} {}", i.driver, i.driver_info)?;
+        writeln!(
+            f,
+            "  max storage-buffer binding:    {}",
+            mib(l.max_storage_buffer_binding_size)
+        )?;
+        writeln!(f, "  max buffer size:               {}", mib(l.max_buffer_size))?;
+        writeln!(
+            f,
+            "  storage buffers per stage:     {}",
+            l.max_storage_buffers_per_shader_stage
+        )?;
+        writeln!(
+            f,
+            "  workgroup memory:              {}",
+            mib(l.max_compute_workgroup_storage_size as u64)
+        )?;
+        writeln!(
+            f,
+            "  invocations per workgroup:     {}",
+            l.max_compute_invocations_per_workgroup
+        )?;
+        writeln!(
+            f,
+            "  workgroups per dimension:      {}",
+            l.max_compute_workgroups_per_dimension
+        )?;
+        writeln!(
+            f,
+            "  shader-f16:                    {}",
+            yes(feat.contains(wgpu::Features::SHADER_F16))
+        )?;
+        writeln!(
+            f,
+            "  subgroups:                     {}",
+            yes(feat.contains(wgpu::Features::SUBGROUP))
+        )?;
+        write!(
+            f,
+            "  timestamp queries:             {}",
+            yes(feat.contains(wgpu::Features::TIMESTAMP_QUERY))
+        )
+    }
+}

@@ -1,0 +1,30 @@
+//! The GPU runtime: context (adapter, device, queue), tensors, pipelines, the scheduler
+//! and buffer planning. Kernels live in `crate::kernels`; this module knows nothing of
+//! any particular op.
+
+pub mod context;
+pub mod pipeline;
+pub mod plan;
+pub mod schedule;
+pub mod tensor;
+
+pub use context::{
+    list_adapters, select_adapter, AdapterReport, BackendChoice, GpuContext, GpuOptions, Needs,
+};
+pub use pipeline::{Binding, KernelDesc, Shader};
+pub use plan::{BufferPlanner, TensorSet, TensorSpec};
+pub use schedule::{KernelTime, Profiler, Schedule, Slot};
+pub use tensor::{DType, Readback, Tensor};
+
+/// Poll a future once; `None` if it is not ready. wgpu-core settles error scopes
+/// synchronously, so on native this sees every validation error at once.
+pub(crate) fn poll_now<F: std::future::Future<Output = Option<wgpu::Error>>>(
+    fut: F,
+) -> Option<wgpu::Error> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(e) => e,
+        std::task::Poll::Pending => None,
+    }
+}

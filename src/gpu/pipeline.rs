@@ -1,0 +1,175 @@
+//! Shaders and the pipeline cache. Every WGSL file in `shaders/` is embedded at compile
+//! time as a [`Shader`]; a kernel is a [`KernelDesc`]: its shader, entry point and the
+//! kinds of its bindings in binding order (outputs, inputs, then the params uniform).
+//! [`PipelineCache`] compiles each (shader, entry, override constants) once, with an
+//! explicit bind group layout built from the descriptor. It does not record or run
+//! anything; that is the scheduler's job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// One WGSL source file, embedded at compile time. Every shader is compiled with
+/// `shaders/common.wgsl` in front of it (its line numbers are therefore offset by that
+/// prelude's length in compiler messages).
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// The WGSL helpers every shader may use.
+pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
+
+/// The kind of one binding of a kernel, in `@binding` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+    /// `var<uniform>`: the kernel's params struct.
+    Uniform,
+}
+
+/// A kernel: WGSL entry point, its file and its bindings. Declared as a `const` beside
+/// the launcher that shares its name.
+pub struct KernelDesc {
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    pub bindings: &'static [Binding],
+}
+
+/// A compiled pipeline and the layout its bind groups are made against.
+pub struct Kernel {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub bindings: &'static [Binding],
+}
+
+/// Override constants by name; part of the pipeline key.
+pub type Constants<'a> = &'a [(&'a str, f64)];
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: &'static str,
+    entry: &'static str,
+    constants: Vec<(String, u64)>,
+}
+
+/// Compiles each pipeline once and hands out shared references to it.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
+}
+
+impl PipelineCache {
+    pub fn compiled(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    /// The pipeline for `desc` with `constants`, compiled on first use.
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        desc: &KernelDesc,
+        constants: Constants,
+    ) -> Result<Arc<Kernel>> {
+        let mut consts: Vec<(String, u64)> = constants
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_bits()))
+            .collect();
+        consts.sort();
+        let key = PipelineKey {
+            shader: desc.shader.name,
+            entry: desc.entry,
+            constants: consts,
+        };
+        if let Some(k) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(k.clone());
+        }
+        let label = if constants.is_empty() {
+            format!("{}::{}", desc.shader.name, desc.entry)
+        } else {
+            let c: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}::{}[{}]", desc.shader.name, desc.entry, c.join(","))
+        };
+        let shader_err = |message: String| Error::Shader {
+            shader: desc.shader.name.to_string(),
+            entry: desc.entry.to_string(),
+            message,
+        };
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            modules
+                .entry(desc.shader.name)
+                .or_insert_with(|| {
+                    let source = format!("{COMMON_WGSL}\n{}", desc.shader.source);
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(desc.shader.name),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    })
+                })
+                .clone()
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = desc
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(desc.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        // On native backends validation is synchronous, so the scope is already settled;
+        // in the browser errors surface through the device's uncaptured-error handler.
+        if let Some(err) = crate::gpu::poll_now(scope.pop()) {
+            self.modules.lock().unwrap().remove(desc.shader.name);
+            return Err(shader_err(err.to_string()));
+        }
+        let kernel = Arc::new(Kernel {
+            label,
+            pipeline,
+            layout,
+            bindings: desc.bindings,
+        });
+        self.pipelines.lock().unwrap().insert(key, kernel.clone());
+        Ok(kernel)
+    }
+}

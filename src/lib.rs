@@ -1,0 +1,22 @@
+//! wgformer: transformer language models whose forward and backward passes are WGSL
+//! compute shaders, scheduled from Rust through wgpu on Vulkan, Metal, DX12, GL and
+//! WebGPU.
+//!
+//! - [`gpu`]: adapter and device, tensors, pipeline cache, scheduler, buffer planning.
+//! - [`kernels`]: one launcher per WGSL entry point (`shaders/<family>.wgsl`).
+//! - [`reference`]: the CPU twin of every kernel, same names, same argument order.
+//! - [`testing`]: `assert_close` and the adapter choice of GPU tests.
+//!
+//! Dimension letters used in shape comments: B batch, T time (sequence), C channels,
+//! NH heads, HS head size (C / NH), V vocabulary, L layers; M, N, K for a matmul's
+//! rows, columns and reduction.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod rng;
+pub mod selfcheck;
+pub mod testing;
+
+pub use error::{Error, Result};

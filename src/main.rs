@@ -1,0 +1,114 @@
+//! The `wgformer` command line. Everything here is an edge: it parses flags, blocks on
+//! the library's futures (pollster, `GpuContext::block_on`) and prints.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wgformer::gpu::{list_adapters, AdapterReport, BackendChoice, GpuContext, GpuOptions};
+use wgformer::Result;
+
+#[derive(Parser)]
+#[command(
+    name = "wgformer",
+    version,
+    about = "Transformer training and inference in WGSL compute shaders, on any GPU",
+    long_about = "Transformer training and inference in WGSL compute shaders, run through wgpu \
+                  on Vulkan, Metal, DX12 or GL.\n\nWith no command: list the adapters, then \
+                  check every kernel on the selected one against its CPU reference."
+)]
+struct Cli {
+    /// Graphics API to use: vulkan, metal, dx12, gl or any.
+    #[arg(long, global = true, env = "WGFORMER_BACKEND", default_value = "any")]
+    backend: String,
+
+    /// Use the first adapter whose name contains this text (case-insensitive).
+    #[arg(long, global = true, env = "WGFORMER_ADAPTER")]
+    adapter: Option<String>,
+
+    /// Print per-kernel GPU time (needs timestamp queries on the adapter).
+    #[arg(long, global = true)]
+    profile: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter found, with the limits and features that matter to wgformer.
+    Info {
+        /// Print only the adapter that --backend/--adapter select.
+        #[arg(long)]
+        selected: bool,
+    },
+    /// Run every kernel on the selected adapter and compare it with the CPU reference.
+    Selfcheck,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    let opts = GpuOptions {
+        backend: cli.backend.parse::<BackendChoice>()?,
+        adapter: cli.adapter.clone(),
+        profile: cli.profile,
+    };
+    match cli.command {
+        Some(Command::Info { selected }) => info(&opts, selected),
+        Some(Command::Selfcheck) => selfcheck(&opts),
+        None => {
+            info(&opts, false)?;
+            println!();
+            selfcheck(&opts)
+        }
+    }
+}
+
+fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
+    let adapters = pollster::block_on(list_adapters(opts));
+    if adapters.is_empty() {
+        // Same message as opening a device would give.
+        pollster::block_on(wgformer::gpu::select_adapter(opts))?;
+    }
+    let take = if selected { 1 } else { adapters.len() };
+    if !selected {
+        println!("{} adapter(s) found, best first:", adapters.len());
+    }
+    for a in adapters.iter().take(take) {
+        println!("{}", AdapterReport::of(a));
+    }
+    Ok(true)
+}
+
+fn selfcheck(opts: &GpuOptions) -> Result<bool> {
+    let ctx = pollster::block_on(GpuContext::new(opts))?;
+    println!("selfcheck on {}", ctx.adapter_name());
+    let checks = ctx.block_on(wgformer::selfcheck::selfcheck(&ctx))?;
+    let mut ok = true;
+    for c in &checks {
+        match &c.outcome {
+            Ok(err) => println!("  ok    {:<16} {:<20} max |Δ| {err:.2e}", c.kernel, c.size),
+            Err(msg) => {
+                ok = false;
+                println!("  FAIL  {:<16} {:<20} {msg}", c.kernel, c.size);
+            }
+        }
+    }
+    println!(
+        "{} passed, {} failed",
+        checks.iter().filter(|c| c.outcome.is_ok()).count(),
+        checks.iter().filter(|c| c.outcome.is_err()).count()
+    );
+    Ok(ok)
+}

@@ -1,0 +1,100 @@
+//! The kernel test harness: comparison with a useful failure message, and the choice of
+//! adapters GPU tests run on. By default a test runs on the adapter `GpuOptions::from_env`
+//! selects; `WGFORMER_TEST_ADAPTERS=all` runs it on every adapter found instead. With no
+//! adapter, tests fail (never skip) with instructions for installing one.
+
+use crate::error::NO_ADAPTER_HINT;
+use crate::gpu::{list_adapters, GpuContext, GpuOptions, Needs};
+
+/// Result of a passing comparison.
+#[derive(Clone, Copy, Debug)]
+pub struct Closeness {
+    pub max_abs: f32,
+    pub max_rel: f32,
+}
+
+/// Check `|gpu - reference| <= atol + rtol * |reference|` elementwise. On failure, the
+/// error names the tensor, the first failing index with both values, and the max error.
+pub fn check_close(
+    name: &str,
+    gpu: &[f32],
+    reference: &[f32],
+    atol: f32,
+    rtol: f32,
+) -> Result<Closeness, String> {
+    if gpu.len() != reference.len() {
+        return Err(format!(
+            "{name}: length {} differs from the reference's {}",
+            gpu.len(),
+            reference.len()
+        ));
+    }
+    let (mut max_abs, mut max_rel) = (0f32, 0f32);
+    let mut first_bad = None;
+    let mut bad = 0usize;
+    for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
+        let d = (g - r).abs();
+        let ok = d <= atol + rtol * r.abs();
+        if !ok || !g.is_finite() {
+            bad += 1;
+            first_bad.get_or_insert(i);
+        }
+        if d.is_nan() {
+            max_abs = f32::NAN;
+        } else {
+            max_abs = max_abs.max(d);
+            max_rel = max_rel.max(d / r.abs().max(f32::MIN_POSITIVE));
+        }
+    }
+    match first_bad {
+        None => Ok(Closeness { max_abs, max_rel }),
+        Some(i) => Err(format!(
+            "{name}: {bad} of {} elements differ (atol {atol:e}, rtol {rtol:e}); first at index \
+             {i}: gpu {} vs reference {}; max |Δ| = {max_abs:e}",
+            gpu.len(),
+            gpu[i],
+            reference[i]
+        )),
+    }
+}
+
+/// [`check_close`], panicking with its message on failure.
+#[track_caller]
+pub fn assert_close(name: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol: f32) -> Closeness {
+    match check_close(name, gpu, reference, atol, rtol) {
+        Ok(c) => c,
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// The contexts GPU tests run on: the selected adapter, or every one found when
+/// `WGFORMER_TEST_ADAPTERS=all`. Panics with install instructions when there is none.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn test_contexts(needs: &Needs) -> Vec<GpuContext> {
+    let opts = GpuOptions::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let all = std::env::var("WGFORMER_TEST_ADAPTERS").is_ok_and(|v| v == "all");
+    let adapters = pollster::block_on(list_adapters(&opts));
+    assert!(
+        !adapters.is_empty(),
+        "GPU tests need an adapter and none was found.\n{NO_ADAPTER_HINT}"
+    );
+    let take = if all { adapters.len() } else { 1 };
+    adapters
+        .into_iter()
+        .take(take)
+        .map(|a| {
+            let ctx = pollster::block_on(GpuContext::from_adapter(a, &opts, needs))
+                .unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("[wgformer test] adapter: {}", ctx.adapter_name());
+            ctx
+        })
+        .collect()
+}
+
+/// Run `f` on each test context (see [`test_contexts`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn on_each_adapter(f: impl Fn(&GpuContext)) {
+    for ctx in test_contexts(&Needs::default()) {
+        f(&ctx);
+    }
+}
