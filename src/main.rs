@@ -46,6 +46,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // libwayland prints an error on every Vulkan instance when this is unset; wgformer
+    // opens no windows, so a private runtime dir silences it without changing anything.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match run(cli) {

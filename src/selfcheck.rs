@@ -57,11 +57,32 @@ pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
     };
     let mut cpu = vec![0f32; n];
     reference::elementwise::fill(&mut cpu, 0.5);
-    push("fill", format!("n={n}"), filled.read_f32(ctx).await?, cpu.clone(), 0.0, 0.0);
+    push(
+        "fill",
+        format!("n={n}"),
+        filled.read_f32(ctx).await?,
+        cpu.clone(),
+        0.0,
+        0.0,
+    );
     reference::elementwise::copy(&mut cpu, &a);
-    push("copy", format!("n={n}"), copied.read_f32(ctx).await?, cpu.clone(), 0.0, 0.0);
+    push(
+        "copy",
+        format!("n={n}"),
+        copied.read_f32(ctx).await?,
+        cpu.clone(),
+        0.0,
+        0.0,
+    );
     reference::elementwise::add(&mut cpu, &a, &b);
-    push("add", format!("n={n}"), sum.read_f32(ctx).await?, cpu, 1e-6, 1e-6);
+    push(
+        "add",
+        format!("n={n}"),
+        sum.read_f32(ctx).await?,
+        cpu,
+        1e-6,
+        1e-6,
+    );
     let mut cpu = vec![0f32; m * oc];
     reference::matmul::matmul_forward(&mut cpu, &inp, &w, Some(&bias), m, k, oc);
     push(

@@ -3,7 +3,9 @@
 //! selects; `WGFORMER_TEST_ADAPTERS=all` runs it on every adapter found instead. With no
 //! adapter, tests fail (never skip) with instructions for installing one.
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::NO_ADAPTER_HINT;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{list_adapters, GpuContext, GpuOptions, Needs};
 
 /// Result of a passing comparison.

@@ -352,13 +352,21 @@ impl fmt::Display for AdapterReport {
         writeln!(f, "{}", i.name)?;
         writeln!(f, "  backend:                       {:?}", i.backend)?;
         writeln!(f, "  device type:                   {:?}", i.device_type)?;
-        writeln!(f, "  driver:                        {} {}", i.driver, i.driver_info)?;
+        writeln!(
+            f,
+            "  driver:                        {} {}",
+            i.driver, i.driver_info
+        )?;
         writeln!(
             f,
             "  max storage-buffer binding:    {}",
             mib(l.max_storage_buffer_binding_size)
         )?;
-        writeln!(f, "  max buffer size:               {}", mib(l.max_buffer_size))?;
+        writeln!(
+            f,
+            "  max buffer size:               {}",
+            mib(l.max_buffer_size)
+        )?;
         writeln!(
             f,
             "  storage buffers per stage:     {}",

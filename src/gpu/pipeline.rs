@@ -126,9 +126,7 @@ impl PipelineCache {
                 ty: wgpu::BindingType::Buffer {
                     ty: match b {
                         Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::ReadWrite => {
-                            wgpu::BufferBindingType::Storage { read_only: false }
-                        }
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                         Binding::Uniform => wgpu::BufferBindingType::Uniform,
                     },
                     has_dynamic_offset: false,

@@ -43,14 +43,25 @@ pub fn fill(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, value: f32) -> Res
     let n = out.numel();
     let p = ElementwiseParams { n: n as u32, value };
     let label = format!("fill {}", out.label);
-    s.dispatch(ctx, &FILL, &[], &label, &[out.into()], Some(&p), groups_1d(n, WG))
+    s.dispatch(
+        ctx,
+        &FILL,
+        &[],
+        &label,
+        &[out.into()],
+        Some(&p),
+        groups_1d(n, WG),
+    )
 }
 
 /// out[i] = inp[i]
 pub fn copy(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, inp: &Tensor) -> Result<()> {
     let n = out.numel();
     expect_numel(inp, n)?;
-    let p = ElementwiseParams { n: n as u32, value: 0.0 };
+    let p = ElementwiseParams {
+        n: n as u32,
+        value: 0.0,
+    };
     let label = format!("copy {} <- {}", out.label, inp.label);
     let slots = [out.into(), inp.into()];
     s.dispatch(ctx, &COPY, &[], &label, &slots, Some(&p), groups_1d(n, WG))
@@ -61,7 +72,10 @@ pub fn add(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, a: &Tensor, b: &Ten
     let n = out.numel();
     expect_numel(a, n)?;
     expect_numel(b, n)?;
-    let p = ElementwiseParams { n: n as u32, value: 0.0 };
+    let p = ElementwiseParams {
+        n: n as u32,
+        value: 0.0,
+    };
     let label = format!("add {}", out.label);
     let slots = [out.into(), a.into(), b.into()];
     s.dispatch(ctx, &ADD, &[], &label, &slots, Some(&p), groups_1d(n, WG))

@@ -84,7 +84,15 @@ impl Gemm {
         let slots = [out.into(), a.into(), w.into(), bias_slot];
         let label = format!("matmul {} <- {} · {}", out.label, a.label, w.label);
         let groups = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
-        s.dispatch(ctx, &MATMUL_FORWARD, &constants, &label, &slots, Some(&p), groups)
+        s.dispatch(
+            ctx,
+            &MATMUL_FORWARD,
+            &constants,
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )
     }
 }
 

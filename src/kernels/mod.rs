@@ -45,4 +45,3 @@ pub(crate) fn expect_numel(t: &crate::gpu::Tensor, numel: usize) -> crate::error
     }
     Ok(())
 }
-
