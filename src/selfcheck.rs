@@ -7,7 +7,7 @@ use crate::gpu::{GpuContext, Schedule, Tensor};
 use crate::kernels;
 use crate::reference;
 use crate::rng::Rng;
-use crate::testing::check_close;
+use crate::testing::{check_close, to_f32, to_f64};
 
 /// One comparison of a kernel against its reference.
 #[derive(Clone, Debug)]
@@ -47,15 +47,22 @@ pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
     kernels::matmul::matmul_forward(&mut s, ctx, &t_out, &t_inp, &t_w, Some(&t_b), m, k, oc)?;
     s.run(ctx);
 
-    let mut push = |kernel: &str, size: String, gpu: Vec<f32>, cpu: Vec<f32>, atol, rtol| {
-        let outcome = check_close(kernel, &gpu, &cpu, atol, rtol).map(|c| c.max_abs);
+    let mut push = |kernel: &str, size: String, gpu: Vec<f32>, cpu: Vec<f64>, atol, rtol| {
+        let outcome = check_close(kernel, &gpu, &to_f32(&cpu), atol, rtol).map(|c| c.max_abs);
         checks.push(Check {
             kernel: kernel.to_string(),
             size,
             outcome,
         });
     };
-    let mut cpu = vec![0f32; n];
+    let (a, b, inp, w, bias) = (
+        to_f64(&a),
+        to_f64(&b),
+        to_f64(&inp),
+        to_f64(&w),
+        to_f64(&bias),
+    );
+    let mut cpu = vec![0f64; n];
     reference::elementwise::fill(&mut cpu, 0.5);
     push(
         "fill",
@@ -83,7 +90,7 @@ pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
         1e-6,
         1e-6,
     );
-    let mut cpu = vec![0f32; m * oc];
+    let mut cpu = vec![0f64; m * oc];
     reference::matmul::matmul_forward(&mut cpu, &inp, &w, Some(&bias), m, k, oc);
     push(
         "matmul_forward",

@@ -60,6 +60,79 @@ pub fn check_close(
     }
 }
 
+/// Widen GPU results for comparison with an f64 reference, or narrow a reference.
+pub fn to_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+pub fn to_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+/// Check an analytic gradient against central finite differences of `loss`, all in f64.
+/// `x` is the point; `analytic[i]` must be ∂loss/∂x[i]. Every element is probed when
+/// `x` has at most `max_probes` elements, otherwise an evenly spaced subset is.
+/// Passes when `|analytic - numeric| <= tol * (1 + |numeric|)`.
+pub fn check_gradient(
+    name: &str,
+    x: &[f64],
+    analytic: &[f64],
+    mut loss: impl FnMut(&[f64]) -> f64,
+    max_probes: usize,
+) -> Result<(), String> {
+    const EPS: f64 = 1e-6;
+    const TOL: f64 = 1e-5;
+    assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
+    let mut probe = x.to_vec();
+    let stride = x.len().div_ceil(max_probes.max(1)).max(1);
+    for i in (0..x.len()).step_by(stride) {
+        probe[i] = x[i] + EPS;
+        let up = loss(&probe);
+        probe[i] = x[i] - EPS;
+        let down = loss(&probe);
+        probe[i] = x[i];
+        let numeric = (up - down) / (2.0 * EPS);
+        if (analytic[i] - numeric).abs() > TOL * (1.0 + numeric.abs()) {
+            return Err(format!(
+                "{name}: d/dx[{i}] analytic {} vs finite difference {numeric}",
+                analytic[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_gradient`], panicking with its message on failure.
+#[track_caller]
+pub fn assert_gradient(
+    name: &str,
+    x: &[f64],
+    analytic: &[f64],
+    loss: impl FnMut(&[f64]) -> f64,
+    max_probes: usize,
+) {
+    if let Err(msg) = check_gradient(name, x, analytic, loss, max_probes) {
+        panic!("{msg}");
+    }
+}
+
+/// [`check_close`] against an f64 reference (narrowed to f32 first).
+#[track_caller]
+pub fn assert_close64(
+    name: &str,
+    gpu: &[f32],
+    reference: &[f64],
+    atol: f32,
+    rtol: f32,
+) -> Closeness {
+    assert_close(name, gpu, &to_f32(reference), atol, rtol)
+}
+
+/// Whether two runs gave the same bits.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// [`check_close`], panicking with its message on failure.
 #[track_caller]
 pub fn assert_close(name: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol: f32) -> Closeness {

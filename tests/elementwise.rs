@@ -4,7 +4,7 @@ use wgformer::gpu::{DType, Schedule, Tensor};
 use wgformer::kernels::elementwise::{add, copy, fill};
 use wgformer::reference::elementwise as cpu;
 use wgformer::rng::Rng;
-use wgformer::testing::{assert_close, on_each_adapter};
+use wgformer::testing::{assert_close64, on_each_adapter, to_f64};
 
 const SIZES: [usize; 6] = [1, 7, 255, 256, 257, 100_003];
 
@@ -26,9 +26,10 @@ fn elementwise_matches_reference() {
             add(&mut s, ctx, &ts, &ta, &tb).unwrap();
             s.run(ctx);
 
-            let mut want = vec![0f32; n];
+            let (a, b) = (to_f64(&a), to_f64(&b));
+            let mut want = vec![0f64; n];
             cpu::fill(&mut want, -1.25);
-            assert_close(
+            assert_close64(
                 "fill",
                 &ctx.block_on(tf.read_f32(ctx)).unwrap(),
                 &want,
@@ -36,7 +37,7 @@ fn elementwise_matches_reference() {
                 0.0,
             );
             cpu::copy(&mut want, &a);
-            assert_close(
+            assert_close64(
                 "copy",
                 &ctx.block_on(tc.read_f32(ctx)).unwrap(),
                 &want,
@@ -44,8 +45,8 @@ fn elementwise_matches_reference() {
                 0.0,
             );
             cpu::add(&mut want, &a, &b);
-            // One f32 addition on both sides: the results are bit-identical.
-            assert_close(
+            // One f32 addition, correctly rounded: the f64 sum narrowed is the same number.
+            assert_close64(
                 "add",
                 &ctx.block_on(ts.read_f32(ctx)).unwrap(),
                 &want,

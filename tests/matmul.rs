@@ -5,7 +5,7 @@ use wgformer::gpu::{DType, GpuContext, Schedule, Tensor};
 use wgformer::kernels::matmul::{matmul_forward, Gemm};
 use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
-use wgformer::testing::{assert_close, on_each_adapter};
+use wgformer::testing::{assert_close64, on_each_adapter, same_bits, to_f64};
 
 /// (M, K, N): rows, reduction, columns. The last is a GPT-2 124M MLP at T = 256.
 const SIZES: [(usize, usize, usize); 5] = [
@@ -54,10 +54,19 @@ fn matmul_forward_matches_reference() {
             for with_bias in [true, false] {
                 let b = with_bias.then_some(bias.as_slice());
                 let got = run_forward(ctx, &inp, &w, b, (m, k, n));
-                let mut want = vec![0f32; m * n];
-                cpu::matmul_forward(&mut want, &inp, &w, b, m, k, n);
+                let mut want = vec![0f64; m * n];
+                let b64 = b.map(to_f64);
+                cpu::matmul_forward(
+                    &mut want,
+                    &to_f64(&inp),
+                    &to_f64(&w),
+                    b64.as_deref(),
+                    m,
+                    k,
+                    n,
+                );
                 let name = format!("matmul_forward {m}x{k}x{n} bias={with_bias}");
-                assert_close(&name, &got, &want, 1e-4, 1e-3);
+                assert_close64(&name, &got, &want, 1e-4, 1e-3);
             }
         }
     });
@@ -73,11 +82,10 @@ fn matmul_is_deterministic() {
         let first = run_forward(ctx, &inp, &w, None, (m, k, n));
         for _ in 0..3 {
             let again = run_forward(ctx, &inp, &w, None, (m, k, n));
-            let same = first
-                .iter()
-                .zip(&again)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "matmul gave different bits on a second run");
+            assert!(
+                same_bits(&first, &again),
+                "matmul gave different bits on a second run"
+            );
         }
     });
 }
@@ -90,8 +98,8 @@ fn gemm_transposed_and_accumulating_forms_match_reference() {
             let a = rng.vec_uniform(m * k, -1.0, 1.0); // (M, K)
             let w = rng.vec_uniform(k * n, -1.0, 1.0); // (K, N)
             let prior = rng.vec_uniform(m * n, -1.0, 1.0);
-            let mut plain = vec![0f32; m * n];
-            cpu::matmul_forward(&mut plain, &a, &w, None, m, k, n);
+            let mut plain = vec![0f64; m * n];
+            cpu::matmul_forward(&mut plain, &to_f64(&a), &to_f64(&w), None, m, k, n);
             for (trans_a, trans_b, accumulate) in [
                 (false, true, false),
                 (true, false, false),
@@ -122,12 +130,16 @@ fn gemm_transposed_and_accumulating_forms_match_reference() {
                     .unwrap();
                 s.run(ctx);
                 let got = ctx.block_on(to.read_f32(ctx)).unwrap();
-                let want: Vec<f32> = if accumulate {
-                    plain.iter().zip(&prior).map(|(x, p)| x + p).collect()
+                let want: Vec<f64> = if accumulate {
+                    plain
+                        .iter()
+                        .zip(&prior)
+                        .map(|(x, &p)| x + p as f64)
+                        .collect()
                 } else {
                     plain.clone()
                 };
-                assert_close(&format!("{gemm:?} {m}x{k}x{n}"), &got, &want, 1e-4, 1e-3);
+                assert_close64(&format!("{gemm:?} {m}x{k}x{n}"), &got, &want, 1e-4, 1e-3);
             }
         }
     });

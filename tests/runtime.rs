@@ -171,3 +171,59 @@ fn user_errors_name_what_is_wrong() {
     assert!(msg.contains("no-such-adapter-anywhere"), "{msg}");
     assert!(msg.contains("mesa-vulkan-drivers"), "{msg}");
 }
+
+#[test]
+fn row_chunks_fit_the_binding_limit_and_alignment() {
+    use wgformer::gpu::context::binding_chunks;
+    // 50257 rows of 768 f32 (GPT-2's wte, 147 MiB) under a 128 MiB limit.
+    let chunks = binding_chunks(50257, 768 * 4, 128 << 20, 256);
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[0].start, 0);
+    assert_eq!(chunks.last().unwrap().end, 50257);
+    for c in &chunks {
+        assert!((c.end - c.start) as u64 * 768 * 4 <= 128 << 20);
+        assert_eq!(c.start as u64 * 768 * 4 % 256, 0);
+    }
+    // 48-float rows are 192 bytes: chunks start at multiples of 4 rows.
+    let chunks = binding_chunks(101, 48 * 4, 2000, 256);
+    assert!(chunks
+        .iter()
+        .all(|c| c.start % 4 == 0 && (c.end - c.start) * 192 <= 2000));
+    assert_eq!(chunks.iter().map(|c| c.end - c.start).sum::<usize>(), 101);
+
+    on_each_adapter(|ctx| {
+        let rows = 37;
+        let data: Vec<f32> = (0..rows * 48).map(|i| i as f32).collect();
+        let t = Tensor::from_f32(ctx, "rows", &[rows, 48], &data).unwrap();
+        let out = Tensor::zeros(ctx, "out", &[rows, 48], DType::F32).unwrap();
+        let chunks = binding_chunks(rows, 48 * 4, 1024, 256);
+        assert!(chunks.len() > 1);
+        let mut s = Schedule::new("chunked copy");
+        for c in chunks {
+            let n = (c.end - c.start) * 48;
+            let p = CopyParams {
+                n: n as u32,
+                value: 0.0,
+            };
+            s.dispatch(
+                ctx,
+                &wgformer::kernels::elementwise::COPY,
+                &[],
+                "chunk",
+                &[out.rows_slot(c.clone(), 48), t.rows_slot(c, 48)],
+                Some(&p),
+                [(n as u32).div_ceil(256), 1, 1],
+            )
+            .unwrap();
+        }
+        s.run(ctx);
+        assert_eq!(ctx.block_on(out.read_f32(ctx)).unwrap(), data);
+    });
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    n: u32,
+    value: f32,
+}

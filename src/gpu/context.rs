@@ -184,6 +184,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub(crate) pipelines: PipelineCache,
     submits: AtomicU64,
+    /// Largest binding launchers plan for; the device's limit unless a test lowers it.
+    binding_limit: u64,
 }
 
 impl GpuContext {
@@ -245,11 +247,12 @@ impl GpuContext {
         if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let limits_wanted = limits.clone();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgformer"),
                 required_features: features,
-                required_limits: limits,
+                required_limits: limits_wanted,
                 ..Default::default()
             })
             .await
@@ -264,6 +267,7 @@ impl GpuContext {
             info,
             pipelines: PipelineCache::default(),
             submits: AtomicU64::new(0),
+            binding_limit: limits.max_storage_buffer_binding_size,
         })
     }
 
@@ -277,6 +281,26 @@ impl GpuContext {
 
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
+    }
+
+    /// Largest storage binding, in bytes, that launchers split tensors to fit.
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// Plan bindings as if the device allowed only `bytes` per binding, so tests can
+    /// exercise the split paths (the embedding, the classifier) at small sizes.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        self.binding_limit = bytes.min(self.device.limits().max_storage_buffer_binding_size);
+        self
+    }
+
+    /// Split `rows` rows of `row_elems` 4-byte elements into ranges, each of which can
+    /// be bound on its own: at most [`binding_limit`](Self::binding_limit) bytes, and
+    /// starting at a byte offset the device accepts for storage bindings.
+    pub fn row_chunks(&self, rows: usize, row_elems: usize) -> Vec<std::ops::Range<usize>> {
+        let align = self.device.limits().min_storage_buffer_offset_alignment as u64;
+        binding_chunks(rows, row_elems as u64 * 4, self.binding_limit, align)
     }
 
     /// Whether per-kernel GPU timing is available on this device.
@@ -318,6 +342,38 @@ impl GpuContext {
             }
         }))
     }
+}
+
+/// Split `rows` rows of `row_bytes` bytes into consecutive ranges whose byte size is at
+/// most `max_binding` and whose first row starts at a multiple of `align` bytes.
+/// Panics if a single aligned group of rows cannot fit in `max_binding`.
+pub fn binding_chunks(
+    rows: usize,
+    row_bytes: u64,
+    max_binding: u64,
+    align: u64,
+) -> Vec<std::ops::Range<usize>> {
+    if rows == 0 {
+        return vec![0..0];
+    }
+    // Smallest row count whose byte size is a multiple of `align`.
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let quantum = (align / gcd(align, row_bytes.max(1))).max(1);
+    let fit = max_binding / row_bytes.max(1);
+    let per_chunk = (fit / quantum) * quantum;
+    assert!(
+        per_chunk > 0,
+        "a row of {row_bytes} bytes cannot be bound within {max_binding} bytes at alignment {align}"
+    );
+    (0..rows)
+        .step_by(per_chunk as usize)
+        .map(|r| r..(r + per_chunk as usize).min(rows))
+        .collect()
 }
 
 /// The facts `wgformer info` prints about one adapter.

@@ -11,7 +11,7 @@ use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, Slot};
 
 /// Element type of a tensor. Every type is 4 bytes wide for now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,6 +152,18 @@ impl Tensor {
             });
         }
         Ok(())
+    }
+
+    /// A binding of rows `rows` of this tensor seen as (rows, row_elems); pair it with
+    /// [`GpuContext::row_chunks`] so the offset is aligned and the size fits.
+    pub fn rows_slot(&self, rows: std::ops::Range<usize>, row_elems: usize) -> Slot<'_> {
+        let row_bytes = (row_elems * self.dtype.size()) as u64;
+        Slot {
+            buffer: &self.buffer,
+            offset: rows.start as u64 * row_bytes,
+            size: Some(((rows.end - rows.start).max(1) as u64 * row_bytes).max(4)),
+            label: &self.label,
+        }
     }
 
     /// Overwrite the contents with `data` (staged into the next submit).

@@ -4,8 +4,17 @@
 //! [`Schedule`](crate::gpu::Schedule); it never submits. To run one op alone, record it
 //! into a fresh schedule and `run` that.
 
+pub mod adamw;
+pub mod attention;
+pub mod crossentropy;
 pub mod elementwise;
+pub mod encoder;
+pub mod gelu;
+pub mod gradnorm;
+pub mod layernorm;
 pub mod matmul;
+pub mod residual;
+pub mod sampling;
 
 use crate::gpu::Shader;
 
@@ -21,10 +30,58 @@ pub mod shaders {
         name: "matmul",
         source: include_str!("../../shaders/matmul.wgsl"),
     };
+    pub static ENCODER: Shader = Shader {
+        name: "encoder",
+        source: include_str!("../../shaders/encoder.wgsl"),
+    };
+    pub static LAYERNORM: Shader = Shader {
+        name: "layernorm",
+        source: include_str!("../../shaders/layernorm.wgsl"),
+    };
+    pub static ATTENTION: Shader = Shader {
+        name: "attention",
+        source: include_str!("../../shaders/attention.wgsl"),
+    };
+    pub static GELU: Shader = Shader {
+        name: "gelu",
+        source: include_str!("../../shaders/gelu.wgsl"),
+    };
+    pub static RESIDUAL: Shader = Shader {
+        name: "residual",
+        source: include_str!("../../shaders/residual.wgsl"),
+    };
+    pub static CROSSENTROPY: Shader = Shader {
+        name: "crossentropy",
+        source: include_str!("../../shaders/crossentropy.wgsl"),
+    };
+    pub static SAMPLING: Shader = Shader {
+        name: "sampling",
+        source: include_str!("../../shaders/sampling.wgsl"),
+    };
+    pub static ADAMW: Shader = Shader {
+        name: "adamw",
+        source: include_str!("../../shaders/adamw.wgsl"),
+    };
+    pub static GRADNORM: Shader = Shader {
+        name: "gradnorm",
+        source: include_str!("../../shaders/gradnorm.wgsl"),
+    };
 
     /// All shaders, for `wgformer selfcheck` and the compile-everything test.
-    pub fn all() -> [&'static Shader; 2] {
-        [&ELEMENTWISE, &MATMUL]
+    pub fn all() -> [&'static Shader; 11] {
+        [
+            &ELEMENTWISE,
+            &MATMUL,
+            &ENCODER,
+            &LAYERNORM,
+            &ATTENTION,
+            &GELU,
+            &RESIDUAL,
+            &CROSSENTROPY,
+            &SAMPLING,
+            &ADAMW,
+            &GRADNORM,
+        ]
     }
 }
 

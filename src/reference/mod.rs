@@ -1,6 +1,18 @@
 //! CPU references: plain, obviously correct Rust for every kernel, with the kernel's name
-//! and argument order (outputs, inputs, dimensions). Tests compare the GPU against these;
-//! the references' own gradients are checked by finite differences. Speed is not a goal.
+//! and argument order (outputs, inputs, dimensions). They compute in f64, so they are a
+//! better answer than the kernels rather than a copy of their rounding, and so that
+//! their own gradients can be checked by finite differences (`testing::check_gradient`).
+//! Backward references follow the kernels' convention: gradients are added into (`+=`).
+//! Speed is not a goal.
 
+pub mod adamw;
+pub mod attention;
+pub mod crossentropy;
 pub mod elementwise;
+pub mod encoder;
+pub mod gelu;
+pub mod gradnorm;
+pub mod layernorm;
 pub mod matmul;
+pub mod residual;
+pub mod sampling;

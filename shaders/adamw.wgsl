@@ -1,0 +1,1 @@
+// adamw.wgsl: (being written)

@@ -1,0 +1,1 @@
+// attention.wgsl: (being written)

@@ -1,0 +1,1 @@
+// crossentropy.wgsl: (being written)

@@ -1,0 +1,1 @@
+// encoder.wgsl: (being written)

@@ -1,0 +1,1 @@
+// gelu.wgsl: (being written)

@@ -1,0 +1,1 @@
+// gradnorm.wgsl: (being written)

@@ -1,0 +1,1 @@
+//! Launchers for shaders/crossentropy.wgsl (being written).

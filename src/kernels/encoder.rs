@@ -1,0 +1,1 @@
+//! Launchers for shaders/encoder.wgsl (being written).

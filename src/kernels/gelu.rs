@@ -1,0 +1,1 @@
+//! Launchers for shaders/gelu.wgsl (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/gradnorm.wgsl (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/layernorm.wgsl (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/residual.wgsl (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/sampling.wgsl (being written).

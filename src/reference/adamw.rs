@@ -1,0 +1,1 @@
+//! References for shaders/adamw.wgsl (being written).

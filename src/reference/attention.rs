@@ -1,0 +1,1 @@
+//! References for shaders/attention.wgsl (being written).

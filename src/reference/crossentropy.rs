@@ -1,0 +1,1 @@
+//! References for shaders/crossentropy.wgsl (being written).

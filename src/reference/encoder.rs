@@ -1,0 +1,1 @@
+//! References for shaders/encoder.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/gelu.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/gradnorm.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/layernorm.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/residual.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/sampling.wgsl (being written).
