@@ -354,7 +354,7 @@ pub fn binding_chunks(
     align: u64,
 ) -> Vec<std::ops::Range<usize>> {
     if rows == 0 {
-        return vec![0..0];
+        return vec![std::ops::Range { start: 0, end: 0 }];
     }
     // Smallest row count whose byte size is a multiple of `align`.
     let gcd = |mut a: u64, mut b: u64| {
