@@ -11,9 +11,12 @@
 //! NH heads, HS head size (C / NH), V vocabulary, L layers; M, N, K for a matmul's
 //! rows, columns and reduction.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod rng;
 pub mod selfcheck;

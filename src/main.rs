@@ -43,6 +43,30 @@ enum Command {
     },
     /// Run every kernel on the selected adapter and compare it with the CPU reference.
     Selfcheck,
+    /// Measure speed: kernels at GPT-2 124M shapes against the adapter's FMA ceiling.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Every kernel at GPT-2 124M shapes (C=768, NH=12, V=50257), plus a pure-FMA kernel.
+    Kernels {
+        /// Batch size B.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Sequence length T.
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        /// Timed replays per kernel (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +96,7 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Some(Command::Info { selected }) => info(&opts, selected),
         Some(Command::Selfcheck) => selfcheck(&opts),
+        Some(Command::Bench { what }) => bench(&opts, what),
         None => {
             info(&opts, false)?;
             println!();
@@ -116,4 +141,37 @@ fn selfcheck(opts: &GpuOptions) -> Result<bool> {
         checks.iter().filter(|c| c.outcome.is_err()).count()
     );
     Ok(ok)
+}
+
+fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
+    match what {
+        BenchWhat::Kernels {
+            batch,
+            seq,
+            reps,
+            json,
+        } => {
+            let opts = GpuOptions {
+                profile: true,
+                ..opts.clone()
+            };
+            let ctx = pollster::block_on(GpuContext::new(&opts))?;
+            eprintln!("benchmarking kernels on {}", ctx.adapter_name());
+            let shape = wgformer::bench::BenchShape {
+                b: batch,
+                t: seq,
+                ..Default::default()
+            };
+            let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1))?;
+            println!("{}", report.markdown());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("report serializes");
+                std::fs::write(&path, text).map_err(|e| wgformer::Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            }
+            Ok(true)
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod gelu;
 pub mod gradnorm;
 pub mod layernorm;
 pub mod matmul;
+pub mod peak;
 pub mod residual;
 pub mod sampling;
 
@@ -67,8 +68,13 @@ pub mod shaders {
         source: include_str!("../../shaders/gradnorm.wgsl"),
     };
 
+    pub static PEAK: Shader = Shader {
+        name: "peak",
+        source: include_str!("../../shaders/peak.wgsl"),
+    };
+
     /// All shaders, for `wgformer selfcheck` and the compile-everything test.
-    pub fn all() -> [&'static Shader; 11] {
+    pub fn all() -> [&'static Shader; 12] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -81,6 +87,7 @@ pub mod shaders {
             &SAMPLING,
             &ADAMW,
             &GRADNORM,
+            &PEAK,
         ]
     }
 }

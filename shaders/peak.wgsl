@@ -1,0 +1,32 @@
+// peak.wgsl: the adapter's compute ceiling. Each invocation runs CHAINS independent
+// vec4 FMA chains for `iters` iterations (no memory traffic in the loop), then writes one
+// value so the work cannot be optimised away. FLOPs = invocations · iters · CHAINS · 4 · 2.
+// Launcher: src/kernels/peak.rs. No CPU reference: the output is a checksum only.
+
+struct PeakParams {
+    iters: u32,  // loop trip count
+    seed: f32,   // keeps the compiler from folding the chains
+}
+
+@group(0) @binding(0) var<storage, read_write> peak_out: array<f32>;  // (invocations)
+@group(0) @binding(1) var<uniform> peak_p: PeakParams;
+
+const CHAINS: u32 = 8u;
+
+@compute @workgroup_size(256)
+fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let s = peak_p.seed + f32(i) * 1e-7;
+    var a0 = vec4<f32>(s, s + 1.0, s + 2.0, s + 3.0);
+    var a1 = a0 + 0.1; var a2 = a0 + 0.2; var a3 = a0 + 0.3;
+    var a4 = a0 + 0.4; var a5 = a0 + 0.5; var a6 = a0 + 0.6; var a7 = a0 + 0.7;
+    let m = vec4<f32>(0.999999);
+    let c = vec4<f32>(1e-6);
+    for (var k = 0u; k < peak_p.iters; k++) {
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
+        a4 = fma(a4, m, c); a5 = fma(a5, m, c); a6 = fma(a6, m, c); a7 = fma(a7, m, c);
+    }
+    let r = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    peak_out[i] = r.x + r.y + r.z + r.w;
+}

@@ -1,0 +1,232 @@
+//! `wgformer bench kernels`: each kernel at GPT-2 124M shapes (B=4, T=64 by default),
+//! timed on the GPU, reported as GFLOP/s (compute-bound kernels) or GB/s (memory-bound
+//! ones) and as a fraction of the adapter's pure-FMA ceiling. Native only: it blocks.
+//! Timing uses timestamp queries around each launch where the adapter has them, and
+//! wall-clock time around a replay otherwise (the report says which).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::gpu::{DType, GpuContext, Profiler, Schedule, Tensor};
+use crate::kernels;
+use crate::rng::Rng;
+
+/// One benchmarked launch (or group of launches recorded as one schedule).
+pub struct Case {
+    pub name: String,
+    pub shape: String,
+    /// Floating-point operations per run (0 for pure data movement).
+    pub flops: u64,
+    /// Bytes read and written per run, counting each tensor once.
+    pub bytes: u64,
+    pub schedule: Schedule,
+    /// Tensors the schedule binds, kept alive for its runs.
+    pub keep: Vec<Tensor>,
+}
+
+/// A measured case.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub shape: String,
+    pub ms: f64,
+    pub gflops: Option<f64>,
+    pub gbytes_per_s: Option<f64>,
+    /// GFLOP/s as a fraction of the FMA ceiling (compute-bound cases only).
+    pub of_peak: Option<f64>,
+}
+
+/// The whole report, as JSON and as a markdown table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub date: String,
+    pub timing: String,
+    pub peak_gflops: f64,
+    pub results: Vec<Measurement>,
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "Adapter: {} — {} — timing: {}\n\nFMA ceiling: {:.1} GFLOP/s\n\n",
+            self.adapter, self.date, self.timing, self.peak_gflops
+        );
+        s += "| kernel | shape | ms | GFLOP/s | GB/s | of FMA ceiling |\n|---|---|---:|---:|---:|---:|\n";
+        for r in &self.results {
+            let f = |v: Option<f64>, p: usize| v.map_or("".into(), |v| format!("{v:.p$}"));
+            s += &format!(
+                "| {} | {} | {:.3} | {} | {} | {} |\n",
+                r.name,
+                r.shape,
+                r.ms,
+                f(r.gflops, 1),
+                f(r.gbytes_per_s, 2),
+                r.of_peak
+                    .map_or("".into(), |v| format!("{:.0} %", v * 100.0)),
+            );
+        }
+        s
+    }
+}
+
+/// Seconds one replay of `s` takes: the median over `reps` runs after a warm-up.
+pub fn time_schedule(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<f64> {
+    let wait = || {
+        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    };
+    s.run(ctx);
+    wait();
+    let mut times = Vec::with_capacity(reps);
+    if let Some(profiler) = Profiler::new(ctx, s) {
+        for _ in 0..reps {
+            s.run_profiled(ctx, &profiler);
+            let t = ctx.block_on(profiler.read(ctx))?;
+            times.push(t.iter().map(|k| k.nanos).sum::<f64>() * 1e-9);
+        }
+    } else {
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            s.run(ctx);
+            wait();
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn random(ctx: &GpuContext, rng: &mut Rng, label: &str, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    Tensor::from_f32(ctx, label, shape, &rng.vec_uniform(n, -1.0, 1.0))
+}
+
+/// The FMA ceiling in GFLOP/s.
+pub fn peak_gflops(ctx: &GpuContext) -> Result<f64> {
+    let out = Tensor::zeros(ctx, "peak", &[256 * 1024], DType::F32)?;
+    let mut s = Schedule::new("fma_peak");
+    let flops = kernels::peak::fma_peak(&mut s, ctx, &out, 2048)?;
+    let secs = time_schedule(ctx, &s, 3)?;
+    Ok(flops as f64 / secs * 1e-9)
+}
+
+/// Shapes of the benchmark: GPT-2 124M's channels at batch `b` and sequence `t`.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchShape {
+    pub b: usize,
+    pub t: usize,
+    pub c: usize,
+    pub nh: usize,
+    pub v: usize,
+}
+
+impl Default for BenchShape {
+    fn default() -> Self {
+        BenchShape {
+            b: 4,
+            t: 64,
+            c: 768,
+            nh: 12,
+            v: 50257,
+        }
+    }
+}
+
+/// Every kernel case at `sh`.
+pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
+    let mut rng = Rng::new(0);
+    let mut cases = Vec::new();
+    let (bt, c) = (sh.b * sh.t, sh.c);
+    let f32b = 4u64;
+
+    // Matmuls of a block and the classifier: out (BT, N) = inp (BT, K) · w (K, N) + bias.
+    for (name, k, n) in [
+        ("matmul_forward qkv", c, 3 * c),
+        ("matmul_forward attn proj", c, c),
+        ("matmul_forward fc", c, 4 * c),
+        ("matmul_forward mlp proj", 4 * c, c),
+    ] {
+        let inp = random(ctx, &mut rng, "inp", &[bt, k])?;
+        let w = random(ctx, &mut rng, "w", &[k, n])?;
+        let bias = random(ctx, &mut rng, "bias", &[n])?;
+        let out = Tensor::zeros(ctx, "out", &[bt, n], DType::F32)?;
+        let mut s = Schedule::new(name);
+        kernels::matmul::matmul_forward(&mut s, ctx, &out, &inp, &w, Some(&bias), bt, k, n)?;
+        cases.push(Case {
+            name: name.into(),
+            shape: format!("M={bt} K={k} N={n}"),
+            flops: 2 * (bt * k * n) as u64,
+            bytes: f32b * (bt * k + k * n + n + bt * n) as u64,
+            schedule: s,
+            keep: vec![inp, w, bias, out],
+        });
+    }
+
+    // Elementwise: a residual-stream sized add.
+    let n = bt * c;
+    let a = random(ctx, &mut rng, "a", &[n])?;
+    let b2 = random(ctx, &mut rng, "b", &[n])?;
+    let out = Tensor::zeros(ctx, "out", &[n], DType::F32)?;
+    let mut s = Schedule::new("add");
+    kernels::elementwise::add(&mut s, ctx, &out, &a, &b2)?;
+    cases.push(Case {
+        name: "add (residual)".into(),
+        shape: format!("N={n}"),
+        flops: 0,
+        bytes: f32b * 3 * n as u64,
+        schedule: s,
+        keep: vec![a, b2, out],
+    });
+    Ok(cases)
+}
+
+/// Run every case and build the report.
+pub fn run_kernels(ctx: &GpuContext, sh: BenchShape, reps: usize) -> Result<Report> {
+    let peak = peak_gflops(ctx)?;
+    let mut results = Vec::new();
+    for case in kernel_cases(ctx, sh)? {
+        let secs = time_schedule(ctx, &case.schedule, reps)?;
+        let gflops = (case.flops > 0).then(|| case.flops as f64 / secs * 1e-9);
+        results.push(Measurement {
+            name: case.name,
+            shape: case.shape,
+            ms: secs * 1e3,
+            gflops,
+            gbytes_per_s: Some(case.bytes as f64 / secs * 1e-9),
+            of_peak: gflops.map(|g| g / peak),
+        });
+    }
+    Ok(Report {
+        adapter: ctx.adapter_name(),
+        date: today(),
+        timing: if ctx.has_timestamps() {
+            "GPU timestamps per launch, median".into()
+        } else {
+            "wall clock per replay, median".into()
+        },
+        peak_gflops: peak,
+        results,
+    })
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}")
+}

@@ -1,0 +1,46 @@
+//! Launcher for shaders/peak.wgsl: a pure-FMA kernel whose throughput is the adapter's
+//! compute ceiling, so every benchmark figure can be read as a fraction of it.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::shaders::PEAK;
+use crate::error::Result;
+use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
+
+/// Mirrors `PeakParams` in shaders/peak.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PeakParams {
+    iters: u32,
+    seed: f32,
+}
+
+pub const FMA_PEAK: KernelDesc = KernelDesc {
+    shader: &PEAK,
+    entry: "fma_peak",
+    bindings: &[Binding::ReadWrite, Binding::Uniform],
+};
+
+/// FMA chains per invocation and lanes per chain (CHAINS and vec4 in the shader).
+const FMAS_PER_ITER: u64 = 8 * 4;
+
+/// Record `out.numel()` invocations of `iters` iterations; returns the FLOPs recorded.
+pub fn fma_peak(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, iters: u32) -> Result<u64> {
+    let n = out.numel();
+    assert!(
+        n % 256 == 0,
+        "fma_peak: {} invocations, not a multiple of 256",
+        n
+    );
+    let p = PeakParams { iters, seed: 0.5 };
+    s.dispatch(
+        ctx,
+        &FMA_PEAK,
+        &[],
+        "fma_peak",
+        &[out.into()],
+        Some(&p),
+        [(n / 256) as u32, 1, 1],
+    )?;
+    Ok(n as u64 * iters as u64 * FMAS_PER_ITER * 2)
+}

@@ -1,0 +1,7 @@
+//! Models built from the kernels: configuration, parameter layout, checkpoints.
+
+pub mod checkpoint;
+pub mod config;
+pub mod params;
+
+pub use config::Gpt2Config;
