@@ -227,3 +227,19 @@ struct CopyParams {
     n: u32,
     value: f32,
 }
+
+#[test]
+fn clear_zeroes_inside_the_same_submit() {
+    on_each_adapter(|ctx| {
+        let t = Tensor::from_f32(ctx, "grad", &[300], &vec![7.0; 300]).unwrap();
+        let out = Tensor::zeros(ctx, "out", &[300], DType::F32).unwrap();
+        let ones = Tensor::from_f32(ctx, "ones", &[300], &vec![1.0; 300]).unwrap();
+        let mut s = Schedule::new("clear then add");
+        s.clear(&t);
+        add(&mut s, ctx, &out, &t, &ones).unwrap();
+        let before = ctx.submit_count();
+        s.run(ctx);
+        assert_eq!(ctx.submit_count() - before, 1);
+        assert_eq!(ctx.block_on(out.read_f32(ctx)).unwrap(), vec![1.0; 300]);
+    });
+}

@@ -53,6 +53,9 @@ enum Op {
         dst_offset: u64,
         size: u64,
     },
+    Clear {
+        buffer: wgpu::Buffer,
+    },
 }
 
 /// Fold a 1-D launch wider than `max` workgroups into 2-D. Kernels recover the linear
@@ -196,6 +199,13 @@ impl Schedule {
         });
     }
 
+    /// Record zeroing the whole of `t` (gradients before a step's backward pass).
+    pub fn clear(&mut self, t: &Tensor) {
+        self.ops.push(Op::Clear {
+            buffer: t.buffer.clone(),
+        });
+    }
+
     /// Record a copy of the whole of `src` into the staging buffer `dst`.
     pub fn read_into(&mut self, src: &Tensor, dst: &Readback) {
         let size = src.size_bytes().min(dst.size);
@@ -215,6 +225,10 @@ impl Schedule {
                     size,
                 } => {
                     encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                    i += 1;
+                }
+                Op::Clear { buffer } => {
+                    encoder.clear_buffer(buffer, 0, None);
                     i += 1;
                 }
                 Op::Dispatch { .. } => {
@@ -268,6 +282,7 @@ impl Schedule {
                     dst_offset,
                     size,
                 } => encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size),
+                Op::Clear { buffer } => encoder.clear_buffer(buffer, 0, None),
                 Op::Dispatch {
                     kernel,
                     bind_group,
@@ -312,7 +327,7 @@ impl Schedule {
             .iter()
             .filter_map(|op| match op {
                 Op::Dispatch { kernel, label, .. } => Some((label.clone(), kernel.label.clone())),
-                Op::Copy { .. } => None,
+                Op::Copy { .. } | Op::Clear { .. } => None,
             })
             .collect()
     }
