@@ -146,6 +146,7 @@ pub fn assert_close(name: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol:
 /// `WGFORMER_TEST_ADAPTERS=all`. Panics with install instructions when there is none.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn test_contexts(needs: &Needs) -> Vec<GpuContext> {
+    quiet_wayland();
     let opts = GpuOptions::from_env().unwrap_or_else(|e| panic!("{e}"));
     let all = std::env::var("WGFORMER_TEST_ADAPTERS").is_ok_and(|v| v == "all");
     let adapters = pollster::block_on(list_adapters(&opts));
@@ -172,4 +173,16 @@ pub fn on_each_adapter(f: impl Fn(&GpuContext)) {
     for ctx in test_contexts(&Needs::default()) {
         f(&ctx);
     }
+}
+
+/// libwayland prints an error for every Vulkan instance when `XDG_RUNTIME_DIR` is unset;
+/// tests open no windows, so point it at the temp dir once, before any instance exists.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn quiet_wayland() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+    });
 }
