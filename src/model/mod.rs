@@ -3,5 +3,6 @@
 pub mod checkpoint;
 pub mod config;
 pub mod params;
+pub mod tensors;
 
 pub use config::Gpt2Config;
