@@ -43,6 +43,13 @@ enum Command {
     },
     /// Run every kernel on the selected adapter and compare it with the CPU reference.
     Selfcheck,
+    /// Compare with a reference fixture (logits, loss, every gradient, AdamW steps, greedy
+    /// decoding), printing each comparison; exits non-zero if any fails.
+    Parity {
+        /// Fixture directory (config.json, model.safetensors, reference.safetensors,
+        /// reference.json), e.g. ../shared/fixtures/gpt2-tiny
+        dir: std::path::PathBuf,
+    },
     /// Measure speed: kernels at GPT-2 124M shapes against the adapter's FMA ceiling.
     Bench {
         #[command(subcommand)]
@@ -97,6 +104,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Info { selected }) => info(&opts, selected),
         Some(Command::Selfcheck) => selfcheck(&opts),
         Some(Command::Bench { what }) => bench(&opts, what),
+        Some(Command::Parity { dir }) => parity(&opts, &dir),
         None => {
             info(&opts, false)?;
             println!();
@@ -174,4 +182,16 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+fn parity(opts: &GpuOptions, dir: &std::path::Path) -> Result<bool> {
+    let ctx = pollster::block_on(GpuContext::new(opts))?;
+    println!("parity of {} on {}", dir.display(), ctx.adapter_name());
+    let report = ctx.block_on(wgformer::parity::parity_gpt2(&ctx, dir))?;
+    for c in &report {
+        println!("  {c}");
+    }
+    let failed = report.iter().filter(|c| !c.pass).count();
+    println!("{} passed, {} failed", report.len() - failed, failed);
+    Ok(failed == 0)
 }

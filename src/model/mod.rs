@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gpt2;
 pub mod params;
 pub mod tensors;
 

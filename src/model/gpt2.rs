@@ -1,0 +1,925 @@
+//! GPT-2 assembled from the kernels: activations as named structs allocated once per
+//! (B, T), a forward pass recorded as a schedule, and a training step (zero grads →
+//! forward → fused loss → backward → optional clipping → AdamW) recorded once and
+//! replayed with one submit, reading back only the loss. Backward walks the forward in
+//! reverse, line for line. Checkpoint files are `model::checkpoint`'s business; the
+//! training loop, data and schedules of the learning rate belong to the trainer.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Needs, Readback, Schedule, Tensor};
+use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::attention::{attention_backward, attention_forward};
+use crate::kernels::crossentropy::{
+    crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
+};
+use crate::kernels::encoder::{encoder_backward, encoder_forward};
+use crate::kernels::gelu::{gelu_backward, gelu_forward};
+use crate::kernels::gradnorm::GradNorm;
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::matmul::{
+    classifier_backward, classifier_forward, matmul_backward, matmul_forward,
+};
+use crate::kernels::residual::{residual_backward, residual_forward};
+use crate::kernels::sampling::argmax_forward;
+use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
+use crate::model::config::Gpt2Config;
+use crate::model::params::{gpt2_param_specs, init_params};
+use crate::model::tensors::ParamTensors;
+
+/// A GPT-2's weights on the GPU.
+pub struct Gpt2 {
+    pub config: Gpt2Config,
+    pub params: ParamTensors,
+}
+
+impl Gpt2 {
+    /// Upload `values` (in `gpt2_param_specs` order) as the model's weights.
+    pub fn from_values(ctx: &GpuContext, config: Gpt2Config, values: &[Vec<f32>]) -> Result<Self> {
+        let specs = gpt2_param_specs(&config);
+        if values.len() != specs.len() {
+            return Err(Error::Invalid(format!(
+                "GPT-2 with {} layers has {} parameter tensors, got {}",
+                config.n_layer,
+                specs.len(),
+                values.len()
+            )));
+        }
+        for (s, v) in specs.iter().zip(values) {
+            if v.len() != s.numel() {
+                return Err(Error::Shape {
+                    tensor: s.name.clone(),
+                    expected: s.shape.clone(),
+                    found: vec![v.len()],
+                });
+            }
+        }
+        let params = ParamTensors::new(ctx, &config, "param", Some(values))?;
+        Ok(Gpt2 { config, params })
+    }
+
+    /// A fresh model initialised as GPT-2 (N(0, 0.02), residual projections scaled by
+    /// 1/sqrt(2L), zero biases, unit layernorm weights) from `seed`.
+    pub fn init(ctx: &GpuContext, config: Gpt2Config, seed: u64) -> Result<Self> {
+        let values = init_params(&config, seed);
+        Self::from_values(ctx, config, &values)
+    }
+
+    /// Load a Hugging Face GPT-2: a directory with `config.json` and `model.safetensors`,
+    /// or a `.safetensors` file with `config.json` beside it.
+    pub fn load(ctx: &GpuContext, path: &Path) -> Result<Self> {
+        let (dir, file) = if path.is_dir() {
+            (path.to_path_buf(), path.join("model.safetensors"))
+        } else {
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (dir, path.to_path_buf())
+        };
+        let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+        let values = load_gpt2_safetensors(&file, &config)?;
+        Self::from_values(ctx, config, &values)
+    }
+
+    /// Save as a Hugging Face checkpoint directory (`config.json`, `model.safetensors`),
+    /// each file written atomically.
+    pub async fn save(&self, ctx: &GpuContext, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let values = self.params.read_all(ctx).await?;
+        save_gpt2_safetensors(&dir.join("model.safetensors"), &self.config, &values)?;
+        let json =
+            serde_json::to_string_pretty(&self.config.to_hf_json()).expect("config serializes");
+        write_atomic(&dir.join("config.json"), json.as_bytes())
+    }
+
+    /// Device limits a run at batch `b` and length `t` needs beyond WebGPU's defaults:
+    /// the largest single buffer (the logits or wte).
+    pub fn needs(config: &Gpt2Config, b: usize, t: usize) -> Needs {
+        let c = config.n_embd as u64;
+        let biggest = [
+            (b * t) as u64 * config.vocab_size as u64,
+            config.vocab_size as u64 * c,
+            (b * t) as u64 * config.mlp_width() as u64,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+            * 4;
+        Needs {
+            max_buffer_size: biggest,
+            ..Needs::default()
+        }
+    }
+}
+
+/// One block's activations, for a fixed (B, T).
+pub struct LayerActs {
+    pub ln1: Tensor,       // (B, T, C)
+    pub ln1_mean: Tensor,  // (B, T)
+    pub ln1_rstd: Tensor,  // (B, T)
+    pub qkv: Tensor,       // (B, T, 3C)
+    pub atty: Tensor,      // (B, T, C)
+    pub att_stats: Tensor, // (B, NH, T): log-sum-exp of each attention row
+    pub attproj: Tensor,   // (B, T, C)
+    pub residual2: Tensor, // (B, T, C)
+    pub ln2: Tensor,       // (B, T, C)
+    pub ln2_mean: Tensor,  // (B, T)
+    pub ln2_rstd: Tensor,  // (B, T)
+    pub fch: Tensor,       // (B, T, 4C)
+    pub fch_gelu: Tensor,  // (B, T, 4C)
+    pub fcproj: Tensor,    // (B, T, C)
+    pub residual3: Tensor, // (B, T, C)
+}
+
+/// Every activation of a forward pass at (B, T), allocated once.
+pub struct Activations {
+    pub b: usize,
+    pub t: usize,
+    pub tokens: Tensor,  // (B, T) i32
+    pub targets: Tensor, // (B, T) i32, -100 = not counted
+    pub encoded: Tensor, // (B, T, C)
+    pub layers: Vec<LayerActs>,
+    pub lnf: Tensor,        // (B, T, C)
+    pub lnf_mean: Tensor,   // (B, T)
+    pub lnf_rstd: Tensor,   // (B, T)
+    pub logits: Tensor,     // (B, T, V); the backward pass overwrites it with dlogits
+    pub losses: Tensor,     // (B, T)
+    pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
+}
+
+fn f32t(ctx: &GpuContext, label: String, shape: &[usize]) -> Result<Tensor> {
+    Tensor::zeros(ctx, &label, shape, DType::F32)
+}
+
+impl Activations {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &Gpt2Config,
+        b: usize,
+        t: usize,
+        prefix: &str,
+    ) -> Result<Self> {
+        if t == 0 || b == 0 {
+            return Err(Error::Invalid(format!(
+                "batch {b} × length {t}: both must be positive"
+            )));
+        }
+        if t > cfg.n_positions {
+            return Err(Error::Invalid(format!(
+                "sequence length {t} exceeds the model's context of {} positions",
+                cfg.n_positions
+            )));
+        }
+        let (c, nh, f) = (cfg.n_embd, cfg.n_head, cfg.mlp_width());
+        let bt = [b, t];
+        let btc = [b, t, c];
+        let layers = (0..cfg.n_layer)
+            .map(|l| {
+                let n = |s: &str| format!("{prefix}h.{l}.{s}");
+                Ok(LayerActs {
+                    ln1: f32t(ctx, n("ln1"), &btc)?,
+                    ln1_mean: f32t(ctx, n("ln1_mean"), &bt)?,
+                    ln1_rstd: f32t(ctx, n("ln1_rstd"), &bt)?,
+                    qkv: f32t(ctx, n("qkv"), &[b, t, 3 * c])?,
+                    atty: f32t(ctx, n("atty"), &btc)?,
+                    att_stats: f32t(ctx, n("att_stats"), &[b, nh, t])?,
+                    attproj: f32t(ctx, n("attproj"), &btc)?,
+                    residual2: f32t(ctx, n("residual2"), &btc)?,
+                    ln2: f32t(ctx, n("ln2"), &btc)?,
+                    ln2_mean: f32t(ctx, n("ln2_mean"), &bt)?,
+                    ln2_rstd: f32t(ctx, n("ln2_rstd"), &bt)?,
+                    fch: f32t(ctx, n("fch"), &[b, t, f])?,
+                    fch_gelu: f32t(ctx, n("fch_gelu"), &[b, t, f])?,
+                    fcproj: f32t(ctx, n("fcproj"), &btc)?,
+                    residual3: f32t(ctx, n("residual3"), &btc)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Activations {
+            b,
+            t,
+            tokens: Tensor::zeros(ctx, &format!("{prefix}tokens"), &bt, DType::I32)?,
+            targets: Tensor::zeros(ctx, &format!("{prefix}targets"), &bt, DType::I32)?,
+            encoded: f32t(ctx, format!("{prefix}encoded"), &btc)?,
+            layers,
+            lnf: f32t(ctx, format!("{prefix}lnf"), &btc)?,
+            lnf_mean: f32t(ctx, format!("{prefix}lnf_mean"), &bt)?,
+            lnf_rstd: f32t(ctx, format!("{prefix}lnf_rstd"), &bt)?,
+            logits: f32t(ctx, format!("{prefix}logits"), &[b, t, cfg.vocab_size])?,
+            losses: f32t(ctx, format!("{prefix}losses"), &bt)?,
+            loss_stats: f32t(ctx, format!("{prefix}loss_stats"), &[STATS_LEN])?,
+        })
+    }
+
+    pub fn all(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.tokens, &self.targets, &self.encoded];
+        for l in &self.layers {
+            v.extend([
+                &l.ln1,
+                &l.ln1_mean,
+                &l.ln1_rstd,
+                &l.qkv,
+                &l.atty,
+                &l.att_stats,
+                &l.attproj,
+                &l.residual2,
+                &l.ln2,
+                &l.ln2_mean,
+                &l.ln2_rstd,
+                &l.fch,
+                &l.fch_gelu,
+                &l.fcproj,
+                &l.residual3,
+            ]);
+        }
+        v.extend([
+            &self.lnf,
+            &self.lnf_mean,
+            &self.lnf_rstd,
+            &self.logits,
+            &self.losses,
+            &self.loss_stats,
+        ]);
+        v
+    }
+
+    /// Check token ids and upload tokens and targets (staged into the next submit).
+    pub fn write_batch(
+        &self,
+        ctx: &GpuContext,
+        vocab: usize,
+        x: &[i32],
+        y: Option<&[i32]>,
+    ) -> Result<()> {
+        let n = self.b * self.t;
+        if x.len() != n || y.is_some_and(|y| y.len() != n) {
+            return Err(Error::Invalid(format!(
+                "a batch needs B·T = {}·{} = {n} tokens and targets, got {} and {}",
+                self.b,
+                self.t,
+                x.len(),
+                y.map_or(0, |y| y.len())
+            )));
+        }
+        let bad = |v: i32| v < 0 || v as usize >= vocab;
+        if let Some(&tok) = x.iter().find(|&&v| bad(v)) {
+            return Err(Error::Invalid(format!(
+                "token id {tok} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if let Some(y) = y {
+            if let Some(&tok) = y
+                .iter()
+                .find(|&&v| bad(v) && v != crate::kernels::crossentropy::IGNORE_INDEX)
+            {
+                return Err(Error::Invalid(format!(
+                    "target id {tok} is outside the vocabulary of {vocab} (and is not the ignore value -100)"
+                )));
+            }
+            self.targets.write(ctx, y)?;
+        }
+        self.tokens.write(ctx, x)
+    }
+}
+
+/// Gradients of the activations the backward pass needs, for a fixed (B, T).
+pub struct LayerGrads {
+    pub dln1: Tensor,       // (B, T, C)
+    pub dqkv: Tensor,       // (B, T, 3C)
+    pub datty: Tensor,      // (B, T, C)
+    pub dattproj: Tensor,   // (B, T, C)
+    pub dresidual2: Tensor, // (B, T, C)
+    pub dln2: Tensor,       // (B, T, C)
+    pub dfch: Tensor,       // (B, T, 4C)
+    pub dfch_gelu: Tensor,  // (B, T, 4C)
+    pub dfcproj: Tensor,    // (B, T, C)
+    pub dresidual3: Tensor, // (B, T, C)
+}
+
+pub struct GradActivations {
+    pub dencoded: Tensor, // (B, T, C)
+    pub layers: Vec<LayerGrads>,
+    pub dlnf: Tensor, // (B, T, C)
+}
+
+impl GradActivations {
+    pub fn new(ctx: &GpuContext, cfg: &Gpt2Config, b: usize, t: usize) -> Result<Self> {
+        let (c, f) = (cfg.n_embd, cfg.mlp_width());
+        let btc = [b, t, c];
+        let layers = (0..cfg.n_layer)
+            .map(|l| {
+                let n = |s: &str| format!("grad.h.{l}.{s}");
+                Ok(LayerGrads {
+                    dln1: f32t(ctx, n("ln1"), &btc)?,
+                    dqkv: f32t(ctx, n("qkv"), &[b, t, 3 * c])?,
+                    datty: f32t(ctx, n("atty"), &btc)?,
+                    dattproj: f32t(ctx, n("attproj"), &btc)?,
+                    dresidual2: f32t(ctx, n("residual2"), &btc)?,
+                    dln2: f32t(ctx, n("ln2"), &btc)?,
+                    dfch: f32t(ctx, n("fch"), &[b, t, f])?,
+                    dfch_gelu: f32t(ctx, n("fch_gelu"), &[b, t, f])?,
+                    dfcproj: f32t(ctx, n("fcproj"), &btc)?,
+                    dresidual3: f32t(ctx, n("residual3"), &btc)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GradActivations {
+            dencoded: f32t(ctx, "grad.encoded".into(), &btc)?,
+            layers,
+            dlnf: f32t(ctx, "grad.lnf".into(), &btc)?,
+        })
+    }
+
+    pub fn all(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.dencoded, &self.dlnf];
+        for l in &self.layers {
+            v.extend([
+                &l.dln1,
+                &l.dqkv,
+                &l.datty,
+                &l.dattproj,
+                &l.dresidual2,
+                &l.dln2,
+                &l.dfch,
+                &l.dfch_gelu,
+                &l.dfcproj,
+                &l.dresidual3,
+            ]);
+        }
+        v
+    }
+}
+
+/// Record the forward pass: tokens → logits (B, T, V).
+pub fn record_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Gpt2,
+    a: &Activations,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, t, c, nh, v, f) = (
+        a.b,
+        a.t,
+        cfg.n_embd,
+        cfg.n_head,
+        cfg.vocab_size,
+        cfg.mlp_width(),
+    );
+    let eps = cfg.layer_norm_epsilon as f32;
+    let bt = b * t;
+    encoder_forward(s, ctx, &a.encoded, &a.tokens, &p.wte, &p.wpe, b, t, c, v)?;
+    for (l, (w, x)) in p.layers.iter().zip(&a.layers).enumerate() {
+        let residual = if l == 0 {
+            &a.encoded
+        } else {
+            &a.layers[l - 1].residual3
+        };
+        layernorm_forward(
+            s,
+            ctx,
+            &x.ln1,
+            &x.ln1_mean,
+            &x.ln1_rstd,
+            residual,
+            &w.ln_1_w,
+            &w.ln_1_b,
+            b,
+            t,
+            c,
+            eps,
+        )?;
+        matmul_forward(
+            s,
+            ctx,
+            &x.qkv,
+            &x.ln1,
+            &w.c_attn_w,
+            Some(&w.c_attn_b),
+            bt,
+            c,
+            3 * c,
+        )?;
+        attention_forward(s, ctx, &x.atty, &x.att_stats, &x.qkv, b, t, c, nh)?;
+        matmul_forward(
+            s,
+            ctx,
+            &x.attproj,
+            &x.atty,
+            &w.c_proj_w,
+            Some(&w.c_proj_b),
+            bt,
+            c,
+            c,
+        )?;
+        residual_forward(s, ctx, &x.residual2, residual, &x.attproj, bt * c)?;
+        layernorm_forward(
+            s,
+            ctx,
+            &x.ln2,
+            &x.ln2_mean,
+            &x.ln2_rstd,
+            &x.residual2,
+            &w.ln_2_w,
+            &w.ln_2_b,
+            b,
+            t,
+            c,
+            eps,
+        )?;
+        matmul_forward(s, ctx, &x.fch, &x.ln2, &w.c_fc_w, Some(&w.c_fc_b), bt, c, f)?;
+        gelu_forward(s, ctx, &x.fch_gelu, &x.fch, bt * f)?;
+        matmul_forward(
+            s,
+            ctx,
+            &x.fcproj,
+            &x.fch_gelu,
+            &w.mlp_proj_w,
+            Some(&w.mlp_proj_b),
+            bt,
+            f,
+            c,
+        )?;
+        residual_forward(s, ctx, &x.residual3, &x.residual2, &x.fcproj, bt * c)?;
+    }
+    let last = match a.layers.last() {
+        Some(l) => &l.residual3,
+        None => &a.encoded,
+    };
+    layernorm_forward(
+        s,
+        ctx,
+        &a.lnf,
+        &a.lnf_mean,
+        &a.lnf_rstd,
+        last,
+        &p.ln_f_w,
+        &p.ln_f_b,
+        b,
+        t,
+        c,
+        eps,
+    )?;
+    classifier_forward(s, ctx, &a.logits, &a.lnf, &p.wte, bt, c, v)
+}
+
+/// Record the loss: per-position cross-entropy and its mean over counted positions.
+pub fn record_loss(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    cfg: &Gpt2Config,
+    a: &Activations,
+) -> Result<()> {
+    let bt = a.b * a.t;
+    crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.targets, bt, cfg.vocab_size)?;
+    crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.targets, bt)
+}
+
+/// Record the backward pass, the forward in reverse. Adds into `grads` and `d`, which
+/// the caller zeroes first; overwrites the logits with dlogits.
+pub fn record_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Gpt2,
+    grads: &ParamTensors,
+    a: &Activations,
+    d: &GradActivations,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, t, c, nh, v, f) = (
+        a.b,
+        a.t,
+        cfg.n_embd,
+        cfg.n_head,
+        cfg.vocab_size,
+        cfg.mlp_width(),
+    );
+    let bt = b * t;
+    crossentropy_backward_inplace(s, ctx, &a.logits, &a.targets, &a.loss_stats, bt, v)?;
+    let dlogits = &a.logits;
+    classifier_backward(
+        s, ctx, &d.dlnf, &grads.wte, dlogits, &a.lnf, &p.wte, bt, c, v,
+    )?;
+    let (last, dlast) = match (a.layers.last(), d.layers.last()) {
+        (Some(x), Some(dx)) => (&x.residual3, &dx.dresidual3),
+        _ => (&a.encoded, &d.dencoded),
+    };
+    layernorm_backward(
+        s,
+        ctx,
+        dlast,
+        &grads.ln_f_w,
+        &grads.ln_f_b,
+        &d.dlnf,
+        last,
+        &p.ln_f_w,
+        &a.lnf_mean,
+        &a.lnf_rstd,
+        b,
+        t,
+        c,
+    )?;
+    for l in (0..cfg.n_layer).rev() {
+        let (w, g, x, dx) = (&p.layers[l], &grads.layers[l], &a.layers[l], &d.layers[l]);
+        let (residual, dresidual) = if l == 0 {
+            (&a.encoded, &d.dencoded)
+        } else {
+            (&a.layers[l - 1].residual3, &d.layers[l - 1].dresidual3)
+        };
+        residual_backward(s, ctx, &dx.dresidual2, &dx.dfcproj, &dx.dresidual3, bt * c)?;
+        matmul_backward(
+            s,
+            ctx,
+            &dx.dfch_gelu,
+            &g.mlp_proj_w,
+            Some(&g.mlp_proj_b),
+            &dx.dfcproj,
+            &x.fch_gelu,
+            &w.mlp_proj_w,
+            bt,
+            f,
+            c,
+        )?;
+        gelu_backward(s, ctx, &dx.dfch, &x.fch, &dx.dfch_gelu, bt * f)?;
+        matmul_backward(
+            s,
+            ctx,
+            &dx.dln2,
+            &g.c_fc_w,
+            Some(&g.c_fc_b),
+            &dx.dfch,
+            &x.ln2,
+            &w.c_fc_w,
+            bt,
+            c,
+            f,
+        )?;
+        layernorm_backward(
+            s,
+            ctx,
+            &dx.dresidual2,
+            &g.ln_2_w,
+            &g.ln_2_b,
+            &dx.dln2,
+            &x.residual2,
+            &w.ln_2_w,
+            &x.ln2_mean,
+            &x.ln2_rstd,
+            b,
+            t,
+            c,
+        )?;
+        residual_backward(s, ctx, dresidual, &dx.dattproj, &dx.dresidual2, bt * c)?;
+        matmul_backward(
+            s,
+            ctx,
+            &dx.datty,
+            &g.c_proj_w,
+            Some(&g.c_proj_b),
+            &dx.dattproj,
+            &x.atty,
+            &w.c_proj_w,
+            bt,
+            c,
+            c,
+        )?;
+        attention_backward(
+            s,
+            ctx,
+            &dx.dqkv,
+            &dx.datty,
+            &x.qkv,
+            &x.atty,
+            &x.att_stats,
+            b,
+            t,
+            c,
+            nh,
+        )?;
+        matmul_backward(
+            s,
+            ctx,
+            &dx.dln1,
+            &g.c_attn_w,
+            Some(&g.c_attn_b),
+            &dx.dqkv,
+            &x.ln1,
+            &w.c_attn_w,
+            bt,
+            c,
+            3 * c,
+        )?;
+        layernorm_backward(
+            s,
+            ctx,
+            dresidual,
+            &g.ln_1_w,
+            &g.ln_1_b,
+            &dx.dln1,
+            residual,
+            &w.ln_1_w,
+            &x.ln1_mean,
+            &x.ln1_rstd,
+            b,
+            t,
+            c,
+        )?;
+    }
+    encoder_backward(
+        s,
+        ctx,
+        &grads.wte,
+        &grads.wpe,
+        &d.dencoded,
+        &a.tokens,
+        b,
+        t,
+        c,
+        v,
+    )
+}
+
+/// AdamW settings (as `torch.optim.AdamW`), with optional global-norm clipping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Applied to the decayed group (matrices and embeddings); biases and layernorm
+    /// parameters are never decayed.
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this; `None` disables clipping.
+    pub grad_clip: Option<f32>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+        }
+    }
+}
+
+/// Bytes a training run holds on the device, by kind (printed before training).
+#[derive(Clone, Debug)]
+pub struct MemoryReport {
+    pub parameters: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub largest_binding: (String, u64),
+    pub binding_limit: u64,
+}
+
+impl std::fmt::Display for MemoryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        writeln!(f, "memory: parameters {:.1} MiB, gradients {:.1} MiB, optimizer state {:.1} MiB, activations {:.1} MiB (total {:.1} MiB)",
+            mib(self.parameters), mib(self.gradients), mib(self.optimizer), mib(self.activations),
+            mib(self.parameters + self.gradients + self.optimizer + self.activations))?;
+        let (name, bytes) = &self.largest_binding;
+        write!(
+            f,
+            "largest tensor: {name} {:.1} MiB; binding limit {:.1} MiB ({})",
+            mib(*bytes),
+            mib(self.binding_limit),
+            if *bytes > self.binding_limit {
+                "bound in chunks"
+            } else {
+                "bound whole"
+            }
+        )
+    }
+}
+
+/// Everything a training run keeps on the device for one (B, T), and the recorded step.
+pub struct Trainer {
+    pub model: Gpt2,
+    pub acts: Activations,
+    pub dacts: GradActivations,
+    pub grads: ParamTensors,
+    pub m: ParamTensors,
+    pub v: ParamTensors,
+    pub gradnorm: GradNorm,
+    pub opt: OptimConfig,
+    adam_step: Tensor, // (8) u32 words of an AdamwStep
+    /// forward + loss only (evaluation, parity of logits)
+    forward: Schedule,
+    /// zero grads, forward, loss, backward
+    forward_backward: Schedule,
+    /// clip + AdamW
+    update: Schedule,
+    loss_readback: Readback,
+    /// AdamW steps taken (t of the next step is step + 1).
+    pub step: u32,
+}
+
+impl Trainer {
+    pub fn new(
+        ctx: &GpuContext,
+        model: Gpt2,
+        b: usize,
+        t: usize,
+        opt: OptimConfig,
+    ) -> Result<Self> {
+        let cfg = model.config.clone();
+        let acts = Activations::new(ctx, &cfg, b, t, "act.")?;
+        let dacts = GradActivations::new(ctx, &cfg, b, t)?;
+        let grads = ParamTensors::new(ctx, &cfg, "grad", None)?;
+        let m = ParamTensors::new(ctx, &cfg, "adam.m", None)?;
+        let v = ParamTensors::new(ctx, &cfg, "adam.v", None)?;
+        let gradnorm = GradNorm::new(ctx, &grads.all())?;
+        let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
+
+        let mut forward = Schedule::new("forward");
+        record_forward(&mut forward, ctx, &model, &acts)?;
+        record_loss(&mut forward, ctx, &cfg, &acts)?;
+
+        let mut fb = Schedule::new("forward+backward");
+        for g in grads.all().into_iter().chain(dacts.all()) {
+            fb.clear(g);
+        }
+        record_forward(&mut fb, ctx, &model, &acts)?;
+        record_loss(&mut fb, ctx, &cfg, &acts)?;
+        record_backward(&mut fb, ctx, &model, &grads, &acts, &dacts)?;
+
+        let mut update = Schedule::new("update");
+        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
+        let specs = gpt2_param_specs(&cfg);
+        for (((spec, p), (g, mm)), vv) in specs
+            .iter()
+            .zip(model.params.all())
+            .zip(grads.all().into_iter().zip(m.all()))
+            .zip(v.all())
+        {
+            let wd = if spec.decay { opt.weight_decay } else { 0.0 };
+            adamw_update(
+                &mut update,
+                ctx,
+                p,
+                mm,
+                vv,
+                g,
+                &adam_step,
+                &gradnorm.state,
+                p.numel(),
+                wd,
+            )?;
+        }
+        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
+        Ok(Trainer {
+            model,
+            acts,
+            dacts,
+            grads,
+            m,
+            v,
+            gradnorm,
+            opt,
+            adam_step,
+            forward,
+            forward_backward: fb,
+            update,
+            loss_readback,
+            step: 0,
+        })
+    }
+
+    pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
+        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
+        let all: Vec<&Tensor> = self
+            .model
+            .params
+            .all()
+            .into_iter()
+            .chain(self.acts.all())
+            .chain(self.dacts.all())
+            .collect();
+        let largest = all
+            .iter()
+            .max_by_key(|t| t.size_bytes())
+            .expect("tensors exist");
+        MemoryReport {
+            parameters: self.model.params.total_bytes(),
+            gradients: self.grads.total_bytes(),
+            optimizer: self.m.total_bytes() + self.v.total_bytes(),
+            activations: sum(self.acts.all()) + sum(self.dacts.all()),
+            largest_binding: (largest.label.clone(), largest.size_bytes()),
+            binding_limit: ctx.binding_limit(),
+        }
+    }
+
+    fn submit(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("train step"),
+            });
+        for s in schedules {
+            s.encode(&mut enc);
+        }
+        enc.copy_buffer_to_buffer(
+            &self.acts.loss_stats.buffer,
+            0,
+            &self.loss_readback.buffer,
+            0,
+            self.loss_readback.size,
+        );
+        ctx.submit(enc.finish());
+    }
+
+    async fn read_loss(&self, ctx: &GpuContext) -> Result<f32> {
+        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
+        Ok(stats[0])
+    }
+
+    /// Mean loss of (x, y) without touching gradients or weights. One submit.
+    pub async fn eval_loss(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
+        self.acts
+            .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
+        self.submit(ctx, &[&self.forward]);
+        self.read_loss(ctx).await
+    }
+
+    /// Forward and backward of (x, y): gradients land in `self.grads`; returns the loss.
+    /// The logits are overwritten by their gradient. One submit.
+    pub async fn forward_backward(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
+        self.acts
+            .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
+        self.submit(ctx, &[&self.forward_backward]);
+        self.read_loss(ctx).await
+    }
+
+    /// One training step at learning rate `lr`: zero grads → forward → loss → backward →
+    /// clip → AdamW, as one submit; only the loss (before the update) is read back.
+    pub async fn step(&mut self, ctx: &GpuContext, x: &[i32], y: &[i32], lr: f32) -> Result<f32> {
+        self.acts
+            .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
+        let t = self.step + 1;
+        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, t)?
+            .write(ctx, &self.adam_step)?;
+        self.submit(ctx, &[&self.forward_backward, &self.update]);
+        self.step = t;
+        self.read_loss(ctx).await
+    }
+}
+
+/// Greedy continuation of `prompt` up to `total` tokens (prompt included) by full
+/// recomputation: a forward pass at B = 1, T = context over the prompt padded with
+/// token 0 (causal attention keeps the padding from affecting earlier positions), then
+/// argmax of the last real position on the GPU; only the chosen id is read back.
+pub async fn generate_greedy(
+    ctx: &GpuContext,
+    model: &Gpt2,
+    prompt: &[i32],
+    total: usize,
+) -> Result<Vec<i32>> {
+    let cfg = &model.config;
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt needs at least one token".into()));
+    }
+    if total > cfg.n_positions {
+        return Err(Error::Invalid(format!(
+            "{total} tokens exceed the model's context of {} positions",
+            cfg.n_positions
+        )));
+    }
+    let t = cfg.n_positions;
+    let v = cfg.vocab_size;
+    let acts = Activations::new(ctx, cfg, 1, t, "gen.")?;
+    let mut fwd = Schedule::new("generate forward");
+    record_forward(&mut fwd, ctx, model, &acts)?;
+    let last = Tensor::zeros(ctx, "last logits", &[1, v], DType::F32)?;
+    let next = Tensor::zeros(ctx, "next token", &[1], DType::U32)?;
+    let mut pick = Schedule::new("argmax");
+    argmax_forward(&mut pick, ctx, &next, &last, 1, v)?;
+    let readback = Readback::new(ctx, "next token", 4);
+    let mut tokens = prompt.to_vec();
+    while tokens.len() < total {
+        let mut padded = tokens.clone();
+        padded.resize(t, 0);
+        acts.write_batch(ctx, v, &padded, None)?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("generate"),
+            });
+        fwd.encode(&mut enc);
+        let row = ((tokens.len() - 1) * v * 4) as u64;
+        enc.copy_buffer_to_buffer(&acts.logits.buffer, row, &last.buffer, 0, (v * 4) as u64);
+        pick.encode(&mut enc);
+        enc.copy_buffer_to_buffer(&next.buffer, 0, &readback.buffer, 0, 4);
+        ctx.submit(enc.finish());
+        let id: Vec<u32> = readback.read(ctx).await?;
+        tokens.push(id[0] as i32);
+    }
+    Ok(tokens)
+}

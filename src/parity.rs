@@ -1,0 +1,251 @@
+//! `wgformer parity <fixture-dir>`: compare wgformer with the numbers an independent
+//! implementation computed for the same checkpoint (llm.c's test_gpt2). A fixture
+//! directory holds `config.json` and `model.safetensors` (a Hugging Face GPT-2),
+//! `reference.safetensors` (x, y, logits, loss, grad.<name>, losses, generate.prompt,
+//! generate.greedy) and `reference.json` (the optimizer). Each comparison reports its
+//! max error and tolerance; any sizes and either parameter naming work.
+
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::model::gpt2::{generate_greedy, Gpt2, OptimConfig, Trainer};
+use crate::model::params::gpt2_param_specs;
+
+/// One line of a parity report.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub what: String,
+    pub max_err: f64,
+    pub tol: f64,
+    pub pass: bool,
+    /// Extra words for the line (e.g. the tokens that differ).
+    pub note: String,
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:<44} max |Δ| {:.3e}  tol {:.3e}{}",
+            if self.pass { "ok  " } else { "FAIL" },
+            self.what,
+            self.max_err,
+            self.tol,
+            if self.note.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", self.note)
+            }
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct ReferenceJson {
+    optimizer: OptimizerJson,
+}
+
+#[derive(Deserialize)]
+struct OptimizerJson {
+    lr: f32,
+    betas: (f32, f32),
+    eps: f32,
+    weight_decay: f32,
+    #[serde(default)]
+    grad_clip: Option<f32>,
+    #[serde(default = "ten")]
+    steps: usize,
+}
+
+fn ten() -> usize {
+    10
+}
+
+struct Reference {
+    bytes: Vec<u8>,
+    file: String,
+}
+
+impl Reference {
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| Error::Invalid(format!("{}: not a safetensors file: {e}", self.file)))
+    }
+
+    fn get(&self, name: &str) -> Result<(Vec<usize>, Dtype, Vec<u8>)> {
+        let st = self.tensors()?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::Invalid(format!("{}: missing tensor {name}", self.file)))?;
+        Ok((t.shape().to_vec(), t.dtype(), t.data().to_vec()))
+    }
+
+    fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (shape, dtype, data) = self.get(name)?;
+        if dtype != Dtype::F32 {
+            return Err(Error::DType {
+                tensor: format!("{}: {name}", self.file),
+                expected: "F32".into(),
+                found: format!("{dtype:?}"),
+            });
+        }
+        Ok((shape, bytemuck::pod_collect_to_vec(&data)))
+    }
+
+    fn i32(&self, name: &str) -> Result<(Vec<usize>, Vec<i32>)> {
+        let (shape, dtype, data) = self.get(name)?;
+        match dtype {
+            Dtype::I32 => Ok((shape, bytemuck::pod_collect_to_vec(&data))),
+            Dtype::I64 => {
+                let v: Vec<i64> = bytemuck::pod_collect_to_vec(&data);
+                Ok((shape, v.into_iter().map(|x| x as i32).collect()))
+            }
+            _ => Err(Error::DType {
+                tensor: format!("{}: {name}", self.file),
+                expected: "I32".into(),
+                found: format!("{dtype:?}"),
+            }),
+        }
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, |m, d| {
+            if d.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(d)
+            }
+        })
+}
+
+fn compare(what: String, got: &[f32], want: &[f32], tol: f64) -> Comparison {
+    let max_err = if got.len() == want.len() {
+        max_abs_diff(got, want)
+    } else {
+        f64::INFINITY
+    };
+    Comparison {
+        what,
+        max_err,
+        tol,
+        pass: max_err <= tol,
+        note: if got.len() == want.len() {
+            String::new()
+        } else {
+            format!("length {} vs reference {}", got.len(), want.len())
+        },
+    }
+}
+
+/// Run every comparison of a GPT-2 fixture on `ctx`.
+pub async fn parity_gpt2(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparison>> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })
+    };
+    let reference = Reference {
+        bytes: read("reference.safetensors")?,
+        file: dir.join("reference.safetensors").display().to_string(),
+    };
+    let rj: ReferenceJson = serde_json::from_slice(&read("reference.json")?)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join("reference.json").display())))?;
+    let o = rj.optimizer;
+    let opt = OptimConfig {
+        beta1: o.betas.0,
+        beta2: o.betas.1,
+        eps: o.eps,
+        weight_decay: o.weight_decay,
+        grad_clip: o.grad_clip,
+    };
+
+    let (xshape, x) = reference.i32("x")?;
+    let (_, y) = reference.i32("y")?;
+    if xshape.len() != 2 {
+        return Err(Error::Invalid(format!(
+            "{}: x must be (B, T), is {xshape:?}",
+            reference.file
+        )));
+    }
+    let (b, t) = (xshape[0], xshape[1]);
+    let mut out = Vec::new();
+
+    let model = Gpt2::load(ctx, dir)?;
+    let cfg = model.config.clone();
+    let mut trainer = Trainer::new(ctx, model, b, t, opt)?;
+
+    // Logits and loss from the forward pass alone.
+    let loss = trainer.eval_loss(ctx, &x, &y).await?;
+    let logits = trainer.acts.logits.read_f32(ctx).await?;
+    let (_, want_logits) = reference.f32("logits")?;
+    out.push(compare("logits".into(), &logits, &want_logits, 1e-3));
+    let (_, want_loss) = reference.f32("loss")?;
+    out.push(compare("loss".into(), &[loss], &want_loss, 1e-4));
+
+    // Every parameter's gradient.
+    trainer.forward_backward(ctx, &x, &y).await?;
+    let grads = trainer.grads.read_all(ctx).await?;
+    for (spec, g) in gpt2_param_specs(&cfg).iter().zip(&grads) {
+        let names = [
+            format!("grad.transformer.{}", spec.name),
+            format!("grad.{}", spec.name),
+        ];
+        let found = names.iter().find_map(|n| reference.f32(n).ok());
+        let Some((_, want)) = found else {
+            return Err(Error::Invalid(format!(
+                "{}: missing tensor {}",
+                reference.file, names[0]
+            )));
+        };
+        let max_ref = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        out.push(compare(
+            format!("grad {}", spec.name),
+            g,
+            &want,
+            1e-4 + 1e-3 * max_ref,
+        ));
+    }
+
+    // AdamW steps on the same batch: the loss before each step.
+    let (_, want_losses) = reference.f32("losses")?;
+    let mut losses = Vec::new();
+    for _ in 0..o.steps.min(want_losses.len()) {
+        losses.push(trainer.step(ctx, &x, &y, o.lr).await?);
+    }
+    out.push(compare(
+        format!("{} AdamW step losses", losses.len()),
+        &losses,
+        &want_losses,
+        2e-3,
+    ));
+
+    // Greedy continuation, from the untrained checkpoint.
+    let (_, prompt) = reference.i32("generate.prompt")?;
+    let (_, greedy) = reference.i32("generate.greedy")?;
+    let model = Gpt2::load(ctx, dir)?;
+    let tokens = generate_greedy(ctx, &model, &prompt, prompt.len() + greedy.len()).await?;
+    let got = &tokens[prompt.len()..];
+    let first_diff = got.iter().zip(&greedy).position(|(a, b)| a != b);
+    out.push(Comparison {
+        what: format!("greedy continuation ({} tokens)", greedy.len()),
+        max_err: if first_diff.is_some() { 1.0 } else { 0.0 },
+        tol: 0.0,
+        pass: first_diff.is_none() && got.len() == greedy.len(),
+        note: match first_diff {
+            Some(i) => format!("first differs at {i}: got {} want {}", got[i], greedy[i]),
+            None => "identical".into(),
+        },
+    });
+    Ok(out)
+}
