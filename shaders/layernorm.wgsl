@@ -1,1 +1,163 @@
-// layernorm.wgsl: (being written)
+// layernorm.wgsl: layer normalisation over the channels of each row (B·T rows of C),
+//   out = (inp − mean)·rstd·weight + bias,  rstd = 1/√(var + eps),
+// saving mean and rstd for the backward, which walks it in reverse. Three entry points:
+//   layernorm_forward          one workgroup per row
+//   layernorm_backward_dinp    one workgroup per row: dinp
+//   layernorm_backward_dparams one workgroup per 32 channels: dweight, dbias
+// Both per-row kernels reduce with a fixed-shape tree in workgroup memory (row_sum), and
+// the forward takes two passes over the row (the mean, then the variance of x − mean),
+// so results are reproducible to the bit and accurate at any C. dweight and dbias are
+// sums over all B·T rows: each column of invocations walks the rows in order with a
+// stride of LANES, and the LANES partial sums are then added by a fixed tree. No atomics.
+// Launchers: src/kernels/layernorm.rs. CPU references: src/reference/layernorm.rs.
+
+// Mirrored by `LayernormParams` in src/kernels/layernorm.rs.
+struct LayernormParams {
+    rows: u32,  // B·T
+    c: u32,     // channels C
+    eps: f32,   // added to the variance; 1e-5 for GPT-2
+}
+
+// Invocations per row in the per-row kernels: a power of two, at most 256. The launcher
+// picks the smallest power of two ≥ C in [32, 256]; each invocation takes channels
+// li, li + WG, li + 2·WG, …
+override WG: u32 = 256u;
+
+var<workgroup> partial: array<vec2<f32>, 256>;
+
+// The sum of `v` over the WG invocations of this workgroup, by a fixed tree. Must be
+// called in uniform control flow; every invocation gets the total.
+fn row_sum(li: u32, v: vec2<f32>) -> vec2<f32> {
+    partial[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (li < s) {
+            partial[li] += partial[li + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();  // partial is reused by the next call
+    return total;
+}
+
+@group(0) @binding(0) var<storage, read_write> fwd_out: array<f32>;   // (B, T, C)
+@group(0) @binding(1) var<storage, read_write> fwd_mean: array<f32>;  // (B, T)
+@group(0) @binding(2) var<storage, read_write> fwd_rstd: array<f32>;  // (B, T)
+@group(0) @binding(3) var<storage, read> fwd_inp: array<f32>;         // (B, T, C)
+@group(0) @binding(4) var<storage, read> fwd_weight: array<f32>;      // (C)
+@group(0) @binding(5) var<storage, read> fwd_bias: array<f32>;        // (C)
+@group(0) @binding(6) var<uniform> fwd_p: LayernormParams;
+
+@compute @workgroup_size(WG)
+fn layernorm_forward(@builtin(workgroup_id) wg: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= fwd_p.rows) {
+        return;  // the whole workgroup leaves: control flow stays uniform
+    }
+    let c = fwd_p.c;
+    let base = row * c;
+    var s = 0.0;
+    for (var i = li; i < c; i += WG) {
+        s += fwd_inp[base + i];
+    }
+    let m = row_sum(li, vec2(s, 0.0)).x / f32(c);
+    var v = 0.0;
+    for (var i = li; i < c; i += WG) {
+        let d = fwd_inp[base + i] - m;
+        v += d * d;
+    }
+    let variance = row_sum(li, vec2(v, 0.0)).x / f32(c);
+    let r = 1.0 / sqrt(variance + fwd_p.eps);
+    for (var i = li; i < c; i += WG) {
+        let n = (fwd_inp[base + i] - m) * r;
+        fwd_out[base + i] = n * fwd_weight[i] + fwd_bias[i];
+    }
+    if (li == 0u) {
+        fwd_mean[row] = m;
+        fwd_rstd[row] = r;
+    }
+}
+
+@group(0) @binding(0) var<storage, read_write> bwd_dinp: array<f32>;  // (B, T, C)
+@group(0) @binding(1) var<storage, read> bwd_dout: array<f32>;        // (B, T, C)
+@group(0) @binding(2) var<storage, read> bwd_inp: array<f32>;         // (B, T, C)
+@group(0) @binding(3) var<storage, read> bwd_weight: array<f32>;      // (C)
+@group(0) @binding(4) var<storage, read> bwd_mean: array<f32>;        // (B, T)
+@group(0) @binding(5) var<storage, read> bwd_rstd: array<f32>;        // (B, T)
+@group(0) @binding(6) var<uniform> bwd_p: LayernormParams;
+
+// With n = (x − mean)·rstd and g = weight·dout, per row:
+//   dinp += rstd·(g − mean_C(g) − n·mean_C(g·n)).
+// Added into, like every gradient; the training step zeroes them once per step.
+@compute @workgroup_size(WG)
+fn layernorm_backward_dinp(@builtin(workgroup_id) wg: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= bwd_p.rows) {
+        return;  // the whole workgroup leaves: control flow stays uniform
+    }
+    let c = bwd_p.c;
+    let base = row * c;
+    let m = bwd_mean[row];
+    let r = bwd_rstd[row];
+    var acc = vec2(0.0, 0.0);  // (Σ g, Σ g·n)
+    for (var i = li; i < c; i += WG) {
+        let g = bwd_weight[i] * bwd_dout[base + i];
+        let n = (bwd_inp[base + i] - m) * r;
+        acc += vec2(g, g * n);
+    }
+    let means = row_sum(li, acc) / f32(c);
+    for (var i = li; i < c; i += WG) {
+        let g = bwd_weight[i] * bwd_dout[base + i];
+        let n = (bwd_inp[base + i] - m) * r;
+        bwd_dinp[base + i] += (g - means.x - n * means.y) * r;
+    }
+}
+
+// Tile of layernorm_backward_dparams: CHANNELS consecutive channels × LANES row lanes.
+const CHANNELS: u32 = 32u;
+const LANES: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read_write> par_dweight: array<f32>;  // (C)
+@group(0) @binding(1) var<storage, read_write> par_dbias: array<f32>;    // (C)
+@group(0) @binding(2) var<storage, read> par_dout: array<f32>;           // (B, T, C)
+@group(0) @binding(3) var<storage, read> par_inp: array<f32>;            // (B, T, C)
+@group(0) @binding(4) var<storage, read> par_mean: array<f32>;           // (B, T)
+@group(0) @binding(5) var<storage, read> par_rstd: array<f32>;           // (B, T)
+@group(0) @binding(6) var<uniform> par_p: LayernormParams;
+
+// dweight += Σ_rows n·dout; dbias += Σ_rows dout. Invocation (lx, ly) of workgroup w
+// owns channel w·CHANNELS + lx and rows ly, ly + LANES, …, in order; the LANES partial
+// sums of a channel are then added by a fixed tree. Added into, like every gradient.
+@compute @workgroup_size(CHANNELS, LANES)
+fn layernorm_backward_dparams(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let c = par_p.c;
+    let ch = linear_workgroup(wg, nwg) * CHANNELS + lid.x;
+    var acc = vec2(0.0, 0.0);  // (dweight, dbias)
+    if (ch < c) {
+        for (var row = lid.y; row < par_p.rows; row += LANES) {
+            let d = par_dout[row * c + ch];
+            let n = (par_inp[row * c + ch] - par_mean[row]) * par_rstd[row];
+            acc += vec2(n * d, d);
+        }
+    }
+    partial[li] = acc;  // li = ly·CHANNELS + lx
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
+        if (lid.y < s) {
+            partial[li] += partial[li + s * CHANNELS];
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && ch < c) {
+        par_dweight[ch] += partial[lid.x].x;
+        par_dbias[ch] += partial[lid.x].y;
+    }
+}

@@ -1,1 +1,279 @@
-//! Launchers for shaders/crossentropy.wgsl (being written).
+//! Launchers for shaders/crossentropy.wgsl: the language-model loss, softmax fused with
+//! cross-entropy over logits (B·T, V) and i32 targets (B·T), as PyTorch's
+//! `F.cross_entropy(logits, targets, ignore_index=-100)`. A training step records
+//! `crossentropy_forward` (per-position losses), `crossentropy_mean` (stats (4) =
+//! [mean, count, 1/count, sum]) and `crossentropy_backward` or
+//! `crossentropy_backward_inplace` (dlogits, scaled by 1/count read from stats on the GPU).
+//! The backward launchers WRITE dlogits instead of adding into it, the one exception to
+//! the crate's `+=` convention for gradients. Logits rows are processed in chunks that
+//! fit one binding ([`GpuContext::row_chunks`]), so V = 50257 at any B·T works.
+//! Sampling over logits (softmax with temperature, argmax, top-k) is in `sampling`.
+//! CPU references: `crate::reference::crossentropy`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_numel, groups_1d, shaders::CROSSENTROPY};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
+
+/// Target value of a position that is not counted (PyTorch's default `ignore_index`);
+/// mirrors `IGNORE_INDEX` in shaders/crossentropy.wgsl.
+pub const IGNORE_INDEX: i32 = -100;
+
+/// Length of the stats tensor `crossentropy_mean` writes: [mean, count, 1/count, sum].
+pub const STATS_LEN: usize = 4;
+
+/// Mirrors `CrossentropyParams` in shaders/crossentropy.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CrossentropyParams {
+    v: u32,          // V: elements per row of logits
+    rows: u32,       // rows of logits in this launch's chunk
+    row_offset: u32, // index among all B·T rows of the chunk's first row
+    bt: u32,         // B·T: length of losses and targets
+}
+
+pub const CROSSENTROPY_FORWARD: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_forward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+pub const CROSSENTROPY_MEAN: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_mean",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+pub const CROSSENTROPY_BACKWARD: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_backward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+pub const CROSSENTROPY_BACKWARD_INPLACE: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_backward_inplace",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+/// Error unless `t` holds elements of `dtype`; names the tensor.
+pub(crate) fn expect_dtype(t: &Tensor, dtype: DType) -> Result<()> {
+    if t.dtype != dtype {
+        return Err(Error::DType {
+            tensor: t.label.clone(),
+            expected: dtype.to_string(),
+            found: t.dtype.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Error unless `v` is a usable row length (1..2³¹, so an index fits the shader's i32).
+fn check_v(op: &str, v: usize) -> Result<()> {
+    if v == 0 || v > i32::MAX as usize {
+        return Err(Error::Invalid(format!("{op}: V = {v} must be in 1..2^31")));
+    }
+    Ok(())
+}
+
+fn params(v: usize, rows: &std::ops::Range<usize>, bt: usize) -> CrossentropyParams {
+    CrossentropyParams {
+        v: v as u32,
+        rows: rows.len() as u32,
+        row_offset: rows.start as u32,
+        bt: bt as u32,
+    }
+}
+
+/// losses (B·T) = -log softmax(logits (B·T, V))[targets (B·T)], 0 where the target is
+/// [`IGNORE_INDEX`] and NaN where it is outside [0, V) otherwise.
+pub fn crossentropy_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    losses: &Tensor,
+    logits: &Tensor,
+    targets: &Tensor,
+    bt: usize,
+    v: usize,
+) -> Result<()> {
+    check_v("crossentropy_forward", v)?;
+    expect_numel(losses, bt)?;
+    expect_numel(logits, bt * v)?;
+    expect_numel(targets, bt)?;
+    expect_dtype(targets, DType::I32)?;
+    if bt == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(bt, v) {
+        let p = params(v, &rows, bt);
+        let label = format!(
+            "crossentropy_forward {} <- {} rows {rows:?}",
+            losses.label, logits.label
+        );
+        let slots = [
+            losses.into(),
+            logits.rows_slot(rows.clone(), v),
+            targets.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(
+            ctx,
+            &CROSSENTROPY_FORWARD,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}
+
+/// stats (4) = [mean, count, 1/count, sum] of losses (B·T) over the positions whose
+/// target (B·T) is not [`IGNORE_INDEX`]; all 0 when no position counts. One workgroup,
+/// a fixed summation order.
+pub fn crossentropy_mean(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    stats: &Tensor,
+    losses: &Tensor,
+    targets: &Tensor,
+    bt: usize,
+) -> Result<()> {
+    expect_numel(stats, STATS_LEN)?;
+    expect_numel(losses, bt)?;
+    expect_numel(targets, bt)?;
+    expect_dtype(targets, DType::I32)?;
+    let p = params(1, &(0..0), bt);
+    let label = format!("crossentropy_mean {} <- {}", stats.label, losses.label);
+    let slots = [stats.into(), losses.into(), targets.into()];
+    s.dispatch(
+        ctx,
+        &CROSSENTROPY_MEAN,
+        &[],
+        &label,
+        &slots,
+        Some(&p),
+        [1, 1, 1],
+    )
+}
+
+/// dlogits (B·T, V) = (softmax(logits) - onehot(targets)) · stats[2], zero rows where the
+/// target is [`IGNORE_INDEX`]. WRITES dlogits (=), unlike other backward kernels (+=).
+/// `stats` comes from [`crossentropy_mean`]. For dlogits over logits in one buffer, use
+/// [`crossentropy_backward_inplace`].
+#[allow(clippy::too_many_arguments)]
+pub fn crossentropy_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dlogits: &Tensor,
+    logits: &Tensor,
+    targets: &Tensor,
+    stats: &Tensor,
+    bt: usize,
+    v: usize,
+) -> Result<()> {
+    check_v("crossentropy_backward", v)?;
+    expect_numel(dlogits, bt * v)?;
+    expect_numel(logits, bt * v)?;
+    expect_numel(targets, bt)?;
+    expect_numel(stats, STATS_LEN)?;
+    expect_dtype(targets, DType::I32)?;
+    if dlogits.buffer == logits.buffer {
+        return Err(Error::Invalid(format!(
+            "crossentropy_backward: dlogits and logits are the same buffer ({}); \
+             use crossentropy_backward_inplace",
+            logits.label
+        )));
+    }
+    if bt == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(bt, v) {
+        let p = params(v, &rows, bt);
+        let label = format!(
+            "crossentropy_backward {} <- {} rows {rows:?}",
+            dlogits.label, logits.label
+        );
+        let slots = [
+            dlogits.rows_slot(rows.clone(), v),
+            logits.rows_slot(rows.clone(), v),
+            targets.into(),
+            stats.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(
+            ctx,
+            &CROSSENTROPY_BACKWARD,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`crossentropy_backward`] with dlogits written over logits (B·T, V), as llm.c does,
+/// saving a (B·T, V) buffer. Record it after everything that reads the logits.
+pub fn crossentropy_backward_inplace(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    logits: &Tensor,
+    targets: &Tensor,
+    stats: &Tensor,
+    bt: usize,
+    v: usize,
+) -> Result<()> {
+    check_v("crossentropy_backward_inplace", v)?;
+    expect_numel(logits, bt * v)?;
+    expect_numel(targets, bt)?;
+    expect_numel(stats, STATS_LEN)?;
+    expect_dtype(targets, DType::I32)?;
+    if bt == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(bt, v) {
+        let p = params(v, &rows, bt);
+        let label = format!(
+            "crossentropy_backward_inplace {} rows {rows:?}",
+            logits.label
+        );
+        let slots = [
+            logits.rows_slot(rows.clone(), v),
+            targets.into(),
+            stats.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(
+            ctx,
+            &CROSSENTROPY_BACKWARD_INPLACE,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! crossentropy_forward, crossentropy_mean, crossentropy_backward and its in-place form
+//! against their CPU references: V = 101, 509, 50257, B·T = 1, 7, 192, mixes of ignored
+//! targets, logits split into several binding chunks, all targets ignored, determinism,
+//! and the reference gradient against finite differences.
+
+use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
+use wgformer::kernels::crossentropy::{
+    crossentropy_backward, crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean,
+    IGNORE_INDEX, STATS_LEN,
+};
+use wgformer::reference::crossentropy as cpu;
+use wgformer::rng::Rng;
+use wgformer::testing::{
+    assert_close64, assert_gradient, on_each_adapter, same_bits, test_contexts, to_f64,
+};
+
+/// (B·T, V). V = 50257 (GPT-2) only at small B·T: the CPU reference is the slow part.
+const SIZES: [(usize, usize); 8] = [
+    (1, 101),
+    (7, 101),
+    (192, 101),
+    (1, 509),
+    (7, 509),
+    (192, 509),
+    (1, 50257),
+    (7, 50257),
+];
+
+/// Logits with rows shifted by up to ±40 (stability: exp of raw logits would overflow
+/// or vanish) and a few spikes, so some rows are nearly one-hot.
+fn logits(rng: &mut Rng, bt: usize, v: usize) -> Vec<f32> {
+    let mut x = rng.vec_normal(bt * v, 2.0);
+    for row in x.chunks_mut(v) {
+        let shift = rng.uniform() * 80.0 - 40.0;
+        row.iter_mut().for_each(|e| *e += shift);
+        let spike = rng.below(v as u64) as usize;
+        row[spike] += rng.uniform() * 20.0;
+    }
+    x
+}
+
+/// Targets in [0, V), about a quarter of them ignored.
+fn targets(rng: &mut Rng, bt: usize, v: usize) -> Vec<i32> {
+    (0..bt)
+        .map(|_| {
+            if rng.uniform() < 0.25 {
+                IGNORE_INDEX
+            } else {
+                rng.below(v as u64) as i32
+            }
+        })
+        .collect()
+}
+
+/// Everything one training step's loss computes, read back.
+struct Outputs {
+    losses: Vec<f32>,
+    stats: Vec<f32>,
+    dlogits: Vec<f32>,
+    /// dlogits from crossentropy_backward_inplace, over a copy of the logits.
+    inplace: Vec<f32>,
+}
+
+fn run(ctx: &GpuContext, logits: &[f32], targets: &[i32], bt: usize, v: usize) -> Outputs {
+    let tl = Tensor::from_f32(ctx, "logits", &[bt, v], logits).unwrap();
+    let tl2 = Tensor::from_f32(ctx, "logits (in place)", &[bt, v], logits).unwrap();
+    let tt = Tensor::from_i32(ctx, "targets", &[bt], targets).unwrap();
+    let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32).unwrap();
+    let stats = Tensor::zeros(ctx, "stats", &[STATS_LEN], DType::F32).unwrap();
+    // Garbage in dlogits: the backward pass writes, it does not add.
+    let junk = vec![7.0f32; bt * v];
+    let dlogits = Tensor::from_f32(ctx, "dlogits", &[bt, v], &junk).unwrap();
+    let mut s = Schedule::new("crossentropy");
+    crossentropy_forward(&mut s, ctx, &losses, &tl, &tt, bt, v).unwrap();
+    crossentropy_mean(&mut s, ctx, &stats, &losses, &tt, bt).unwrap();
+    crossentropy_backward(&mut s, ctx, &dlogits, &tl, &tt, &stats, bt, v).unwrap();
+    crossentropy_forward(&mut s, ctx, &losses, &tl2, &tt, bt, v).unwrap();
+    crossentropy_backward_inplace(&mut s, ctx, &tl2, &tt, &stats, bt, v).unwrap();
+    s.run(ctx);
+    let read = |t: &Tensor| ctx.block_on(t.read_f32(ctx)).unwrap();
+    Outputs {
+        losses: read(&losses),
+        stats: read(&stats),
+        dlogits: read(&dlogits),
+        inplace: read(&tl2),
+    }
+}
+
+/// Compare every output with the f64 reference.
+fn check(name: &str, got: &Outputs, logits: &[f32], targets: &[i32], bt: usize, v: usize) {
+    let x = to_f64(logits);
+    let mut losses = vec![0f64; bt];
+    cpu::crossentropy_forward(&mut losses, &x, targets, bt, v);
+    let mut stats = vec![0f64; STATS_LEN];
+    cpu::crossentropy_mean(&mut stats, &losses, targets, bt);
+    let mut dlogits = vec![0f64; bt * v];
+    cpu::crossentropy_backward(&mut dlogits, &x, targets, &stats, bt, v);
+    let c = assert_close64(&format!("{name} losses"), &got.losses, &losses, 1e-4, 1e-3);
+    eprintln!("{name}: losses max |Δ| {:e}", c.max_abs);
+    assert_close64(&format!("{name} stats"), &got.stats, &stats, 1e-4, 1e-3);
+    // Gradients are (softmax - onehot) · 1/count, so |dlogits| <= 1/count: the absolute
+    // tolerance is the reductions' 1e-4 on that unscaled gradient.
+    let atol = 1e-4 * stats[2].max(f64::MIN_POSITIVE) as f32;
+    let c = assert_close64(
+        &format!("{name} dlogits"),
+        &got.dlogits,
+        &dlogits,
+        atol,
+        1e-3,
+    );
+    eprintln!(
+        "{name}: dlogits max |Δ| {:e} (x count = {:e})",
+        c.max_abs,
+        c.max_abs as f64 * stats[1]
+    );
+    assert_close64(
+        &format!("{name} dlogits in place"),
+        &got.inplace,
+        &dlogits,
+        atol,
+        1e-3,
+    );
+}
+
+#[test]
+fn crossentropy_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(2024);
+        for (bt, v) in SIZES {
+            let x = logits(&mut rng, bt, v);
+            let mut t = targets(&mut rng, bt, v);
+            if bt > 1 {
+                t[0] = IGNORE_INDEX;
+                t[bt - 1] = (v - 1) as i32; // last column
+            }
+            let got = run(ctx, &x, &t, bt, v);
+            check(&format!("crossentropy BT={bt} V={v}"), &got, &x, &t, bt, v);
+        }
+    });
+}
+
+/// Logits split into several bindings: contexts that plan for a small binding limit.
+#[test]
+fn crossentropy_chunked_rows_match_reference() {
+    let mut rng = Rng::new(77);
+    for (bt, v) in [(192, 509), (130, 101)] {
+        // 64 rows per binding: a multiple of every offset quantum (alignment <= 256 bytes).
+        let limit = (64 * v * 4) as u64;
+        for ctx in test_contexts(&Needs::default()) {
+            let ctx = ctx.with_binding_limit(limit);
+            let chunks = ctx.row_chunks(bt, v).len();
+            assert!(chunks >= 3, "expected several chunks, got {chunks}");
+            let x = logits(&mut rng, bt, v);
+            let t = targets(&mut rng, bt, v);
+            let got = run(&ctx, &x, &t, bt, v);
+            let name = format!("crossentropy chunked ({chunks} chunks) BT={bt} V={v}");
+            check(&name, &got, &x, &t, bt, v);
+        }
+    }
+}
+
+#[test]
+fn crossentropy_all_ignored_gives_zeros_not_nan() {
+    on_each_adapter(|ctx| {
+        let (bt, v) = (7, 101);
+        let mut rng = Rng::new(5);
+        let x = logits(&mut rng, bt, v);
+        let t = vec![IGNORE_INDEX; bt];
+        let got = run(ctx, &x, &t, bt, v);
+        assert!(got.losses.iter().all(|&l| l == 0.0), "{:?}", got.losses);
+        assert_eq!(got.stats, vec![0.0; 4]);
+        assert!(got.dlogits.iter().all(|&d| d == 0.0));
+        assert!(got.inplace.iter().all(|&d| d == 0.0));
+    });
+}
+
+#[test]
+fn crossentropy_invalid_target_gives_nan() {
+    on_each_adapter(|ctx| {
+        let (bt, v) = (3, 101);
+        let mut rng = Rng::new(6);
+        let x = logits(&mut rng, bt, v);
+        let t = vec![5, v as i32, -1];
+        let got = run(ctx, &x, &t, bt, v);
+        assert!(got.losses[0].is_finite());
+        assert!(got.losses[1].is_nan() && got.losses[2].is_nan());
+        assert!(got.stats[0].is_nan());
+        for out in [&got.dlogits, &got.inplace] {
+            assert!(out[v..].iter().all(|d| d.is_nan()), "invalid rows not NaN");
+        }
+    });
+}
+
+/// The mean over many positions per invocation (B·T > 256).
+#[test]
+fn crossentropy_mean_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(9);
+        for bt in [1, 255, 3000] {
+            let losses = rng.vec_uniform(bt, 0.0, 12.0);
+            let t = targets(&mut rng, bt, 50257);
+            let tl = Tensor::from_f32(ctx, "losses", &[bt], &losses).unwrap();
+            let tt = Tensor::from_i32(ctx, "targets", &[bt], &t).unwrap();
+            let stats = Tensor::zeros(ctx, "stats", &[STATS_LEN], DType::F32).unwrap();
+            let mut s = Schedule::new("crossentropy_mean");
+            crossentropy_mean(&mut s, ctx, &stats, &tl, &tt, bt).unwrap();
+            s.run(ctx);
+            let got = ctx.block_on(stats.read_f32(ctx)).unwrap();
+            let mut want = vec![0f64; STATS_LEN];
+            cpu::crossentropy_mean(&mut want, &to_f64(&losses), &t, bt);
+            assert_close64(
+                &format!("crossentropy_mean BT={bt}"),
+                &got,
+                &want,
+                1e-4,
+                1e-3,
+            );
+        }
+    });
+}
+
+#[test]
+fn crossentropy_is_deterministic() {
+    on_each_adapter(|ctx| {
+        let (bt, v) = (192, 509);
+        let mut rng = Rng::new(13);
+        let x = logits(&mut rng, bt, v);
+        let t = targets(&mut rng, bt, v);
+        let first = run(ctx, &x, &t, bt, v);
+        for _ in 0..2 {
+            let again = run(ctx, &x, &t, bt, v);
+            assert!(same_bits(&first.losses, &again.losses), "losses differ");
+            assert!(same_bits(&first.stats, &again.stats), "stats differ");
+            assert!(same_bits(&first.dlogits, &again.dlogits), "dlogits differ");
+            assert!(
+                same_bits(&first.inplace, &again.inplace),
+                "in place differs"
+            );
+        }
+    });
+}
+
+#[test]
+fn crossentropy_launchers_reject_bad_arguments() {
+    on_each_adapter(|ctx| {
+        let (bt, v) = (4, 11);
+        let logits = Tensor::zeros(ctx, "logits", &[bt, v], DType::F32).unwrap();
+        let bad_logits = Tensor::zeros(ctx, "short logits", &[bt, v - 1], DType::F32).unwrap();
+        let targets = Tensor::zeros(ctx, "targets", &[bt], DType::I32).unwrap();
+        let f32_targets = Tensor::zeros(ctx, "f32 targets", &[bt], DType::F32).unwrap();
+        let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32).unwrap();
+        let stats = Tensor::zeros(ctx, "stats", &[STATS_LEN], DType::F32).unwrap();
+        let mut s = Schedule::new("bad");
+        let e = crossentropy_forward(&mut s, ctx, &losses, &bad_logits, &targets, bt, v);
+        assert!(e.unwrap_err().to_string().contains("short logits"));
+        let e = crossentropy_forward(&mut s, ctx, &losses, &logits, &f32_targets, bt, v);
+        assert!(e.unwrap_err().to_string().contains("f32 targets"));
+        let e = crossentropy_backward(&mut s, ctx, &logits, &logits, &targets, &stats, bt, v);
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("crossentropy_backward_inplace"));
+        assert_eq!(s.launches(), 0);
+    });
+}
+
+/// The reference gradient is the derivative of the reference mean loss.
+#[test]
+fn crossentropy_backward_reference_matches_finite_differences() {
+    let (bt, v) = (6, 7);
+    let mut rng = Rng::new(21);
+    let x = to_f64(&rng.vec_normal(bt * v, 1.5));
+    let t = [3, IGNORE_INDEX, 0, 6, IGNORE_INDEX, 2];
+    let mean_loss = |x: &[f64]| {
+        let mut losses = vec![0f64; bt];
+        cpu::crossentropy_forward(&mut losses, x, &t, bt, v);
+        let mut stats = [0f64; STATS_LEN];
+        cpu::crossentropy_mean(&mut stats, &losses, &t, bt);
+        stats
+    };
+    let stats = mean_loss(&x);
+    assert_eq!(stats[1], 4.0);
+    let mut dx = vec![0f64; bt * v];
+    cpu::crossentropy_backward(&mut dx, &x, &t, &stats, bt, v);
+    assert_gradient("crossentropy_backward", &x, &dx, |x| mean_loss(x)[0], 1000);
+    let mut inplace = x.clone();
+    cpu::crossentropy_backward_inplace(&mut inplace, &t, &stats, bt, v);
+    assert_eq!(inplace, dx);
+}
