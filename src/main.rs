@@ -43,6 +43,16 @@ enum Command {
     },
     /// Run every kernel on the selected adapter and compare it with the CPU reference.
     Selfcheck,
+    /// Pretrain a model on text (by default: tiny Shakespeare, character level).
+    Train(wgformer::cli::train::Args),
+    /// Supervised fine-tuning on prompt → completion pairs.
+    Finetune(wgformer::cli::finetune::Args),
+    /// Generate text from a model, streaming tokens as they are sampled.
+    Generate(wgformer::cli::generate::Args),
+    /// Perplexity and mean loss of a model over a text file.
+    Eval(wgformer::cli::eval::Args),
+    /// Serve a model over HTTP with the OpenAI completions API.
+    Serve(wgformer::cli::serve::Args),
     /// Compare with a reference fixture (logits, loss, every gradient, AdamW steps, greedy
     /// decoding), printing each comparison; exits non-zero if any fails.
     Parity {
@@ -105,6 +115,11 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Selfcheck) => selfcheck(&opts),
         Some(Command::Bench { what }) => bench(&opts, what),
         Some(Command::Parity { dir }) => parity(&opts, &dir),
+        Some(Command::Train(a)) => wgformer::cli::train::run(&opts, a),
+        Some(Command::Finetune(a)) => wgformer::cli::finetune::run(&opts, a),
+        Some(Command::Generate(a)) => wgformer::cli::generate::run(&opts, a),
+        Some(Command::Eval(a)) => wgformer::cli::eval::run(&opts, a),
+        Some(Command::Serve(a)) => wgformer::cli::serve::run(&opts, a),
         None => {
             info(&opts, false)?;
             println!();

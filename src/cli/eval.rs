@@ -1,0 +1,12 @@
+//! `wgformer eval` (being written).
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuOptions;
+
+/// Flags of `wgformer eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {}
+
+pub fn run(_opts: &GpuOptions, _args: Args) -> Result<bool> {
+    Err(Error::Invalid("wgformer eval is being written".into()))
+}
