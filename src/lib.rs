@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod parity;
@@ -24,5 +25,8 @@ pub mod reference;
 pub mod rng;
 pub mod selfcheck;
 pub mod testing;
+pub mod tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};

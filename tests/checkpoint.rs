@@ -191,3 +191,14 @@ fn configs_are_validated() {
     let msg = Gpt2Config::from_file(&path).unwrap_err().to_string();
     assert!(msg.contains("relu"), "{msg}");
 }
+
+#[test]
+fn gpt2_bpe_matches_known_ids() {
+    let tok = wgformer::tokenizer::gpt2_bpe().unwrap();
+    let ids = wgformer::tokenizer::encode(&tok, "Hello world").unwrap();
+    assert_eq!(ids, vec![15496, 995]);
+    let text = " The quick brown fox jumps over the lazy dog.\nÀ bientôt 🙂";
+    let ids = wgformer::tokenizer::encode(&tok, text).unwrap();
+    assert_eq!(wgformer::tokenizer::decode(&tok, &ids).unwrap(), text);
+    assert_eq!(tok.get_vocab_size(false), 50257);
+}

@@ -7,6 +7,8 @@
 pub mod adamw;
 pub mod attention;
 pub mod crossentropy;
+pub mod decode;
+pub mod dropout;
 pub mod elementwise;
 pub mod encoder;
 pub mod gelu;
@@ -68,13 +70,21 @@ pub mod shaders {
         source: include_str!("../../shaders/gradnorm.wgsl"),
     };
 
+    pub static DROPOUT: Shader = Shader {
+        name: "dropout",
+        source: include_str!("../../shaders/dropout.wgsl"),
+    };
+    pub static DECODE: Shader = Shader {
+        name: "decode",
+        source: include_str!("../../shaders/decode.wgsl"),
+    };
     pub static PEAK: Shader = Shader {
         name: "peak",
         source: include_str!("../../shaders/peak.wgsl"),
     };
 
     /// All shaders, for `wgformer selfcheck` and the compile-everything test.
-    pub fn all() -> [&'static Shader; 12] {
+    pub fn all() -> [&'static Shader; 14] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -87,6 +97,8 @@ pub mod shaders {
             &SAMPLING,
             &ADAMW,
             &GRADNORM,
+            &DROPOUT,
+            &DECODE,
             &PEAK,
         ]
     }

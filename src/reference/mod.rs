@@ -8,6 +8,8 @@
 pub mod adamw;
 pub mod attention;
 pub mod crossentropy;
+pub mod decode;
+pub mod dropout;
 pub mod elementwise;
 pub mod encoder;
 pub mod gelu;

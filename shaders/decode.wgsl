@@ -1,0 +1,1 @@
+// decode.wgsl: (being written)

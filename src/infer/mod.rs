@@ -1,0 +1,1 @@
+//! Inference: KV-cached generation, sampling on the GPU, evaluation (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/decode.wgsl (being written).

@@ -1,0 +1,1 @@
+//! Launchers for shaders/dropout.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/decode.wgsl (being written).

@@ -1,0 +1,1 @@
+//! References for shaders/dropout.wgsl (being written).
