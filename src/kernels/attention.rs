@@ -1,1 +1,307 @@
-//! Launchers for shaders/attention.wgsl (being written).
+//! Launchers for shaders/attention.wgsl: causal multi-head self-attention as in GPT-2.
+//! `attention_forward` writes out (B, T, C) and the per-row log-sum-exp stats (B, NH, T)
+//! from qkv (B, T, 3C); `attention_backward` adds into dqkv, recomputing the softmax from
+//! the stats, in two launches (`attention_backward_dq`, then `attention_backward_dkv`,
+//! which reads the per-row D = Σ dout·out the first one writes to a scratch tensor the
+//! launcher allocates at record time). No T×T matrix is ever stored. Each launch is one
+//! workgroup per (b, h, block of WG positions), WG chosen from T and HS (see
+//! `workgroup_size`); head sizes up to [`MAX_HEAD_SIZE`]. Batches are split into
+//! chunks when a tensor exceeds one binding. CPU references: `crate::reference::attention`.
+
+use std::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_numel, groups_1d, shaders::ATTENTION};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
+
+/// Mirrors `AttentionParams` in shaders/attention.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionParams {
+    b: u32,     // batch rows in this launch (a chunk of B)
+    t: u32,     // sequence length T
+    c: u32,     // channels C = NH·HS
+    nh: u32,    // heads NH
+    hs: u32,    // head size HS = C / NH
+    scale: f32, // 1/√HS
+}
+
+/// Most positions t of one head per workgroup; the grid is one workgroup per
+/// (b, h, block of WG positions).
+const MAX_WG: usize = 64;
+
+/// Floats of one per-row workgroup array, (HS, WG) (`ROW_FLOATS` in the shader).
+const ROW_FLOATS: usize = 2048;
+
+/// Largest head size the launchers accept: the kernels keep per-row vectors in
+/// workgroup memory, WG·HS ≤ ROW_FLOATS, and below 8 rows per workgroup they would
+/// waste most of a GPU's SIMD width.
+pub const MAX_HEAD_SIZE: usize = ROW_FLOATS / 8;
+
+/// The workgroup size (override `WG` in the shader): `MAX_WG`, less when `t` is
+/// shorter (rounded up to a power of two, so short sequences leave few invocations
+/// idle), and less when `hs` is large, so that WG·HS ≤ ROW_FLOATS (a power of two).
+fn workgroup_size(t: usize, hs: usize) -> usize {
+    let fit = ROW_FLOATS / hs;
+    let fit = 1usize << fit.ilog2(); // largest power of two ≤ fit
+    t.next_power_of_two().min(MAX_WG).min(fit)
+}
+
+pub const ATTENTION_FORWARD: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_forward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+pub const ATTENTION_BACKWARD_DQ: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_backward_dq",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+pub const ATTENTION_BACKWARD_DKV: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_backward_dkv",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+/// The head size C / NH, or an error naming what is wrong with (C, NH).
+fn head_size(c: usize, nh: usize) -> Result<usize> {
+    if nh == 0 || !c.is_multiple_of(nh) {
+        return Err(Error::Invalid(format!(
+            "attention: {c} channels do not split into {nh} heads"
+        )));
+    }
+    let hs = c / nh;
+    if hs == 0 || hs > MAX_HEAD_SIZE {
+        return Err(Error::Invalid(format!(
+            "attention: head size {hs} (C {c} / NH {nh}) is outside the supported range \
+             1..={MAX_HEAD_SIZE} (MAX_HEAD_SIZE)"
+        )));
+    }
+    Ok(hs)
+}
+
+/// Split the batch into ranges such that every tensor, bound as `(B, elems)` with
+/// `elems` from `per_batch` (tensor, elements per batch row), fits the context's binding
+/// limit and starts at an aligned offset. Usually one range holding the whole batch.
+fn batch_chunks(
+    ctx: &GpuContext,
+    b: usize,
+    per_batch: &[(&Tensor, usize)],
+) -> Result<Vec<Range<usize>>> {
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    let limit = ctx.binding_limit();
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // Smallest batch count whose byte size is a multiple of `align` for every tensor.
+    let mut quantum = 1u64;
+    let mut fit = u64::MAX;
+    for &(tensor, elems) in per_batch {
+        let bytes = (elems * tensor.dtype.size()) as u64;
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                tensor: format!("{} (one batch row of it)", tensor.label),
+                bytes,
+                limit,
+                what: "max_storage_buffer_binding_size",
+            });
+        }
+        let q = align / gcd(align, bytes.max(1));
+        quantum = quantum / gcd(quantum, q) * q;
+        fit = fit.min(limit / bytes.max(1));
+    }
+    // The first chunk starts at offset 0, so a batch that fits whole needs no alignment.
+    if b as u64 <= fit {
+        return Ok(std::iter::once(0..b).collect());
+    }
+    // Otherwise whole quanta per chunk; if not even one fits, one batch row per chunk
+    // would, but at misaligned offsets: refuse rather than bind them.
+    let per_chunk = (fit / quantum) * quantum;
+    if per_chunk == 0 {
+        return Err(Error::Invalid(format!(
+            "attention: no batch chunk fits the {limit}-byte binding limit at the device's \
+             {align}-byte offset alignment ({quantum} batch rows needed per chunk)"
+        )));
+    }
+    let per_chunk = per_chunk as usize;
+    Ok((0..b)
+        .step_by(per_chunk)
+        .map(|r| r..(r + per_chunk).min(b))
+        .collect())
+}
+
+fn params(b: usize, t: usize, c: usize, nh: usize, hs: usize) -> AttentionParams {
+    AttentionParams {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        nh: nh as u32,
+        hs: hs as u32,
+        scale: (1.0 / (hs as f64).sqrt()) as f32,
+    }
+}
+
+/// out (B, T, C), stats (B, NH, T) = causal self-attention of qkv (B, T, 3C).
+/// stats holds each row's log-sum-exp of the scaled scores, for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    out: &Tensor,
+    stats: &Tensor,
+    qkv: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Result<()> {
+    let hs = head_size(c, nh)?;
+    expect_numel(out, b * t * c)?;
+    expect_numel(stats, b * nh * t)?;
+    expect_numel(qkv, b * t * 3 * c)?;
+    if b * t == 0 {
+        return Ok(());
+    }
+    let wg = workgroup_size(t, hs);
+    let constants = [("WG", wg as f64)];
+    let chunks = batch_chunks(ctx, b, &[(out, t * c), (stats, nh * t), (qkv, t * 3 * c)])?;
+    for rows in chunks {
+        let n = rows.len();
+        let label = format!(
+            "attention_forward {} <- {} [batch {rows:?}]",
+            out.label, qkv.label
+        );
+        let slots = [
+            out.rows_slot(rows.clone(), t * c),
+            stats.rows_slot(rows.clone(), nh * t),
+            qkv.rows_slot(rows.clone(), t * 3 * c),
+        ];
+        let p = params(n, t, c, nh, hs);
+        s.dispatch(
+            ctx,
+            &ATTENTION_FORWARD,
+            &constants,
+            &label,
+            &slots,
+            Some(&p),
+            groups_1d(n * nh * t.div_ceil(wg), 1),
+        )?;
+    }
+    Ok(())
+}
+
+/// dqkv (B, T, 3C) += the gradient of attention_forward given dout (B, T, C), from its
+/// inputs qkv, its outputs out and stats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dqkv: &Tensor,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    stats: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Result<()> {
+    let hs = head_size(c, nh)?;
+    expect_numel(dqkv, b * t * 3 * c)?;
+    expect_numel(dout, b * t * c)?;
+    expect_numel(qkv, b * t * 3 * c)?;
+    expect_numel(out, b * t * c)?;
+    expect_numel(stats, b * nh * t)?;
+    if b * t == 0 {
+        return Ok(());
+    }
+    // D_t = Σ dout·out per head row, written by the dq launch and read by the dk/dv one.
+    // Made once here, at record time; the bind groups keep it alive.
+    let delta = Tensor::zeros(
+        ctx,
+        &format!("{}.delta", stats.label),
+        &[b, nh, t],
+        DType::F32,
+    )?;
+    let wg = workgroup_size(t, hs);
+    let constants = [("WG", wg as f64)];
+    let chunks = batch_chunks(
+        ctx,
+        b,
+        &[
+            (dqkv, t * 3 * c),
+            (&delta, nh * t),
+            (dout, t * c),
+            (qkv, t * 3 * c),
+            (out, t * c),
+            (stats, nh * t),
+        ],
+    )?;
+    for rows in chunks {
+        let n = rows.len();
+        let p = params(n, t, c, nh, hs);
+        let groups = groups_1d(n * nh * t.div_ceil(wg), 1);
+        let dqkv_slot = dqkv.rows_slot(rows.clone(), t * 3 * c);
+        let delta_slot = delta.rows_slot(rows.clone(), nh * t);
+        let dout_slot = dout.rows_slot(rows.clone(), t * c);
+        let qkv_slot = qkv.rows_slot(rows.clone(), t * 3 * c);
+        let out_slot = out.rows_slot(rows.clone(), t * c);
+        let stats_slot = stats.rows_slot(rows.clone(), nh * t);
+        let label = format!(
+            "attention_backward_dq {} <- {} [batch {rows:?}]",
+            dqkv.label, dout.label
+        );
+        s.dispatch(
+            ctx,
+            &ATTENTION_BACKWARD_DQ,
+            &constants,
+            &label,
+            &[
+                dqkv_slot, delta_slot, dout_slot, qkv_slot, out_slot, stats_slot,
+            ],
+            Some(&p),
+            groups,
+        )?;
+        let label = format!(
+            "attention_backward_dkv {} <- {} [batch {rows:?}]",
+            dqkv.label, dout.label
+        );
+        s.dispatch(
+            ctx,
+            &ATTENTION_BACKWARD_DKV,
+            &constants,
+            &label,
+            &[dqkv_slot, dout_slot, qkv_slot, stats_slot, delta_slot],
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}

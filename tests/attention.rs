@@ -1,0 +1,259 @@
+//! attention_forward and attention_backward against their f64 references: the backward
+//! reference against finite differences, then the kernels at awkward sizes (T = 1, 7,
+//! 64 and 1024; HS = 12, 16, 64, 128, 256), with batches split over bindings, with a launch
+//! grid folded past 65,535 workgroups, run twice for identical bits, and the errors a
+//! caller can cause.
+
+use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
+use wgformer::kernels::attention::{attention_backward, attention_forward};
+use wgformer::reference::attention as cpu;
+use wgformer::rng::Rng;
+use wgformer::testing::{
+    assert_close64, assert_gradient, on_each_adapter, same_bits, test_contexts, to_f64,
+};
+
+/// (B, T, C, NH): batch, sequence length, channels, heads.
+type Dims = (usize, usize, usize, usize);
+
+/// Awkward sizes: T = 1, 7, 64; HS = 12, 16, 64, 128 and the limit 256; B = 1..3.
+const SIZES: [Dims; 11] = [
+    (1, 1, 48, 4),
+    (3, 1, 768, 12),
+    (2, 7, 48, 3),
+    (3, 7, 48, 4),
+    (1, 7, 768, 12),
+    (1, 7, 256, 2),
+    (2, 64, 64, 4),
+    (3, 64, 48, 4),
+    (1, 64, 768, 12),
+    (2, 64, 128, 2),
+    (1, 64, 256, 1),
+];
+
+/// Random qkv (B, T, 3C), dout (B, T, C) and a prior dqkv the backward adds into.
+fn inputs(rng: &mut Rng, (b, t, c, _): Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let qkv = rng.vec_normal(b * t * 3 * c, 1.0);
+    let dout = rng.vec_uniform(b * t * c, -1.0, 1.0);
+    let prior = rng.vec_uniform(b * t * 3 * c, -1.0, 1.0);
+    (qkv, dout, prior)
+}
+
+/// Forward then backward in one schedule: (out, stats, dqkv = prior + gradient).
+fn run_gpu(
+    ctx: &GpuContext,
+    qkv: &[f32],
+    dout: &[f32],
+    prior: &[f32],
+    (b, t, c, nh): Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let t_qkv = Tensor::from_f32(ctx, "qkv", &[b, t, 3 * c], qkv).unwrap();
+    let t_dout = Tensor::from_f32(ctx, "dout", &[b, t, c], dout).unwrap();
+    let t_dqkv = Tensor::from_f32(ctx, "dqkv", &[b, t, 3 * c], prior).unwrap();
+    let t_out = Tensor::zeros(ctx, "out", &[b, t, c], DType::F32).unwrap();
+    let t_stats = Tensor::zeros(ctx, "stats", &[b, nh, t], DType::F32).unwrap();
+    let mut s = Schedule::new("attention");
+    attention_forward(&mut s, ctx, &t_out, &t_stats, &t_qkv, b, t, c, nh).unwrap();
+    attention_backward(
+        &mut s, ctx, &t_dqkv, &t_dout, &t_qkv, &t_out, &t_stats, b, t, c, nh,
+    )
+    .unwrap();
+    s.run(ctx);
+    (
+        ctx.block_on(t_out.read_f32(ctx)).unwrap(),
+        ctx.block_on(t_stats.read_f32(ctx)).unwrap(),
+        ctx.block_on(t_dqkv.read_f32(ctx)).unwrap(),
+    )
+}
+
+/// The references' (out, stats, dqkv = prior + gradient).
+fn run_cpu(
+    qkv: &[f32],
+    dout: &[f32],
+    prior: &[f32],
+    (b, t, c, nh): Dims,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (qkv, dout) = (to_f64(qkv), to_f64(dout));
+    let mut out = vec![0f64; b * t * c];
+    let mut stats = vec![0f64; b * nh * t];
+    let mut dqkv = to_f64(prior);
+    cpu::attention_forward(&mut out, &mut stats, &qkv, b, t, c, nh);
+    cpu::attention_backward(&mut dqkv, &dout, &qkv, &out, &stats, b, t, c, nh);
+    (out, stats, dqkv)
+}
+
+/// Compare one GPU run with the references at the reduction tolerances.
+fn check(ctx: &GpuContext, rng: &mut Rng, dims: Dims) {
+    let (qkv, dout, prior) = inputs(rng, dims);
+    let (out, stats, dqkv) = run_gpu(ctx, &qkv, &dout, &prior, dims);
+    let (want_out, want_stats, want_dqkv) = run_cpu(&qkv, &dout, &prior, dims);
+    let co = assert_close64(
+        &format!("attention_forward out {dims:?}"),
+        &out,
+        &want_out,
+        1e-4,
+        1e-3,
+    );
+    let cs = assert_close64(
+        &format!("attention_forward stats {dims:?}"),
+        &stats,
+        &want_stats,
+        1e-4,
+        1e-3,
+    );
+    let cd = assert_close64(
+        &format!("attention_backward dqkv {dims:?}"),
+        &dqkv,
+        &want_dqkv,
+        1e-4,
+        1e-3,
+    );
+    eprintln!(
+        "attention {dims:?}: max |Δ| out {:e}, stats {:e}, dqkv {:e}",
+        co.max_abs, cs.max_abs, cd.max_abs
+    );
+}
+
+#[test]
+fn attention_backward_reference_matches_finite_differences() {
+    let (b, t, c, nh) = (2, 5, 6, 2); // HS = 3
+    let mut rng = Rng::new(5);
+    let qkv = to_f64(&rng.vec_normal(b * t * 3 * c, 1.0));
+    let dout = to_f64(&rng.vec_uniform(b * t * c, -1.0, 1.0));
+    let forward = |x: &[f64]| {
+        let mut out = vec![0f64; b * t * c];
+        let mut stats = vec![0f64; b * nh * t];
+        cpu::attention_forward(&mut out, &mut stats, x, b, t, c, nh);
+        (out, stats)
+    };
+    let (out, stats) = forward(&qkv);
+    let mut dqkv = vec![0f64; qkv.len()];
+    cpu::attention_backward(&mut dqkv, &dout, &qkv, &out, &stats, b, t, c, nh);
+    let loss = |x: &[f64]| forward(x).0.iter().zip(&dout).map(|(o, d)| o * d).sum();
+    assert_gradient("attention_backward dqkv", &qkv, &dqkv, loss, usize::MAX);
+
+    // Gradients are added into, not written.
+    let mut again = vec![1f64; qkv.len()];
+    cpu::attention_backward(&mut again, &dout, &qkv, &out, &stats, b, t, c, nh);
+    for (a, g) in again.iter().zip(&dqkv) {
+        assert!(
+            (a - 1.0 - g).abs() < 1e-12,
+            "attention_backward must add into dqkv"
+        );
+    }
+    // At T = 1 each row attends only to itself: out = v and stats = its own score.
+    let (t1, hs) = (1, c / nh);
+    let x = &qkv[..b * t1 * 3 * c];
+    let mut out = vec![0f64; b * t1 * c];
+    let mut stats = vec![0f64; b * nh * t1];
+    cpu::attention_forward(&mut out, &mut stats, x, b, t1, c, nh);
+    for bb in 0..b {
+        assert_eq!(
+            &out[bb * c..(bb + 1) * c],
+            &x[bb * 3 * c + 2 * c..(bb + 1) * 3 * c]
+        );
+        for h in 0..nh {
+            let q = &x[bb * 3 * c + h * hs..][..hs];
+            let k = &x[bb * 3 * c + c + h * hs..][..hs];
+            let s: f64 = q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (hs as f64).sqrt();
+            assert!((stats[bb * nh + h] - s).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn attention_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(42);
+        for dims in SIZES {
+            check(ctx, &mut rng, dims);
+        }
+        // A full GPT-2 context at a small width.
+        check(ctx, &mut rng, (1, 1024, 48, 4));
+    });
+}
+
+#[test]
+fn attention_is_deterministic() {
+    on_each_adapter(|ctx| {
+        let dims = (2, 64, 48, 4);
+        let (qkv, dout, prior) = inputs(&mut Rng::new(3), dims);
+        let (out, stats, dqkv) = run_gpu(ctx, &qkv, &dout, &prior, dims);
+        for _ in 0..2 {
+            let (out2, stats2, dqkv2) = run_gpu(ctx, &qkv, &dout, &prior, dims);
+            assert!(same_bits(&out, &out2), "attention_forward out changed bits");
+            assert!(
+                same_bits(&stats, &stats2),
+                "attention_forward stats changed bits"
+            );
+            assert!(
+                same_bits(&dqkv, &dqkv2),
+                "attention_backward dqkv changed bits"
+            );
+        }
+    });
+}
+
+#[test]
+fn attention_splits_batches_over_bindings() {
+    // One batch row of qkv (64 × 144 floats) is 36,864 bytes: a 40,000-byte binding
+    // limit makes each of the three batch rows its own launch.
+    let dims @ (b, t, c, nh) = (3, 64, 48, 4);
+    for ctx in test_contexts(&Needs::default()) {
+        let ctx = ctx.with_binding_limit(40_000);
+        let qkv = Tensor::zeros(&ctx, "qkv", &[b, t, 3 * c], DType::F32).unwrap();
+        let out = Tensor::zeros(&ctx, "out", &[b, t, c], DType::F32).unwrap();
+        let stats = Tensor::zeros(&ctx, "stats", &[b, nh, t], DType::F32).unwrap();
+        let mut s = Schedule::new("attention chunks");
+        attention_forward(&mut s, &ctx, &out, &stats, &qkv, b, t, c, nh).unwrap();
+        assert_eq!(s.launches(), b, "one forward launch per batch row");
+        check(&ctx, &mut Rng::new(8), dims);
+    }
+}
+
+#[test]
+fn attention_folds_wide_launches() {
+    // One workgroup per (b, h, block of 64 positions): B·NH = 2 · 32,769 heads at T = 7
+    // is 65,538 workgroups, more than one dimension's 65,535, so the grid is folded into
+    // 2-D (with spare workgroups the kernels must skip). HS = 1 keeps it small.
+    on_each_adapter(|ctx| {
+        let nh = 32_769;
+        check(ctx, &mut Rng::new(9), (2, 7, nh, nh));
+    });
+}
+
+#[test]
+fn attention_errors_name_the_problem() {
+    on_each_adapter(|ctx| {
+        let tensor = |label: &str, n: usize| Tensor::zeros(ctx, label, &[n], DType::F32).unwrap();
+        let mut s = Schedule::new("attention errors");
+        // HS = 257 is over the limit of 256.
+        let (b, t, c, nh) = (1, 2, 514, 2);
+        let (out, stats, qkv) = (
+            tensor("out", b * t * c),
+            tensor("stats", b * nh * t),
+            tensor("qkv", b * t * 3 * c),
+        );
+        let e = attention_forward(&mut s, ctx, &out, &stats, &qkv, b, t, c, nh).unwrap_err();
+        assert!(e.to_string().contains("256"), "{e}");
+        let e = attention_backward(&mut s, ctx, &qkv, &out, &qkv, &out, &stats, b, t, c, nh)
+            .unwrap_err();
+        assert!(e.to_string().contains("256"), "{e}");
+        // C not a multiple of NH.
+        let e = attention_forward(&mut s, ctx, &out, &stats, &qkv, b, t, c, 5).unwrap_err();
+        assert!(e.to_string().contains("5 heads"), "{e}");
+        // A tensor of the wrong size is named.
+        let (b, t, c, nh) = (2, 7, 48, 4);
+        let (out, stats, qkv, short) = (
+            tensor("out", b * t * c),
+            tensor("stats", b * nh * t),
+            tensor("qkv", b * t * 3 * c),
+            tensor("short_stats", b * nh * t - 1),
+        );
+        let e = attention_forward(&mut s, ctx, &out, &short, &qkv, b, t, c, nh).unwrap_err();
+        assert!(e.to_string().contains("short_stats"), "{e}");
+        let e = attention_backward(&mut s, ctx, &out, &out, &qkv, &out, &stats, b, t, c, nh)
+            .unwrap_err();
+        assert!(e.to_string().contains("tensor out"), "{e}");
+        assert_eq!(s.launches(), 0);
+    });
+}
