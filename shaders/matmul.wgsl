@@ -1,21 +1,39 @@
 // matmul.wgsl: out (M, N) = op(a) (M, K) · op(w) (K, N) [+ bias (N)] [+ out]
 //
-// One kernel serves every matmul of a transformer step through override constants:
+// Every matmul of a transformer step is one of these forms, chosen by override constants
+// (launchers: matmul_forward, matmul_backward, classifier_forward, classifier_backward):
 //   forward          out = inp · weight + bias         (TRANS_A=false, TRANS_B=false)
 //   tied classifier  logits = x · wteᵀ                 (TRANS_B: w is (N, K))
 //   backward dinp    dinp += dout · weightᵀ            (TRANS_B, ACCUMULATE)
 //   backward dweight dweight += inpᵀ · dout            (TRANS_A: a is (K, M), ACCUMULATE)
+//   classifier dx    dx += dlogits · wte               (ACCUMULATE)
+//   classifier dwte  dwte += dlogitsᵀ · x              (TRANS_A, ACCUMULATE)
+// Each form runs on the tiled kernel `matmul_forward`, or on `matmul_forward_gemv` for
+// M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty.
+// `matmul_backward_bias` is the third gradient of the layer, dbias += Σ_rows dout.
+// Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
+// training step zeroes gradients once per step.
 // Weights are kept in Hugging Face Conv1D layout, (C, OC) = (K, N), row-major.
 //
-// Tiling: a workgroup of 16×16 invocations computes a 64×64 tile of out; each invocation
-// owns a 4×4 block (rows ty + 16 i, columns tx + 16 j), so it alone writes those
-// elements. K is walked in slices of 16 staged through workgroup memory (8 KiB).
+// Sub-blocks: every operand is addressed as base + row·ld + column, so one launch can
+// compute a block of a larger product. The launcher splits operands bigger than one
+// binding (GPT-2's wte, 147 MiB) into row chunks, binds each chunk on its own and passes
+// where the launch's block starts inside each binding: a chunk of wte rows is a column
+// block of logits, or a row block of dwte, or a K block of dx (added up launch by launch).
 // Launcher: src/kernels/matmul.rs. CPU reference: src/reference/matmul.rs.
 
+// Mirrored by `MatmulParams` in src/kernels/matmul.rs.
 struct MatmulParams {
-    m: u32,  // rows of out (B·T)
-    n: u32,  // columns of out (OC)
-    k: u32,  // reduction length (C)
+    m: u32,      // rows of this launch's block of out
+    n: u32,      // columns of this launch's block of out
+    k: u32,      // reduction length of this launch
+    ldo: u32,    // row stride of out as stored (elements)
+    lda: u32,    // row stride of a as stored: K, or M if TRANS_A (of the whole tensor)
+    ldw: u32,    // row stride of w as stored: N, or K if TRANS_B
+    off_o: u32,  // element of the out binding where the block's (0, 0) lies
+    off_a: u32,  // element of the a binding where the block's op(a)(0, 0) lies
+    off_w: u32,  // element of the w binding where the block's op(w)(0, 0) lies
+    off_b: u32,  // element of the bias binding for the block's column 0
 }
 
 override TRANS_A: bool = false;
@@ -23,11 +41,38 @@ override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N)
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: MatmulParams;
+
+// op(a)[m, k] and op(w)[k, n] of this launch's block, zero outside it.
+fn load_a(m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) { return 0.0; }
+    if (TRANS_A) { return a[p.off_a + k * p.lda + m]; }
+    return a[p.off_a + m * p.lda + k];
+}
+
+fn load_w(k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.n) { return 0.0; }
+    if (TRANS_B) { return w[p.off_w + n * p.ldw + k]; }
+    return w[p.off_w + k * p.ldw + n];
+}
+
+// out[m, n] = v (+ bias[n]) (+ out[m, n]): the one place both kernels write.
+fn store_out(m: u32, n: u32, v: f32) {
+    let i = p.off_o + m * p.ldo + n;
+    var r = v;
+    if (HAS_BIAS) { r += bias[p.off_b + n]; }
+    if (ACCUMULATE) { r += out[i]; }
+    out[i] = r;
+}
+
+// ---- matmul_forward: tiled ------------------------------------------------------------
+// A workgroup of 16×16 invocations computes a 64×64 tile of out; each invocation owns a
+// 4×4 block (rows ty + 16 i, columns tx + 16 j), so it alone writes those elements. K is
+// walked in slices of 16 staged through workgroup memory (8 KiB).
 
 const TM: u32 = 64u;  // rows of out per workgroup
 const TN: u32 = 64u;  // columns of out per workgroup
@@ -36,16 +81,17 @@ const TK: u32 = 16u;  // K slice staged per iteration
 var<workgroup> a_tile: array<f32, 1024>;  // (TK, TM): a_tile[kk * TM + mm]
 var<workgroup> w_tile: array<f32, 1024>;  // (TK, TN): w_tile[kk * TN + nn]
 
-fn load_a(m: u32, k: u32) -> f32 {
-    if (m >= p.m || k >= p.k) { return 0.0; }
-    if (TRANS_A) { return a[k * p.m + m]; }
-    return a[m * p.k + k];
-}
-
-fn load_w(k: u32, n: u32) -> f32 {
-    if (k >= p.k || n >= p.n) { return 0.0; }
-    if (TRANS_B) { return w[n * p.k + k]; }
-    return w[k * p.n + n];
+// acc (4×4 block of this invocation) += a_tile row kk ⊗ w_tile row kk.
+fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, array<f32, 16>>) {
+    var av: array<f32, 4>;
+    var wv: array<f32, 4>;
+    for (var i = 0u; i < 4u; i++) { av[i] = a_tile[kk * TM + t.y + 16u * i]; }
+    for (var j = 0u; j < 4u; j++) { wv[j] = w_tile[kk * TN + t.x + 16u * j]; }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            (*acc)[i * 4u + j] = fma(av[i], wv[j], (*acc)[i * 4u + j]);
+        }
+    }
 }
 
 @compute @workgroup_size(16, 16)
@@ -76,16 +122,12 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
             }
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var wv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) { av[i] = a_tile[kk * TM + lid.y + 16u * i]; }
-            for (var j = 0u; j < 4u; j++) { wv[j] = w_tile[kk * TN + lid.x + 16u * j]; }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], wv[j], acc[i * 4u + j]);
-                }
-            }
+        if (p.k - k0 >= TK) {
+            for (var kk = 0u; kk < TK; kk++) { tile_fma(kk, lid.xy, &acc); }
+        } else {
+            // The last, partial slice: skip its zero padding (K = 4 for the classifier's
+            // dwte at B·T = 4 would otherwise cost 4 times its work).
+            for (var kk = 0u; kk < p.k - k0; kk++) { tile_fma(kk, lid.xy, &acc); }
         }
         workgroupBarrier();
     }
@@ -95,10 +137,139 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + lid.x + 16u * j;
             if (n >= p.n) { continue; }
-            var v = acc[i * 4u + j];
-            if (HAS_BIAS) { v += bias[n]; }
-            if (ACCUMULATE) { v += out[m * p.n + n]; }
-            out[m * p.n + n] = v;
+            store_out(m, n, acc[i * 4u + j]);
         }
+    }
+}
+
+// ---- matmul_forward_gemv: M ≤ GEMV_MAX_M rows -------------------------------------------
+// A 1-D launch of 64×4 workgroups; every invocation keeps one partial sum per row of out
+// and the partial sums of an output are added in a fixed order, so results are the same
+// bits run after run. Lanes follow w's contiguous dimension:
+//   w (K, N) (not TRANS_B): a workgroup owns 64 columns; lane x reads column n0 + x of
+//     rows k ≡ y (mod 4), so a row of 64 lanes reads 256 consecutive bytes of w; the 4
+//     partial sums of a column are added in order y = 0, 1, 2, 3.
+//   w (N, K) (TRANS_B, the tied classifier): a workgroup owns 4·GEMV_ROUNDS columns, 4
+//     per round, one per y; lane x reads k ≡ x (mod 64) of w's row n, consecutive
+//     across lanes; the 64 partial sums are added by a fixed 4-ary tree. Several rounds per
+//     workgroup keep the launch at V / 32 workgroups rather than V / 4.
+// op(a) is read directly: every lane of a row of the workgroup reads the same element.
+
+const GEMV_MAX_M: u32 = 4u;  // rows of out at most; GEMV_MAX_M in src/kernels/matmul.rs
+const GX: u32 = 64u;         // workgroup width
+const GY: u32 = 4u;          // workgroup height
+// TRANS_B: rounds of 4 columns per workgroup; GEMV_ROUNDS in src/kernels/matmul.rs.
+override GEMV_ROUNDS: u32 = 8u;
+
+// (2, GY, GEMV_MAX_M, GX): [half + (y * 4 + m) * 64 + x]; TRANS_B uses both halves.
+var<workgroup> gemv_part: array<f32, 2048>;
+
+// op(a)[m, k] for k < p.k; rows m ≥ p.m read row p.m - 1 again (their sums are never
+// stored), so the loops over m have a constant trip count and no branch.
+fn gemv_a(m: u32, k: u32) -> f32 {
+    let mm = min(m, p.m - 1u);
+    if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
+    return a[p.off_a + mm * p.lda + k];
+}
+
+@compute @workgroup_size(64, 4)
+fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let x = lid.x;
+    let y = lid.y;
+    let g = linear_workgroup(wg, nwg);
+    if (TRANS_B) {
+        for (var r = 0u; r < GEMV_ROUNDS; r++) {
+            let n0 = (g * GEMV_ROUNDS + r) * GY;
+            if (n0 >= p.n) { break; }  // past the last column (same for the whole workgroup)
+            let n = n0 + y;
+            var acc: array<f32, 4>;  // GEMV_MAX_M
+            if (n < p.n) {
+                for (var k = x; k < p.k; k += GX) {
+                    let wv = w[p.off_w + n * p.ldw + k];
+                    for (var m = 0u; m < GEMV_MAX_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
+                }
+            }
+            // Rounds alternate halves of gemv_part, so a round's writes never meet the
+            // previous round's reads (two barriers lie between them and the round before).
+            let half = (r & 1u) * 1024u;
+            for (var m = 0u; m < GEMV_MAX_M; m++) {
+                gemv_part[half + (y * GEMV_MAX_M + m) * GX + x] = acc[m];
+            }
+            workgroupBarrier();
+            // Fixed tree over the 64 lanes of each (y, m), 4 terms a level: 64 → 16 → 4 → 1.
+            for (var s = GX / 4u; s > 1u; s /= 4u) {
+                if (x < s) {
+                    for (var m = 0u; m < GEMV_MAX_M; m++) {
+                        let i = half + (y * GEMV_MAX_M + m) * GX + x;
+                        gemv_part[i] = gemv_part[i] + gemv_part[i + s] + gemv_part[i + 2u * s]
+                                     + gemv_part[i + 3u * s];
+                    }
+                }
+                workgroupBarrier();
+            }
+            if (x < p.m && n < p.n) {
+                let i = half + (y * GEMV_MAX_M + x) * GX;
+                store_out(x, n, gemv_part[i] + gemv_part[i + 1u] + gemv_part[i + 2u] + gemv_part[i + 3u]);
+            }
+        }
+    } else {
+        if (g * GX >= p.n) { return; }  // a surplus workgroup of a folded launch
+        let n = g * GX + x;
+        var acc: array<f32, 4>;  // GEMV_MAX_M
+        if (n < p.n) {
+            for (var k = y; k < p.k; k += GY) {
+                let wv = w[p.off_w + k * p.ldw + n];
+                for (var m = 0u; m < GEMV_MAX_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
+            }
+        }
+        for (var m = 0u; m < GEMV_MAX_M; m++) { gemv_part[(y * GEMV_MAX_M + m) * GX + x] = acc[m]; }
+        workgroupBarrier();
+        // Row m = y of out (GY = GEMV_MAX_M): add the GY partial sums in order.
+        let m = y;
+        if (m < p.m && n < p.n) {
+            var v = 0.0;
+            for (var yy = 0u; yy < GY; yy++) { v += gemv_part[(yy * GEMV_MAX_M + m) * GX + x]; }
+            store_out(m, n, v);
+        }
+    }
+}
+
+// ---- matmul_backward_bias: dbias (N) += Σ_m dout (M, N) -----------------------------------
+// A 1-D launch of 64×4 workgroups; a workgroup owns 64 columns, row y of it sums rows
+// m ≡ y (mod 4) in order, and the 4 partial sums are added in order y = 0, 1, 2, 3 (reads
+// coalesced along a row of dout; fixed order, so the same bits on every run). dinp and
+// dweight are `matmul_forward` in its ACCUMULATE forms (see the top of the file).
+
+// Mirrored by `BiasParams` in src/kernels/matmul.rs.
+struct BiasParams {
+    m: u32,  // rows of dout in this launch
+    n: u32,  // columns (OC)
+}
+
+@group(0) @binding(0) var<storage, read_write> bb_dbias: array<f32>;  // (N)
+@group(0) @binding(1) var<storage, read> bb_dout: array<f32>;         // (M, N)
+@group(0) @binding(2) var<uniform> bb_p: BiasParams;
+
+var<workgroup> bb_part: array<f32, 256>;  // (GY, GX)
+
+@compute @workgroup_size(64, 4)
+fn matmul_backward_bias(@builtin(workgroup_id) wg: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = linear_workgroup(wg, nwg);
+    if (g * GX >= bb_p.n) { return; }  // a surplus workgroup of a folded launch
+    let n = g * GX + lid.x;
+    var acc = 0.0;
+    if (n < bb_p.n) {
+        for (var m = lid.y; m < bb_p.m; m += GY) { acc += bb_dout[m * bb_p.n + n]; }
+    }
+    bb_part[lid.y * GX + lid.x] = acc;
+    workgroupBarrier();
+    if (lid.y == 0u && n < bb_p.n) {
+        var v = 0.0;
+        for (var y = 0u; y < GY; y++) { v += bb_part[y * GX + lid.x]; }
+        bb_dbias[n] += v;
     }
 }

@@ -1,11 +1,19 @@
-//! matmul_forward against its CPU reference, at the sizes the foundation issue names
-//! and in every form the backward pass and the tied classifier will use.
+//! The matmul family against its CPU reference: the tiled forward in every form, the
+//! gemv path for M ≤ GEMV_MAX_M rows, the layer's backward (dinp, dweight, dbias), and
+//! the tied classifier with operands split into row chunks, both at small vocabularies
+//! under a lowered binding limit and at GPT-2's real one. Backward references are
+//! checked by finite differences; every entry point by a determinism run.
 
-use wgformer::gpu::{DType, GpuContext, Schedule, Tensor};
-use wgformer::kernels::matmul::{matmul_forward, Gemm};
+use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
+use wgformer::kernels::matmul::{
+    classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias, matmul_forward,
+    matmul_forward_gemv, Gemm,
+};
 use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
-use wgformer::testing::{assert_close64, on_each_adapter, same_bits, to_f64};
+use wgformer::testing::{
+    assert_close64, assert_gradient, on_each_adapter, same_bits, test_contexts, to_f64,
+};
 
 /// (M, K, N): rows, reduction, columns. The last is a GPT-2 124M MLP at T = 256.
 const SIZES: [(usize, usize, usize); 5] = [
@@ -24,6 +32,23 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+fn upload(ctx: &GpuContext, label: &str, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_f32(ctx, label, shape, data).unwrap()
+}
+
+fn read(ctx: &GpuContext, t: &Tensor) -> Vec<f32> {
+    ctx.block_on(t.read_f32(ctx)).unwrap()
+}
+
+/// `prior + delta`, elementwise: what an accumulating kernel should leave.
+fn plus(prior: &[f32], delta: &[f64]) -> Vec<f64> {
+    prior
+        .iter()
+        .zip(delta)
+        .map(|(&p, d)| p as f64 + d)
+        .collect()
 }
 
 fn run_forward(
@@ -90,57 +115,452 @@ fn matmul_is_deterministic() {
     });
 }
 
+/// Every (trans_a, trans_b, accumulate) form at (M, K, N), against the plain product.
+fn check_gemm_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+    let a = rng.vec_uniform(m * k, -1.0, 1.0); // (M, K)
+    let w = rng.vec_uniform(k * n, -1.0, 1.0); // (K, N)
+    let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+    let mut plain = vec![0f64; m * n];
+    cpu::matmul_forward(&mut plain, &to_f64(&a), &to_f64(&w), None, m, k, n);
+    for (trans_a, trans_b, accumulate) in [
+        (false, true, false),
+        (true, false, false),
+        (true, false, true),
+        (false, true, true),
+        (true, true, true),
+    ] {
+        let a_stored = if trans_a {
+            transpose(&a, m, k)
+        } else {
+            a.clone()
+        };
+        let w_stored = if trans_b {
+            transpose(&w, k, n)
+        } else {
+            w.clone()
+        };
+        let ta = upload(ctx, "a", &[a.len()], &a_stored);
+        let tw = upload(ctx, "w", &[w.len()], &w_stored);
+        let to = upload(ctx, "out", &[m, n], &prior);
+        let gemm = Gemm {
+            trans_a,
+            trans_b,
+            accumulate,
+        };
+        let mut s = Schedule::new("gemm");
+        gemm.record(&mut s, ctx, &to, &ta, &tw, None, m, k, n)
+            .unwrap();
+        s.run(ctx);
+        let got = read(ctx, &to);
+        let want = if accumulate {
+            plus(&prior, &plain)
+        } else {
+            plain.clone()
+        };
+        assert_close64(&format!("{gemm:?} {m}x{k}x{n}"), &got, &want, 1e-4, 1e-3);
+    }
+}
+
 #[test]
 fn gemm_transposed_and_accumulating_forms_match_reference() {
     on_each_adapter(|ctx| {
         let mut rng = Rng::new(11);
-        for (m, k, n) in [(7, 13, 5), (65, 130, 67)] {
-            let a = rng.vec_uniform(m * k, -1.0, 1.0); // (M, K)
-            let w = rng.vec_uniform(k * n, -1.0, 1.0); // (K, N)
-            let prior = rng.vec_uniform(m * n, -1.0, 1.0);
-            let mut plain = vec![0f64; m * n];
-            cpu::matmul_forward(&mut plain, &to_f64(&a), &to_f64(&w), None, m, k, n);
-            for (trans_a, trans_b, accumulate) in [
-                (false, true, false),
-                (true, false, false),
-                (true, false, true),
-                (false, true, true),
-                (true, true, true),
-            ] {
-                let a_stored = if trans_a {
-                    transpose(&a, m, k)
-                } else {
-                    a.clone()
-                };
-                let w_stored = if trans_b {
-                    transpose(&w, k, n)
-                } else {
-                    w.clone()
-                };
-                let ta = Tensor::from_f32(ctx, "a", &[a.len()], &a_stored).unwrap();
-                let tw = Tensor::from_f32(ctx, "w", &[w.len()], &w_stored).unwrap();
-                let to = Tensor::from_f32(ctx, "out", &[m, n], &prior).unwrap();
-                let gemm = Gemm {
-                    trans_a,
-                    trans_b,
-                    accumulate,
-                };
-                let mut s = Schedule::new("gemm");
-                gemm.record(&mut s, ctx, &to, &ta, &tw, None, m, k, n)
-                    .unwrap();
-                s.run(ctx);
-                let got = ctx.block_on(to.read_f32(ctx)).unwrap();
-                let want: Vec<f64> = if accumulate {
-                    plain
-                        .iter()
-                        .zip(&prior)
-                        .map(|(x, &p)| x + p as f64)
-                        .collect()
-                } else {
-                    plain.clone()
-                };
-                assert_close64(&format!("{gemm:?} {m}x{k}x{n}"), &got, &want, 1e-4, 1e-3);
+        // The first two are tiled, the last three take the gemv path (M ≤ 4).
+        for size in [
+            (7, 13, 5),
+            (65, 130, 67),
+            (1, 13, 5),
+            (2, 130, 67),
+            (3, 768, 80),
+        ] {
+            check_gemm_forms(ctx, &mut rng, size);
+        }
+    });
+}
+
+#[test]
+fn matmul_forward_gemv_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(5);
+        for (k, n) in [(768, 3072), (13, 5)] {
+            let w = rng.vec_normal(k * n, 0.1);
+            let bias = rng.vec_uniform(n, -0.5, 0.5);
+            for m in 1..=3 {
+                let inp = rng.vec_uniform(m * k, -1.0, 1.0);
+                for with_bias in [true, false] {
+                    let ti = upload(ctx, "inp", &[m, k], &inp);
+                    let tw = upload(ctx, "weight", &[k, n], &w);
+                    let tb = with_bias.then(|| upload(ctx, "bias", &[n], &bias));
+                    let to = Tensor::zeros(ctx, "out", &[m, n], DType::F32).unwrap();
+                    let mut s = Schedule::new("gemv");
+                    matmul_forward_gemv(&mut s, ctx, &to, &ti, &tw, tb.as_ref(), m, k, n).unwrap();
+                    s.run(ctx);
+                    let got = read(ctx, &to);
+                    let b64 = with_bias.then(|| to_f64(&bias));
+                    let mut want = vec![0f64; m * n];
+                    cpu::matmul_forward_gemv(
+                        &mut want,
+                        &to_f64(&inp),
+                        &to_f64(&w),
+                        b64.as_deref(),
+                        m,
+                        k,
+                        n,
+                    );
+                    let name = format!("matmul_forward_gemv {m}x{k}x{n} bias={with_bias}");
+                    assert_close64(&name, &got, &want, 1e-4, 1e-3);
+                }
             }
         }
     });
+}
+
+#[test]
+fn matmul_backward_reference_matches_finite_differences() {
+    let (m, k, n) = (3, 5, 4);
+    let mut rng = Rng::new(21);
+    let inp = to_f64(&rng.vec_uniform(m * k, -1.0, 1.0));
+    let w = to_f64(&rng.vec_uniform(k * n, -1.0, 1.0));
+    let b = to_f64(&rng.vec_uniform(n, -1.0, 1.0));
+    let dout = to_f64(&rng.vec_uniform(m * n, -1.0, 1.0));
+    let loss = |inp: &[f64], w: &[f64], b: &[f64]| {
+        let mut out = vec![0f64; m * n];
+        cpu::matmul_forward(&mut out, inp, w, Some(b), m, k, n);
+        out.iter().zip(&dout).map(|(o, d)| o * d).sum::<f64>()
+    };
+    let (mut dinp, mut dw, mut db) = (vec![0f64; m * k], vec![0f64; k * n], vec![0f64; n]);
+    cpu::matmul_backward(&mut dinp, &mut dw, Some(&mut db), &dout, &inp, &w, m, k, n);
+    assert_gradient("matmul dinp", &inp, &dinp, |x| loss(x, &w, &b), 100);
+    assert_gradient("matmul dweight", &w, &dw, |x| loss(&inp, x, &b), 100);
+    assert_gradient("matmul dbias", &b, &db, |x| loss(&inp, &w, x), 100);
+}
+
+#[test]
+fn classifier_backward_reference_matches_finite_differences() {
+    let (m, c, v) = (2, 5, 7);
+    let mut rng = Rng::new(22);
+    let x = to_f64(&rng.vec_uniform(m * c, -1.0, 1.0));
+    let wte = to_f64(&rng.vec_uniform(v * c, -1.0, 1.0));
+    let dlogits = to_f64(&rng.vec_uniform(m * v, -1.0, 1.0));
+    let loss = |x: &[f64], wte: &[f64]| {
+        let mut logits = vec![0f64; m * v];
+        cpu::classifier_forward(&mut logits, x, wte, m, c, v);
+        logits.iter().zip(&dlogits).map(|(l, d)| l * d).sum::<f64>()
+    };
+    let (mut dx, mut dwte) = (vec![0f64; m * c], vec![0f64; v * c]);
+    cpu::classifier_backward(&mut dx, &mut dwte, &dlogits, &x, &wte, m, c, v);
+    assert_gradient("classifier dx", &x, &dx, |p| loss(p, &wte), 100);
+    assert_gradient("classifier dwte", &wte, &dwte, |p| loss(&x, p), 100);
+}
+
+/// Gradients of one matmul layer after `matmul_backward` added into `prior` values.
+struct LayerGrads {
+    dinp: Vec<f32>,
+    dweight: Vec<f32>,
+    dbias: Option<Vec<f32>>,
+}
+
+/// Random inputs and prior gradients of a layer of size (M, K, N).
+struct LayerCase {
+    size: (usize, usize, usize),
+    inp: Vec<f32>,
+    w: Vec<f32>,
+    dout: Vec<f32>,
+    dinp0: Vec<f32>,
+    dw0: Vec<f32>,
+    db0: Vec<f32>,
+}
+
+impl LayerCase {
+    fn new(rng: &mut Rng, (m, k, n): (usize, usize, usize)) -> Self {
+        LayerCase {
+            size: (m, k, n),
+            inp: rng.vec_uniform(m * k, -1.0, 1.0),
+            w: rng.vec_normal(k * n, 0.1),
+            dout: rng.vec_uniform(m * n, -1.0, 1.0),
+            dinp0: rng.vec_uniform(m * k, -1.0, 1.0),
+            dw0: rng.vec_uniform(k * n, -1.0, 1.0),
+            db0: rng.vec_uniform(n, -1.0, 1.0),
+        }
+    }
+
+    fn run(&self, ctx: &GpuContext, with_bias: bool) -> LayerGrads {
+        let (m, k, n) = self.size;
+        let dinp = upload(ctx, "dinp", &[m, k], &self.dinp0);
+        let dweight = upload(ctx, "dweight", &[k, n], &self.dw0);
+        let dbias = with_bias.then(|| upload(ctx, "dbias", &[n], &self.db0));
+        let dout = upload(ctx, "dout", &[m, n], &self.dout);
+        let inp = upload(ctx, "inp", &[m, k], &self.inp);
+        let w = upload(ctx, "weight", &[k, n], &self.w);
+        let mut s = Schedule::new("matmul_backward");
+        matmul_backward(
+            &mut s,
+            ctx,
+            &dinp,
+            &dweight,
+            dbias.as_ref(),
+            &dout,
+            &inp,
+            &w,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        s.run(ctx);
+        LayerGrads {
+            dinp: read(ctx, &dinp),
+            dweight: read(ctx, &dweight),
+            dbias: dbias.map(|t| read(ctx, &t)),
+        }
+    }
+
+    fn check(&self, ctx: &GpuContext, with_bias: bool, what: &str) {
+        let (m, k, n) = self.size;
+        let got = self.run(ctx, with_bias);
+        let mut dinp = to_f64(&self.dinp0);
+        let mut dw = to_f64(&self.dw0);
+        let mut db = to_f64(&self.db0);
+        cpu::matmul_backward(
+            &mut dinp,
+            &mut dw,
+            with_bias.then_some(db.as_mut_slice()),
+            &to_f64(&self.dout),
+            &to_f64(&self.inp),
+            &to_f64(&self.w),
+            m,
+            k,
+            n,
+        );
+        let name = |t: &str| format!("matmul_backward {t} {m}x{k}x{n} {what}");
+        assert_close64(&name("dinp"), &got.dinp, &dinp, 1e-4, 1e-3);
+        assert_close64(&name("dweight"), &got.dweight, &dw, 1e-4, 1e-3);
+        if let Some(gb) = &got.dbias {
+            assert_close64(&name("dbias"), gb, &db, 1e-4, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn matmul_backward_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(31);
+        // T = 1 (gemv dinp), odd sizes, and GPT-2's attention projection at B·T = 64.
+        for size in [
+            (1, 768, 3072),
+            (3, 13, 5),
+            (7, 13, 5),
+            (127, 129, 65),
+            (64, 768, 768),
+        ] {
+            let case = LayerCase::new(&mut rng, size);
+            case.check(ctx, true, "");
+            if size == (7, 13, 5) {
+                case.check(ctx, false, "without bias");
+            }
+        }
+    });
+}
+
+/// A binding limit under which each (rows, row_elems) tensor of `tensors` splits into
+/// about 3 or more row chunks (callers assert how many): the smallest limit that gives
+/// one of them a third of its rows per chunk, raised to the largest chunk any of them
+/// cannot go below (one aligned group of rows).
+fn limit_for_chunks(ctx: &GpuContext, tensors: &[(usize, usize)]) -> u64 {
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // (bytes of one aligned group of rows, bytes of a third of the rows rounded up to groups)
+    let sizes: Vec<(u64, u64)> = tensors
+        .iter()
+        .map(|&(rows, row_elems)| {
+            let row_bytes = row_elems as u64 * 4;
+            let quantum = align / gcd(align, row_bytes);
+            let third = (rows as u64).div_ceil(3).div_ceil(quantum) * quantum;
+            (quantum * row_bytes, third * row_bytes)
+        })
+        .collect();
+    let smallest = sizes.iter().map(|s| s.1).min().unwrap();
+    let floor = sizes.iter().map(|s| s.0).max().unwrap();
+    smallest.max(floor)
+}
+
+/// Assert that each (rows, row_elems) tensor is bound in at least 3 chunks.
+fn assert_three_chunks(ctx: &GpuContext, tensors: &[(usize, usize)]) {
+    for &(rows, row_elems) in tensors {
+        let chunks = ctx.row_chunks(rows, row_elems).len();
+        assert!(
+            chunks >= 3,
+            "({rows}, {row_elems}) is bound in {chunks} chunks"
+        );
+    }
+}
+
+#[test]
+fn matmul_backward_in_row_chunks_matches_reference() {
+    let mut rng = Rng::new(32);
+    let (m, k, n) = (192, 80, 48);
+    let case = LayerCase::new(&mut rng, (m, k, n));
+    for ctx in test_contexts(&Needs::default()) {
+        // inp and dinp (M, K), weight and dweight (K, N), dout (M, N) all split.
+        let tensors = [(m, k), (k, n), (m, n)];
+        let limit = limit_for_chunks(&ctx, &tensors);
+        let ctx = ctx.with_binding_limit(limit);
+        assert_three_chunks(&ctx, &tensors);
+        case.check(&ctx, true, "in row chunks");
+    }
+}
+
+/// The classifier's operands and prior gradients at (M, C, V).
+struct ClassifierCase {
+    size: (usize, usize, usize),
+    x: Vec<f32>,
+    wte: Vec<f32>,
+    dlogits: Vec<f32>,
+    dx0: Vec<f32>,
+    /// None: dwte starts at zero (saves 2 copies of wte at GPT-2's vocabulary).
+    dwte0: Option<Vec<f32>>,
+}
+
+impl ClassifierCase {
+    fn new(rng: &mut Rng, (m, c, v): (usize, usize, usize), dwte_prior: bool) -> Self {
+        ClassifierCase {
+            size: (m, c, v),
+            x: rng.vec_uniform(m * c, -1.0, 1.0),
+            wte: rng.vec_uniform(v * c, -0.05, 0.05),
+            dlogits: rng.vec_uniform(m * v, -1.0, 1.0),
+            dx0: rng.vec_uniform(m * c, -1.0, 1.0),
+            dwte0: dwte_prior.then(|| rng.vec_uniform(v * c, -1.0, 1.0)),
+        }
+    }
+
+    /// (logits, dx, dwte) from one schedule of forward and backward.
+    fn run(&self, ctx: &GpuContext) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (m, c, v) = self.size;
+        let x = upload(ctx, "x", &[m, c], &self.x);
+        let wte = upload(ctx, "wte", &[v, c], &self.wte);
+        let dlogits = upload(ctx, "dlogits", &[m, v], &self.dlogits);
+        let logits = Tensor::zeros(ctx, "logits", &[m, v], DType::F32).unwrap();
+        let dx = upload(ctx, "dx", &[m, c], &self.dx0);
+        let dwte = match &self.dwte0 {
+            Some(d) => upload(ctx, "dwte", &[v, c], d),
+            None => Tensor::zeros(ctx, "dwte", &[v, c], DType::F32).unwrap(),
+        };
+        let mut s = Schedule::new("classifier");
+        classifier_forward(&mut s, ctx, &logits, &x, &wte, m, c, v).unwrap();
+        classifier_backward(&mut s, ctx, &dx, &dwte, &dlogits, &x, &wte, m, c, v).unwrap();
+        s.run(ctx);
+        (read(ctx, &logits), read(ctx, &dx), read(ctx, &dwte))
+    }
+
+    fn check(&self, ctx: &GpuContext, what: &str) {
+        let (m, c, v) = self.size;
+        let (logits, dx, dwte) = self.run(ctx);
+        let (x64, wte64) = (to_f64(&self.x), to_f64(&self.wte));
+        let mut want = vec![0f64; m * v];
+        cpu::classifier_forward(&mut want, &x64, &wte64, m, c, v);
+        let name = |t: &str| format!("{t} M={m} C={c} V={v} {what}");
+        assert_close64(&name("classifier_forward"), &logits, &want, 1e-4, 1e-3);
+        drop(want);
+        let mut want_dx = to_f64(&self.dx0);
+        let mut want_dwte = match &self.dwte0 {
+            Some(d) => to_f64(d),
+            None => vec![0f64; v * c],
+        };
+        let dl64 = to_f64(&self.dlogits);
+        cpu::classifier_backward(&mut want_dx, &mut want_dwte, &dl64, &x64, &wte64, m, c, v);
+        assert_close64(&name("classifier_backward dx"), &dx, &want_dx, 1e-4, 1e-3);
+        assert_close64(
+            &name("classifier_backward dwte"),
+            &dwte,
+            &want_dwte,
+            1e-4,
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn classifier_in_row_chunks_matches_reference() {
+    let mut rng = Rng::new(41);
+    // (M, C, V). With 256-byte binding alignment a chunk of V = 101 or 509 floats a row
+    // holds a multiple of 64 rows, so logits need M > 128 to split in 3; C = 192 keeps
+    // the blocks large enough for the 64×64 tile not to cost seconds on lavapipe.
+    for (m, c, v) in [(192, 192, 101), (384, 192, 509)] {
+        let case = ClassifierCase::new(&mut rng, (m, c, v), true);
+        let decode = ClassifierCase::new(&mut rng, (3, c, v), true);
+        for ctx in test_contexts(&Needs::default()) {
+            // logits and dlogits (M, V), x and dx (M, C), wte and dwte (V, C) all split.
+            let tensors = [(m, v), (m, c), (v, c)];
+            let limit = limit_for_chunks(&ctx, &tensors);
+            let ctx = ctx.with_binding_limit(limit);
+            assert_three_chunks(&ctx, &tensors);
+            case.check(&ctx, "in row chunks");
+            // Decoding (the gemv path), wte still in chunks.
+            decode.check(&ctx, "in row chunks");
+        }
+    }
+}
+
+#[test]
+fn classifier_at_gpt2_vocabulary_matches_reference() {
+    on_each_adapter(|ctx| {
+        let (m, c, v) = (4, 768, 50257);
+        // wte is 147 MiB: more than one binding at WebGPU's default limit.
+        assert!(ctx.row_chunks(v, c).len() >= 2);
+        let mut rng = Rng::new(43);
+        ClassifierCase::new(&mut rng, (m, c, v), false).check(ctx, "");
+    });
+}
+
+#[test]
+fn new_entry_points_are_deterministic() {
+    let mut rng = Rng::new(51);
+    let layer = LayerCase::new(&mut rng, (127, 129, 65));
+    let decode = LayerCase::new(&mut rng, (3, 768, 3072));
+    let chunked = ClassifierCase::new(&mut rng, (192, 192, 101), true);
+    let decode_classifier = ClassifierCase::new(&mut rng, (1, 768, 509), true);
+    let twice = |what: &str, f: &dyn Fn() -> Vec<Vec<f32>>| {
+        let (first, again) = (f(), f());
+        for (i, (x, y)) in first.iter().zip(&again).enumerate() {
+            assert!(
+                same_bits(x, y),
+                "{what}: output {i} differs on a second run"
+            );
+        }
+    };
+    for ctx in test_contexts(&Needs::default()) {
+        twice("matmul_forward_gemv", &|| {
+            let (m, k, n) = decode.size;
+            let (inp, w) = (&decode.inp, &decode.w);
+            vec![run_forward(&ctx, inp, w, Some(&decode.db0), (m, k, n))]
+        });
+        twice("matmul_backward", &|| {
+            let g = layer.run(&ctx, true);
+            vec![g.dinp, g.dweight, g.dbias.unwrap()]
+        });
+        twice("matmul_backward_bias", &|| {
+            let (m, _, n) = layer.size;
+            let dbias = upload(&ctx, "dbias", &[n], &layer.db0);
+            let dout = upload(&ctx, "dout", &[m, n], &layer.dout);
+            let mut s = Schedule::new("matmul_backward_bias");
+            matmul_backward_bias(&mut s, &ctx, &dbias, &dout, m, n).unwrap();
+            s.run(&ctx);
+            vec![read(&ctx, &dbias)]
+        });
+        twice("classifier_forward/backward, gemv", &|| {
+            let (l, dx, dwte) = decode_classifier.run(&ctx);
+            vec![l, dx, dwte]
+        });
+        let limit = limit_for_chunks(&ctx, &[(192, 101), (192, 192), (101, 192)]);
+        let ctx = ctx.with_binding_limit(limit);
+        twice("classifier_forward/backward in row chunks", &|| {
+            let (l, dx, dwte) = chunked.run(&ctx);
+            vec![l, dx, dwte]
+        });
+    }
 }

@@ -1,38 +1,86 @@
-//! Launcher for shaders/matmul.wgsl. `matmul_forward` is the layer's forward,
+//! Launchers for shaders/matmul.wgsl. `matmul_forward` is the layer's forward,
 //! out (M, N) = inp (M, K) · weight (K, N) + bias (N), with weights in Hugging Face
-//! Conv1D layout (C, OC). [`Gemm`] exposes the kernel's other forms (transposed
-//! operands, accumulation) for the tied classifier and the backward pass.
-//! CPU reference: `crate::reference::matmul`.
+//! Conv1D layout (C, OC); `matmul_backward` adds its three gradients. The tied
+//! classifier (`classifier_forward`, `classifier_backward`) multiplies by wte (V, C)
+//! itself, transposed or not. All of them are forms of [`Gemm`], which picks the tiled
+//! kernel or, for at most [`GEMV_MAX_M`] rows, `matmul_forward_gemv`, and splits every
+//! operand bigger than one binding into row chunks, one launch per block. This module
+//! does not tune tiles (fixed 64×64); CPU reference: `crate::reference::matmul`.
+
+use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, shaders::MATMUL};
-use crate::error::Result;
+use super::{expect_numel, groups_1d, shaders::MATMUL};
+use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Slot, Tensor};
 
-/// Mirrors `MatmulParams` in shaders/matmul.wgsl.
+/// Mirrors `MatmulParams` in shaders/matmul.wgsl: the block of the product one launch
+/// computes and where it lies inside each bound chunk.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct MatmulParams {
-    m: u32, // rows of out
-    n: u32, // columns of out
-    k: u32, // reduction length
+    m: u32,     // rows of this launch's block of out
+    n: u32,     // columns of this launch's block of out
+    k: u32,     // reduction length of this launch
+    ldo: u32,   // row stride of out as stored
+    lda: u32,   // row stride of a as stored
+    ldw: u32,   // row stride of w as stored
+    off_o: u32, // element of the out binding holding the block's (0, 0)
+    off_a: u32, // element of the a binding holding op(a)'s (0, 0) of the block
+    off_w: u32, // element of the w binding holding op(w)'s (0, 0) of the block
+    off_b: u32, // element of the bias binding for the block's column 0
 }
+
+/// Mirrors `BiasParams` in shaders/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BiasParams {
+    m: u32, // rows of dout in this launch
+    n: u32, // columns
+}
+
+const GEMM_BINDINGS: &[Binding] = &[
+    Binding::ReadWrite,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Uniform,
+];
 
 pub const MATMUL_FORWARD: KernelDesc = KernelDesc {
     shader: &MATMUL,
     entry: "matmul_forward",
-    bindings: &[
-        Binding::ReadWrite,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::Uniform,
-    ],
+    bindings: GEMM_BINDINGS,
 };
 
-/// Output tile of one workgroup, in rows and columns (TM, TN in the shader).
+pub const MATMUL_FORWARD_GEMV: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_forward_gemv",
+    bindings: GEMM_BINDINGS,
+};
+
+pub const MATMUL_BACKWARD_BIAS: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_backward_bias",
+    bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
+};
+
+/// Output tile of one workgroup of `matmul_forward`, in rows and columns (TM, TN).
 const TILE: usize = 64;
+
+/// Products with at most this many rows of out go to `matmul_forward_gemv` (decoding at
+/// T = 1 and small batches). Must equal GEMV_MAX_M in the shader.
+pub const GEMV_MAX_M: usize = 4;
+
+/// Columns of out per `matmul_forward_gemv` workgroup: GX for w (K, N); for w (N, K),
+/// GEMV_ROUNDS rounds of GY columns.
+const GEMV_COLS: usize = 64;
+const GEMV_ROUNDS: usize = 8;
+const GEMV_COLS_TRANS_B: usize = 4 * GEMV_ROUNDS;
+
+/// Columns of dbias per `matmul_backward_bias` workgroup (GX in the shader).
+const BIAS_COLS: usize = 64;
 
 /// The form of one matmul: which operands are stored transposed, and whether the
 /// result is added into `out` (as gradients are).
@@ -46,8 +94,78 @@ pub struct Gemm {
     pub accumulate: bool,
 }
 
+/// The three dimensions of a product, as indices into `[m, n, k]`.
+const M: usize = 0;
+const N: usize = 1;
+const K: usize = 2;
+
+/// One stored operand: its tensor, the product dimensions along its rows and its columns,
+/// and the row chunks it is bound in.
+struct Operand<'a> {
+    t: &'a Tensor,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    chunks: Vec<Range<usize>>,
+}
+
+impl<'a> Operand<'a> {
+    fn new(ctx: &GpuContext, t: &'a Tensor, rows: usize, cols: usize, dims: [usize; 3]) -> Self {
+        let ld = dims[cols];
+        Operand {
+            t,
+            rows,
+            cols,
+            ld,
+            chunks: ctx.row_chunks(dims[rows], ld),
+        }
+    }
+
+    /// The binding holding the block that starts at `pos` ([m, n, k]), and the element of
+    /// that binding where the block's first element lies.
+    fn bind(&self, pos: [usize; 3]) -> (Slot<'a>, u32) {
+        if self.t.numel() == 0 {
+            return (self.t.into(), 0);
+        }
+        let r = pos[self.rows];
+        let c = self
+            .chunks
+            .iter()
+            .find(|c| c.contains(&r) || c.start == r)
+            .unwrap_or_else(|| panic!("matmul: no chunk of {} holds row {r}", self.t.label));
+        let offset = (r - c.start) * self.ld + pos[self.cols];
+        (self.t.rows_slot(c.clone(), self.ld), offset as u32)
+    }
+}
+
+/// Split `0..len` at every chunk start of the operands whose rows run along `dim`: the
+/// coarsest ranges of which each lies inside one chunk of every operand.
+fn launch_ranges(len: usize, dim: usize, operands: &[&Operand]) -> Vec<Range<usize>> {
+    let mut cuts: Vec<usize> = operands
+        .iter()
+        .filter(|o| o.rows == dim)
+        .flat_map(|o| o.chunks.iter().map(|c| c.start))
+        .filter(|&s| s > 0 && s < len)
+        .collect();
+    cuts.push(0);
+    cuts.push(len);
+    cuts.sort_unstable();
+    cuts.dedup();
+    if len == 0 {
+        return vec![Range { start: 0, end: 0 }];
+    }
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
 impl Gemm {
     /// Record out (M, N) (+)= op(a) · op(w) (+ bias). Checks every operand's size.
+    ///
+    /// Operands bigger than [`GpuContext::binding_limit`] are bound in row chunks
+    /// ([`GpuContext::row_chunks`]); the product is computed in blocks, each inside one
+    /// chunk of every operand, one launch per block. Blocks along K are added up launch
+    /// after launch in order (the first one alone applies `accumulate` and the bias), so
+    /// the result is deterministic. With M ≤ [`GEMV_MAX_M`] each block goes to
+    /// `matmul_forward_gemv`, otherwise to the tiled `matmul_forward`.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         self,
@@ -67,36 +185,99 @@ impl Gemm {
         if let Some(b) = bias {
             expect_numel(b, n)?;
         }
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let constants = [
-            ("TRANS_A", flag(self.trans_a)),
-            ("TRANS_B", flag(self.trans_b)),
-            ("HAS_BIAS", flag(bias.is_some())),
-            ("ACCUMULATE", flag(self.accumulate)),
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let dims = [m, n, k];
+        let (a_rows, a_cols) = if self.trans_a { (K, M) } else { (M, K) };
+        let (w_rows, w_cols) = if self.trans_b { (N, K) } else { (K, N) };
+        let o = Operand::new(ctx, out, M, N, dims);
+        let oa = Operand::new(ctx, a, a_rows, a_cols, dims);
+        let ow = Operand::new(ctx, w, w_rows, w_cols, dims);
+        let all = [&o, &oa, &ow];
+        let ranges = [
+            launch_ranges(m, M, &all),
+            launch_ranges(n, N, &all),
+            launch_ranges(k, K, &all),
         ];
-        let p = MatmulParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
+        let gemv = m <= GEMV_MAX_M;
+        let gemv_rounds = [("GEMV_ROUNDS", GEMV_ROUNDS as f64)];
+        let (desc, name, rounds) = if gemv {
+            (
+                &MATMUL_FORWARD_GEMV,
+                "matmul_forward_gemv",
+                &gemv_rounds[..],
+            )
+        } else {
+            (&MATMUL_FORWARD, "matmul", &[][..])
         };
-        // Without a bias the binding still needs a buffer; `a` stands in, unread.
-        let bias_slot: Slot = bias.unwrap_or(a).into();
-        let slots = [out.into(), a.into(), w.into(), bias_slot];
-        let label = format!("matmul {} <- {} · {}", out.label, a.label, w.label);
-        let groups = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
-        s.dispatch(
-            ctx,
-            &MATMUL_FORWARD,
-            &constants,
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let chunked = ranges.iter().any(|r| r.len() > 1);
+        for mr in &ranges[M] {
+            for nr in &ranges[N] {
+                for (ki, kr) in ranges[K].iter().enumerate() {
+                    // Later K blocks add into what the first one wrote.
+                    let first = ki == 0;
+                    let has_bias = bias.is_some() && first;
+                    let mut constants = vec![
+                        ("TRANS_A", flag(self.trans_a)),
+                        ("TRANS_B", flag(self.trans_b)),
+                        ("HAS_BIAS", flag(has_bias)),
+                        ("ACCUMULATE", flag(self.accumulate || !first)),
+                    ];
+                    constants.extend_from_slice(rounds);
+                    let pos = [mr.start, nr.start, kr.start];
+                    let (so, off_o) = o.bind(pos);
+                    let (sa, off_a) = oa.bind(pos);
+                    let (sw, off_w) = ow.bind(pos);
+                    let (bm, bn, bk) = (mr.len(), nr.len(), kr.len());
+                    let p = MatmulParams {
+                        m: bm as u32,
+                        n: bn as u32,
+                        k: bk as u32,
+                        ldo: o.ld as u32,
+                        lda: oa.ld as u32,
+                        ldw: ow.ld as u32,
+                        off_o,
+                        off_a,
+                        off_w,
+                        off_b: nr.start as u32,
+                    };
+                    // Without a bias the binding still needs a buffer; a's chunk stands in,
+                    // unread. A bias (N) is small and is bound whole.
+                    let sb = match bias {
+                        Some(b) if has_bias => b.into(),
+                        _ => sa,
+                    };
+                    let mut label = format!("{name} {} <- {} · {}", out.label, a.label, w.label);
+                    if chunked {
+                        label += &format!(" [{mr:?}, {nr:?}, k {kr:?}]");
+                    }
+                    let groups = if !gemv {
+                        [bn.div_ceil(TILE) as u32, bm.div_ceil(TILE) as u32, 1]
+                    } else if self.trans_b {
+                        groups_1d(bn, GEMV_COLS_TRANS_B)
+                    } else {
+                        groups_1d(bn, GEMV_COLS)
+                    };
+                    s.dispatch(
+                        ctx,
+                        desc,
+                        &constants,
+                        &label,
+                        &[so, sa, sw, sb],
+                        Some(&p),
+                        groups,
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-/// out (M, N) = inp (M, K) · weight (K, N) + bias (N)
+/// out (M, N) = inp (M, K) · weight (K, N) + bias (N). At most [`GEMV_MAX_M`] rows go to
+/// [`matmul_forward_gemv`]'s kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     s: &mut Schedule,
@@ -110,4 +291,159 @@ pub fn matmul_forward(
     n: usize,
 ) -> Result<()> {
     Gemm::default().record(s, ctx, out, inp, weight, bias, m, k, n)
+}
+
+/// out (M, N) = inp (M, K) · weight (K, N) + bias (N) for M ≤ [`GEMV_MAX_M`]: the kernel
+/// [`matmul_forward`] picks by itself for so few rows; callable directly for tests.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_gemv(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    if m > GEMV_MAX_M {
+        return Err(Error::Invalid(format!(
+            "matmul_forward_gemv {}: {m} rows, the kernel takes at most {GEMV_MAX_M}",
+            out.label
+        )));
+    }
+    matmul_forward(s, ctx, out, inp, weight, bias, m, k, n)
+}
+
+/// Gradients of [`matmul_forward`], added into (`+=`) all of them:
+/// dinp (M, K) += dout (M, N) · weightᵀ, dweight (K, N) += inpᵀ · dout,
+/// dbias (N) += Σ_rows dout. The training step zeroes gradients once per step.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dinp: &Tensor,
+    dweight: &Tensor,
+    dbias: Option<&Tensor>,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    expect_numel(dinp, m * k)?;
+    expect_numel(dweight, k * n)?;
+    expect_numel(dout, m * n)?;
+    expect_numel(inp, m * k)?;
+    expect_numel(weight, k * n)?;
+    // dinp (M, K) += dout (M, N) · weight (K, N)ᵀ: weight is stored as op(w)ᵀ.
+    let dinp_form = Gemm {
+        trans_b: true,
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dinp_form.record(s, ctx, dinp, dout, weight, None, m, n, k)?;
+    // dweight (K, N) += inp (M, K)ᵀ · dout (M, N): inp is stored as op(a)ᵀ.
+    let dweight_form = Gemm {
+        trans_a: true,
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dweight_form.record(s, ctx, dweight, inp, dout, None, k, m, n)?;
+    if let Some(db) = dbias {
+        matmul_backward_bias(s, ctx, db, dout, m, n)?;
+    }
+    Ok(())
+}
+
+/// dbias (N) += Σ_m dout (M, N), rows added in a fixed order. dout is read in row chunks
+/// that fit one binding, one launch each.
+pub fn matmul_backward_bias(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dbias: &Tensor,
+    dout: &Tensor,
+    m: usize,
+    n: usize,
+) -> Result<()> {
+    expect_numel(dbias, n)?;
+    expect_numel(dout, m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let chunks = ctx.row_chunks(m, n);
+    for rows in &chunks {
+        let p = BiasParams {
+            m: rows.len() as u32,
+            n: n as u32,
+        };
+        let mut label = format!("matmul_backward_bias {} <- {}", dbias.label, dout.label);
+        if chunks.len() > 1 {
+            label += &format!(" [{rows:?}]");
+        }
+        let slots = [dbias.into(), dout.rows_slot(rows.clone(), n)];
+        s.dispatch(
+            ctx,
+            &MATMUL_BACKWARD_BIAS,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups_1d(n, BIAS_COLS),
+        )?;
+    }
+    Ok(())
+}
+
+/// The tied classifier: logits (M, V) = x (M, C) · wte (V, C)ᵀ. wte (147 MiB for GPT-2)
+/// and logits are bound in row chunks where they exceed one binding.
+#[allow(clippy::too_many_arguments)]
+pub fn classifier_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    logits: &Tensor,
+    x: &Tensor,
+    wte: &Tensor,
+    m: usize,
+    c: usize,
+    v: usize,
+) -> Result<()> {
+    let form = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    form.record(s, ctx, logits, x, wte, None, m, c, v)
+}
+
+/// Gradients of [`classifier_forward`], added into (`+=`) both:
+/// dx (M, C) += dlogits (M, V) · wte (V, C) and dwte (V, C) += dlogitsᵀ · x (M, C).
+#[allow(clippy::too_many_arguments)]
+pub fn classifier_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    dwte: &Tensor,
+    dlogits: &Tensor,
+    x: &Tensor,
+    wte: &Tensor,
+    m: usize,
+    c: usize,
+    v: usize,
+) -> Result<()> {
+    expect_numel(dwte, v * c)?;
+    expect_numel(x, m * c)?;
+    let dx_form = Gemm {
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dx_form.record(s, ctx, dx, dlogits, wte, None, m, v, c)?;
+    // dwte (V, C) += dlogits (M, V)ᵀ · x (M, C): dlogits is stored as op(a)ᵀ.
+    let dwte_form = Gemm {
+        trans_a: true,
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dwte_form.record(s, ctx, dwte, dlogits, x, None, v, m, c)
 }
