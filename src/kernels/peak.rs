@@ -28,7 +28,7 @@ const FMAS_PER_ITER: u64 = 8 * 4;
 pub fn fma_peak(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, iters: u32) -> Result<u64> {
     let n = out.numel();
     assert!(
-        n % 256 == 0,
+        n.is_multiple_of(256),
         "fma_peak: {} invocations, not a multiple of 256",
         n
     );
