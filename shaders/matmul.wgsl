@@ -81,17 +81,25 @@ const TK: u32 = 16u;  // K slice staged per iteration
 var<workgroup> a_tile: array<f32, 1024>;  // (TK, TM): a_tile[kk * TM + mm]
 var<workgroup> w_tile: array<f32, 1024>;  // (TK, TN): w_tile[kk * TN + nn]
 
-// acc (4×4 block of this invocation) += a_tile row kk ⊗ w_tile row kk.
-fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, array<f32, 16>>) {
-    var av: array<f32, 4>;
-    var wv: array<f32, 4>;
-    for (var i = 0u; i < 4u; i++) { av[i] = a_tile[kk * TM + t.y + 16u * i]; }
-    for (var j = 0u; j < 4u; j++) { wv[j] = w_tile[kk * TN + t.x + 16u * j]; }
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            (*acc)[i * 4u + j] = fma(av[i], wv[j], (*acc)[i * 4u + j]);
-        }
-    }
+// The 4×4 block of one invocation: row i of the block is acc[i], its columns j = 0..3
+// the vector's lanes. Plain vec4 values, never indexed by a variable, so compilers keep
+// them in registers (llvmpipe spills a dynamically indexed private array to memory).
+struct Acc4x4 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+// acc += a_tile row kk ⊗ w_tile row kk, for invocation t = (tx, ty).
+fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, Acc4x4>) {
+    let ab = kk * TM + t.y;
+    let wb = kk * TN + t.x;
+    let wv = vec4<f32>(w_tile[wb], w_tile[wb + 16u], w_tile[wb + 32u], w_tile[wb + 48u]);
+    (*acc).r0 = fma(vec4<f32>(a_tile[ab]), wv, (*acc).r0);
+    (*acc).r1 = fma(vec4<f32>(a_tile[ab + 16u]), wv, (*acc).r1);
+    (*acc).r2 = fma(vec4<f32>(a_tile[ab + 32u]), wv, (*acc).r2);
+    (*acc).r3 = fma(vec4<f32>(a_tile[ab + 48u]), wv, (*acc).r3);
 }
 
 @compute @workgroup_size(16, 16)
@@ -100,7 +108,7 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
-    var acc: array<f32, 16>;
+    var acc: Acc4x4;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         // Stage a (TM×TK) and w (TK×TN) slices: 1024 elements each, 4 per invocation,
         // ordered so that neighbouring invocations read neighbouring addresses.
@@ -131,15 +139,19 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + lid.y + 16u * i;
-        if (m >= p.m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + lid.x + 16u * j;
-            if (n >= p.n) { continue; }
-            store_out(m, n, acc[i * 4u + j]);
-        }
-    }
+    store_row(m0 + lid.y, n0 + lid.x, acc.r0);
+    store_row(m0 + lid.y + 16u, n0 + lid.x, acc.r1);
+    store_row(m0 + lid.y + 32u, n0 + lid.x, acc.r2);
+    store_row(m0 + lid.y + 48u, n0 + lid.x, acc.r3);
+}
+
+// Store one row of an invocation's block: columns n, n + 16, n + 32, n + 48.
+fn store_row(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    if (n < p.n) { store_out(m, n, v.x); }
+    if (n + 16u < p.n) { store_out(m, n + 16u, v.y); }
+    if (n + 32u < p.n) { store_out(m, n + 32u, v.z); }
+    if (n + 48u < p.n) { store_out(m, n + 48u, v.w); }
 }
 
 // ---- matmul_forward_gemv: M ≤ GEMV_MAX_M rows -------------------------------------------
