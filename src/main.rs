@@ -120,11 +120,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Generate(a)) => wgformer::cli::generate::run(&opts, a),
         Some(Command::Eval(a)) => wgformer::cli::eval::run(&opts, a),
         Some(Command::Serve(a)) => wgformer::cli::serve::run(&opts, a),
-        None => {
-            info(&opts, false)?;
-            println!();
-            selfcheck(&opts)
-        }
+        None => wgformer::cli::train::run_default(&opts),
     }
 }
 
@@ -149,12 +145,15 @@ fn selfcheck(opts: &GpuOptions) -> Result<bool> {
     println!("selfcheck on {}", ctx.adapter_name());
     let checks = ctx.block_on(wgformer::selfcheck::selfcheck(&ctx))?;
     let mut ok = true;
+    if let Some(c) = checks.first() {
+        println!("  at {}", c.size);
+    }
     for c in &checks {
         match &c.outcome {
-            Ok(err) => println!("  ok    {:<16} {:<20} max |Δ| {err:.2e}", c.kernel, c.size),
+            Ok(err) => println!("  ok    {:<26} max |Δ| {err:.2e}", c.kernel),
             Err(msg) => {
                 ok = false;
-                println!("  FAIL  {:<16} {:<20} {msg}", c.kernel, c.size);
+                println!("  FAIL  {:<26} {msg}", c.kernel);
             }
         }
     }
