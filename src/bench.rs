@@ -164,21 +164,206 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         });
     }
 
-    // Elementwise: a residual-stream sized add.
+    // Layer-sized activations shared by the cases below.
+    let (nh, v, t, b) = (sh.nh, sh.v, sh.t, sh.b);
     let n = bt * c;
-    let a = random(ctx, &mut rng, "a", &[n])?;
-    let b2 = random(ctx, &mut rng, "b", &[n])?;
-    let out = Tensor::zeros(ctx, "out", &[n], DType::F32)?;
-    let mut s = Schedule::new("add");
-    kernels::elementwise::add(&mut s, ctx, &out, &a, &b2)?;
-    cases.push(Case {
-        name: "add (residual)".into(),
-        shape: format!("N={n}"),
-        flops: 0,
-        bytes: f32b * 3 * n as u64,
-        schedule: s,
-        keep: vec![a, b2, out],
-    });
+    let x = random(ctx, &mut rng, "x", &[bt, c])?;
+    let dx = random(ctx, &mut rng, "dx", &[bt, c])?;
+    let y = Tensor::zeros(ctx, "y", &[bt, c], DType::F32)?;
+    let lnw = random(ctx, &mut rng, "ln.weight", &[c])?;
+    let lnb = random(ctx, &mut rng, "ln.bias", &[c])?;
+    let mean = Tensor::zeros(ctx, "mean", &[bt], DType::F32)?;
+    let rstd = Tensor::zeros(ctx, "rstd", &[bt], DType::F32)?;
+    let dlnw = Tensor::zeros(ctx, "dln.weight", &[c], DType::F32)?;
+    let dlnb = Tensor::zeros(ctx, "dln.bias", &[c], DType::F32)?;
+    let mut one = |name: &str,
+                   shape: String,
+                   flops: u64,
+                   bytes: u64,
+                   rec: &dyn Fn(&mut Schedule) -> Result<()>|
+     -> Result<()> {
+        let mut s = Schedule::new(name);
+        rec(&mut s)?;
+        cases.push(Case {
+            name: name.into(),
+            shape,
+            flops,
+            bytes,
+            schedule: s,
+            keep: vec![],
+        });
+        Ok(())
+    };
+    let nbytes = |elems: usize| f32b * elems as u64;
+
+    one("add (residual)", format!("N={n}"), 0, nbytes(3 * n), &|s| {
+        kernels::residual::residual_forward(s, ctx, &y, &x, &dx, n)
+    })?;
+    one(
+        "gelu_forward",
+        format!("N={}", 4 * n),
+        0,
+        nbytes(2 * 4 * n),
+        &|s| {
+            let h = Tensor::zeros(ctx, "h", &[4 * n], DType::F32)?;
+            let o = Tensor::zeros(ctx, "o", &[4 * n], DType::F32)?;
+            kernels::gelu::gelu_forward(s, ctx, &o, &h, 4 * n)
+        },
+    )?;
+    one(
+        "gelu_backward",
+        format!("N={}", 4 * n),
+        0,
+        nbytes(4 * 4 * n),
+        &|s| {
+            let h = Tensor::zeros(ctx, "h", &[4 * n], DType::F32)?;
+            let d = Tensor::zeros(ctx, "d", &[4 * n], DType::F32)?;
+            let dh = Tensor::zeros(ctx, "dh", &[4 * n], DType::F32)?;
+            kernels::gelu::gelu_backward(s, ctx, &dh, &h, &d, 4 * n)
+        },
+    )?;
+    one(
+        "layernorm_forward",
+        format!("BT={bt} C={c}"),
+        0,
+        nbytes(2 * n),
+        &|s| {
+            kernels::layernorm::layernorm_forward(
+                s, ctx, &y, &mean, &rstd, &x, &lnw, &lnb, b, t, c, 1e-5,
+            )
+        },
+    )?;
+    one(
+        "layernorm_backward",
+        format!("BT={bt} C={c}"),
+        0,
+        nbytes(4 * n),
+        &|s| {
+            kernels::layernorm::layernorm_backward(
+                s, ctx, &y, &dlnw, &dlnb, &dx, &x, &lnw, &mean, &rstd, b, t, c,
+            )
+        },
+    )?;
+    let qkv = random(ctx, &mut rng, "qkv", &[bt, 3 * c])?;
+    let dqkv = Tensor::zeros(ctx, "dqkv", &[bt, 3 * c], DType::F32)?;
+    let stats = Tensor::zeros(ctx, "stats", &[b, nh, t], DType::F32)?;
+    // Causal: each of the T rows of a head attends to (t+1) keys, for QKᵀ and for PV.
+    let att_flops = 2 * 2 * (b * nh * t * (t + 1) / 2 * (c / nh)) as u64;
+    one(
+        "attention_forward",
+        format!("B={b} T={t} NH={nh} HS={}", c / nh),
+        att_flops,
+        nbytes(3 * n + n),
+        &|s| kernels::attention::attention_forward(s, ctx, &y, &stats, &qkv, b, t, c, nh),
+    )?;
+    one(
+        "attention_backward",
+        format!("B={b} T={t} NH={nh} HS={}", c / nh),
+        2 * att_flops,
+        nbytes(6 * n + 2 * n),
+        &|s| {
+            kernels::attention::attention_backward(
+                s, ctx, &dqkv, &dx, &qkv, &y, &stats, b, t, c, nh,
+            )
+        },
+    )?;
+    for (name, k, n_out) in [
+        ("matmul_backward fc", c, 4 * c),
+        ("matmul_backward mlp proj", 4 * c, c),
+    ] {
+        let inp = random(ctx, &mut rng, "inp", &[bt, k])?;
+        let w = random(ctx, &mut rng, "w", &[k, n_out])?;
+        let d = random(ctx, &mut rng, "dout", &[bt, n_out])?;
+        let di = Tensor::zeros(ctx, "dinp", &[bt, k], DType::F32)?;
+        let dw = Tensor::zeros(ctx, "dw", &[k, n_out], DType::F32)?;
+        let db = Tensor::zeros(ctx, "db", &[n_out], DType::F32)?;
+        one(
+            name,
+            format!("M={bt} K={k} N={n_out}"),
+            4 * (bt * k * n_out) as u64,
+            nbytes(2 * (bt * k + k * n_out + bt * n_out)),
+            &|s| {
+                kernels::matmul::matmul_backward(
+                    s,
+                    ctx,
+                    &di,
+                    &dw,
+                    Some(&db),
+                    &d,
+                    &inp,
+                    &w,
+                    bt,
+                    k,
+                    n_out,
+                )
+            },
+        )?;
+    }
+    let wte = random(ctx, &mut rng, "wte", &[v, c])?;
+    let dwte = Tensor::zeros(ctx, "dwte", &[v, c], DType::F32)?;
+    let wpe = random(ctx, &mut rng, "wpe", &[t, c])?;
+    let dwpe = Tensor::zeros(ctx, "dwpe", &[t, c], DType::F32)?;
+    let toks: Vec<i32> = (0..bt).map(|_| rng.below(v as u64) as i32).collect();
+    let tokens = Tensor::from_i32(ctx, "tokens", &[b, t], &toks)?;
+    one(
+        "encoder_forward",
+        format!("B={b} T={t} C={c}"),
+        0,
+        nbytes(3 * n),
+        &|s| kernels::encoder::encoder_forward(s, ctx, &y, &tokens, &wte, &wpe, b, t, c, v),
+    )?;
+    one(
+        "encoder_backward",
+        format!("B={b} T={t} C={c}"),
+        0,
+        nbytes(3 * n),
+        &|s| kernels::encoder::encoder_backward(s, ctx, &dwte, &dwpe, &dx, &tokens, b, t, c, v),
+    )?;
+    let logits = Tensor::zeros(ctx, "logits", &[bt, v], DType::F32)?;
+    let cls = 2 * (bt * c * v) as u64;
+    one(
+        "classifier_forward",
+        format!("M={bt} C={c} V={v}"),
+        cls,
+        nbytes(v * c + bt * v),
+        &|s| kernels::matmul::classifier_forward(s, ctx, &logits, &x, &wte, bt, c, v),
+    )?;
+    one(
+        "classifier_backward",
+        format!("M={bt} C={c} V={v}"),
+        2 * cls,
+        nbytes(2 * v * c + bt * v),
+        &|s| kernels::matmul::classifier_backward(s, ctx, &y, &dwte, &logits, &x, &wte, bt, c, v),
+    )?;
+    let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32)?;
+    let targets = Tensor::from_i32(ctx, "targets", &[b, t], &toks)?;
+    one(
+        "crossentropy_forward",
+        format!("BT={bt} V={v}"),
+        0,
+        nbytes(bt * v),
+        &|s| kernels::crossentropy::crossentropy_forward(s, ctx, &losses, &logits, &targets, bt, v),
+    )?;
+    // AdamW over one MLP weight (C × 4C), the shape of most of GPT-2's parameters.
+    let np = c * 4 * c;
+    let p = random(ctx, &mut rng, "param", &[np])?;
+    let g = random(ctx, &mut rng, "grad", &[np])?;
+    let m1 = Tensor::zeros(ctx, "m", &[np], DType::F32)?;
+    let v1 = Tensor::zeros(ctx, "v", &[np], DType::F32)?;
+    let step = kernels::adamw::AdamwStep::tensor(ctx, "step")?;
+    kernels::adamw::AdamwStep::new(1e-3, 0.9, 0.95, 1e-8, 1)?.write(ctx, &step)?;
+    let gn = kernels::gradnorm::GradNorm::new(ctx, &[&g])?;
+    one("gradnorm", format!("N={np}"), 0, nbytes(np), &|s| {
+        gn.record(s, ctx, &[&g], 1.0)
+    })?;
+    one("adamw_update", format!("N={np}"), 0, nbytes(7 * np), &|s| {
+        kernels::adamw::adamw_update(s, ctx, &p, &m1, &v1, &g, &step, &gn.state, np, 0.1)
+    })?;
+    drop(one);
+    // The recorded bind groups hold every tensor above alive.
+    let _ = (
+        x, dx, y, lnw, lnb, mean, rstd, dlnw, dlnb, qkv, dqkv, stats, wte, dwte, wpe, dwpe,
+    );
     Ok(cases)
 }
 
