@@ -8,8 +8,9 @@
 //   backward dweight dweight += inpᵀ · dout            (TRANS_A: a is (K, M), ACCUMULATE)
 //   classifier dx    dx += dlogits · wte               (ACCUMULATE)
 //   classifier dwte  dwte += dlogitsᵀ · x              (TRANS_A, ACCUMULATE)
-// Each form runs on the tiled kernel `matmul_forward`, or on `matmul_forward_gemv` for
-// M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty.
+// Each form runs on the tiled kernel `matmul_forward`, on `matmul_forward_gemv` for
+// M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty, or
+// on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers.
 // `matmul_backward_bias` is the third gradient of the layer, dbias += Σ_rows dout.
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
 // training step zeroes gradients once per step.
@@ -246,6 +247,196 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
             store_out(m, n, v);
         }
     }
+}
+
+// ---- matmul_forward_rows: for CPU adapters ----------------------------------------------
+// On CPU-backed adapters (lavapipe, llvmpipe, SwiftShader) an invocation is one SIMD lane
+// and every load whose address differs between lanes is a gather, while a load whose
+// address is the same for the whole workgroup is one scalar load. Barriers are costly
+// too. So this kernel uses no workgroup memory: a workgroup owns RR = 16 rows of out,
+// read from a with workgroup-uniform addresses, and each lane owns 4 columns of out, read
+// from w as vec4s. K is walked 4 at a time.
+//   w (K, N): the 4 columns are consecutive; 4 vec4 reads (one per k) feed 16·16 FMAs.
+//   w (N, K) (TRANS_B): one vec4 of each column's row per 4 k; 4 reads feed 16·16 FMAs.
+// Accumulators are named values, not an array, so they stay in registers.
+
+const RR: u32 = 16u;  // rows of out per workgroup; ROWS_M in src/kernels/matmul.rs
+
+@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;  // w viewed as vec4 (same binding)
+
+// op(a)[m, k] with m clamped to the block's last row (its results are never stored).
+fn rows_a(m: u32, k: u32) -> f32 {
+    let mm = min(m, p.m - 1u);
+    if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
+    return a[p.off_a + mm * p.lda + k];
+}
+
+// op(a)[m, k .. k + 4]
+fn rows_a4(m: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(rows_a(m, k), rows_a(m, k + 1u), rows_a(m, k + 2u), rows_a(m, k + 3u));
+}
+
+// Columns n .. n + 4 of row m, each only if inside the block.
+fn rows_store4(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    if (n < p.n) { store_out(m, n, v.x); }
+    if (n + 1u < p.n) { store_out(m, n + 1u, v.y); }
+    if (n + 2u < p.n) { store_out(m, n + 2u, v.z); }
+    if (n + 3u < p.n) { store_out(m, n + 3u, v.w); }
+}
+
+@compute @workgroup_size(64)
+fn matmul_forward_rows(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * RR;
+    let n = (wg.x * 64u + li) * 4u;
+    if (TRANS_B) {
+        rows_trans_b(m0, n);
+    } else {
+        rows_plain(m0, n);
+    }
+}
+
+// w (K, N): columns n .. n + 4 (N, ldw and off_w are multiples of 4).
+fn rows_plain(m0: u32, n: u32) {
+    let nc = min(n, p.n - 4u);
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0);
+    var c9 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0);
+    var c13 = vec4<f32>(0.0);
+    var c14 = vec4<f32>(0.0);
+    var c15 = vec4<f32>(0.0);
+    let k4 = p.k & ~3u;
+    for (var k = 0u; k < k4; k += 4u) {
+        let w0 = w4[(p.off_w + k * p.ldw + nc) / 4u];
+        let w1 = w4[(p.off_w + (k + 1u) * p.ldw + nc) / 4u];
+        let w2 = w4[(p.off_w + (k + 2u) * p.ldw + nc) / 4u];
+        let w3 = w4[(p.off_w + (k + 3u) * p.ldw + nc) / 4u];
+        { let av = rows_a4(m0 + 0u, k); c0 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c0)))); }
+        { let av = rows_a4(m0 + 1u, k); c1 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c1)))); }
+        { let av = rows_a4(m0 + 2u, k); c2 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c2)))); }
+        { let av = rows_a4(m0 + 3u, k); c3 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c3)))); }
+        { let av = rows_a4(m0 + 4u, k); c4 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c4)))); }
+        { let av = rows_a4(m0 + 5u, k); c5 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c5)))); }
+        { let av = rows_a4(m0 + 6u, k); c6 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c6)))); }
+        { let av = rows_a4(m0 + 7u, k); c7 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c7)))); }
+        { let av = rows_a4(m0 + 8u, k); c8 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c8)))); }
+        { let av = rows_a4(m0 + 9u, k); c9 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c9)))); }
+        { let av = rows_a4(m0 + 10u, k); c10 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c10)))); }
+        { let av = rows_a4(m0 + 11u, k); c11 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c11)))); }
+        { let av = rows_a4(m0 + 12u, k); c12 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c12)))); }
+        { let av = rows_a4(m0 + 13u, k); c13 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c13)))); }
+        { let av = rows_a4(m0 + 14u, k); c14 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c14)))); }
+        { let av = rows_a4(m0 + 15u, k); c15 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c15)))); }
+    }
+    for (var k = k4; k < p.k; k++) {
+        let wv = w4[(p.off_w + k * p.ldw + nc) / 4u];
+        c0 = fma(vec4<f32>(rows_a(m0 + 0u, k)), wv, c0);
+        c1 = fma(vec4<f32>(rows_a(m0 + 1u, k)), wv, c1);
+        c2 = fma(vec4<f32>(rows_a(m0 + 2u, k)), wv, c2);
+        c3 = fma(vec4<f32>(rows_a(m0 + 3u, k)), wv, c3);
+        c4 = fma(vec4<f32>(rows_a(m0 + 4u, k)), wv, c4);
+        c5 = fma(vec4<f32>(rows_a(m0 + 5u, k)), wv, c5);
+        c6 = fma(vec4<f32>(rows_a(m0 + 6u, k)), wv, c6);
+        c7 = fma(vec4<f32>(rows_a(m0 + 7u, k)), wv, c7);
+        c8 = fma(vec4<f32>(rows_a(m0 + 8u, k)), wv, c8);
+        c9 = fma(vec4<f32>(rows_a(m0 + 9u, k)), wv, c9);
+        c10 = fma(vec4<f32>(rows_a(m0 + 10u, k)), wv, c10);
+        c11 = fma(vec4<f32>(rows_a(m0 + 11u, k)), wv, c11);
+        c12 = fma(vec4<f32>(rows_a(m0 + 12u, k)), wv, c12);
+        c13 = fma(vec4<f32>(rows_a(m0 + 13u, k)), wv, c13);
+        c14 = fma(vec4<f32>(rows_a(m0 + 14u, k)), wv, c14);
+        c15 = fma(vec4<f32>(rows_a(m0 + 15u, k)), wv, c15);
+    }
+    rows_store4(m0 + 0u, n, c0);
+    rows_store4(m0 + 1u, n, c1);
+    rows_store4(m0 + 2u, n, c2);
+    rows_store4(m0 + 3u, n, c3);
+    rows_store4(m0 + 4u, n, c4);
+    rows_store4(m0 + 5u, n, c5);
+    rows_store4(m0 + 6u, n, c6);
+    rows_store4(m0 + 7u, n, c7);
+    rows_store4(m0 + 8u, n, c8);
+    rows_store4(m0 + 9u, n, c9);
+    rows_store4(m0 + 10u, n, c10);
+    rows_store4(m0 + 11u, n, c11);
+    rows_store4(m0 + 12u, n, c12);
+    rows_store4(m0 + 13u, n, c13);
+    rows_store4(m0 + 14u, n, c14);
+    rows_store4(m0 + 15u, n, c15);
+}
+
+// w (N, K): columns n .. n + 4, each read as vec4 along its row (K, ldw and off_w are
+// multiples of 4); columns past the block re-read its last column and are not stored.
+fn rows_trans_b(m0: u32, n: u32) {
+    let r0 = p.off_w + min(n, p.n - 1u) * p.ldw;
+    let r1 = p.off_w + min(n + 1u, p.n - 1u) * p.ldw;
+    let r2 = p.off_w + min(n + 2u, p.n - 1u) * p.ldw;
+    let r3 = p.off_w + min(n + 3u, p.n - 1u) * p.ldw;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0);
+    var c9 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0);
+    var c13 = vec4<f32>(0.0);
+    var c14 = vec4<f32>(0.0);
+    var c15 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k += 4u) {
+        let w0 = w4[(r0 + k) / 4u];
+        let w1 = w4[(r1 + k) / 4u];
+        let w2 = w4[(r2 + k) / 4u];
+        let w3 = w4[(r3 + k) / 4u];
+        { let av = rows_a4(m0 + 0u, k); c0 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 1u, k); c1 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 2u, k); c2 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 3u, k); c3 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 4u, k); c4 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 5u, k); c5 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 6u, k); c6 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 7u, k); c7 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 8u, k); c8 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 9u, k); c9 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 10u, k); c10 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 11u, k); c11 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 12u, k); c12 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 13u, k); c13 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 14u, k); c14 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 15u, k); c15 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+    }
+    rows_store4(m0 + 0u, n, c0);
+    rows_store4(m0 + 1u, n, c1);
+    rows_store4(m0 + 2u, n, c2);
+    rows_store4(m0 + 3u, n, c3);
+    rows_store4(m0 + 4u, n, c4);
+    rows_store4(m0 + 5u, n, c5);
+    rows_store4(m0 + 6u, n, c6);
+    rows_store4(m0 + 7u, n, c7);
+    rows_store4(m0 + 8u, n, c8);
+    rows_store4(m0 + 9u, n, c9);
+    rows_store4(m0 + 10u, n, c10);
+    rows_store4(m0 + 11u, n, c11);
+    rows_store4(m0 + 12u, n, c12);
+    rows_store4(m0 + 13u, n, c13);
+    rows_store4(m0 + 14u, n, c14);
+    rows_store4(m0 + 15u, n, c15);
 }
 
 // ---- matmul_backward_bias: dbias (N) += Σ_m dout (M, N) -----------------------------------

@@ -4,7 +4,7 @@
 //! under a lowered binding limit and at GPT-2's real one. Backward references are
 //! checked by finite differences; every entry point by a determinism run.
 
-use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
+use wgformer::gpu::{DType, GpuContext, MatmulKernel, Needs, Schedule, Tensor};
 use wgformer::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias, matmul_forward,
     matmul_forward_gemv, Gemm,
@@ -563,4 +563,41 @@ fn new_entry_points_are_deterministic() {
             vec![l, dx, dwte]
         });
     }
+}
+
+/// Both matmul kernel families (tiled with workgroup memory; rows without it, which CPU
+/// adapters use by default) give the reference's answer for every form, including the
+/// row kernel's tails (M not a multiple of 16, N not a multiple of 4 when w is (N, K)).
+#[test]
+fn tiled_and_row_kernels_match_reference() {
+    for ctx in test_contexts(&Needs::default()) {
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::Rows] {
+            let ctx = ctx_with(&ctx, kernel);
+            let mut rng = Rng::new(21);
+            for size in [(17, 64, 48), (65, 132, 68), (40, 48, 101), (33, 96, 12)] {
+                check_gemm_forms(&ctx, &mut rng, size);
+            }
+            let (m, k, n) = (37, 80, 144);
+            let inp = rng.vec_uniform(m * k, -1.0, 1.0);
+            let w = rng.vec_normal(k * n, 0.1);
+            let bias = rng.vec_uniform(n, -0.5, 0.5);
+            let got = run_forward(&ctx, &inp, &w, Some(&bias), (m, k, n));
+            let mut want = vec![0f64; m * n];
+            let b64 = to_f64(&bias);
+            cpu::matmul_forward(&mut want, &to_f64(&inp), &to_f64(&w), Some(&b64), m, k, n);
+            assert_close64(&format!("{kernel:?} forward"), &got, &want, 1e-4, 1e-3);
+        }
+    }
+}
+
+/// A second context on the same device with another matmul kernel.
+fn ctx_with(ctx: &GpuContext, kernel: MatmulKernel) -> GpuContext {
+    let opts = wgformer::gpu::GpuOptions::default();
+    let c = pollster::block_on(GpuContext::from_adapter(
+        ctx.adapter.clone(),
+        &opts,
+        &Needs::default(),
+    ))
+    .unwrap();
+    c.with_matmul_kernel(kernel)
 }

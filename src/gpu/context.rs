@@ -107,6 +107,31 @@ impl GpuOptions {
     }
 }
 
+/// Which kernel family matmuls run on (`WGFORMER_MATMUL`): the tiled kernel with workgroup
+/// memory suits GPUs; the row kernel without it suits CPU-backed adapters, where
+/// barriers and per-lane gathers are costly. `Auto` picks by the adapter's device type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulKernel {
+    #[default]
+    Auto,
+    Tiled,
+    Rows,
+}
+
+impl FromStr for MatmulKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(MatmulKernel::Auto),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            "rows" => Ok(MatmulKernel::Rows),
+            _ => Err(Error::Invalid(format!(
+                "WGFORMER_MATMUL={s:?}: expected auto, tiled or rows"
+            ))),
+        }
+    }
+}
+
 /// What a workload needs beyond WebGPU's default limits. The device is opened with the
 /// defaults, raised only to these values, and only where the adapter has them.
 #[derive(Clone, Debug, Default)]
@@ -186,6 +211,8 @@ pub struct GpuContext {
     submits: AtomicU64,
     /// Largest binding launchers plan for; the device's limit unless a test lowers it.
     binding_limit: u64,
+    /// Matmul kernel family, resolved from `Auto` at creation.
+    matmul_kernel: MatmulKernel,
 }
 
 impl GpuContext {
@@ -268,7 +295,12 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             submits: AtomicU64::new(0),
             binding_limit: limits.max_storage_buffer_binding_size,
-        })
+            matmul_kernel: match std::env::var("WGFORMER_MATMUL") {
+                Ok(v) => v.parse()?,
+                Err(_) => MatmulKernel::Auto,
+            },
+        }
+        .resolve_matmul())
     }
 
     /// "name (backend, device type)": how logs and reports name this adapter.
@@ -281,6 +313,28 @@ impl GpuContext {
 
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
+    }
+
+    fn resolve_matmul(mut self) -> Self {
+        if self.matmul_kernel == MatmulKernel::Auto {
+            self.matmul_kernel = if self.info.device_type == wgpu::DeviceType::Cpu {
+                MatmulKernel::Rows
+            } else {
+                MatmulKernel::Tiled
+            };
+        }
+        self
+    }
+
+    /// The matmul kernel family launchers use on this device (never `Auto`).
+    pub fn matmul_kernel(&self) -> MatmulKernel {
+        self.matmul_kernel
+    }
+
+    /// Use `kernel` for matmuls from now on (tests run both families on every adapter).
+    pub fn with_matmul_kernel(mut self, kernel: MatmulKernel) -> Self {
+        self.matmul_kernel = kernel;
+        self.resolve_matmul()
     }
 
     /// Largest storage binding, in bytes, that launchers split tensors to fit.

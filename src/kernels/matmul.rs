@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_numel, groups_1d, shaders::MATMUL};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Slot, Tensor};
+use crate::gpu::{Binding, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
 
 /// Mirrors `MatmulParams` in shaders/matmul.wgsl: the block of the product one launch
 /// computes and where it lies inside each bound chunk.
@@ -59,6 +59,17 @@ pub const MATMUL_FORWARD_GEMV: KernelDesc = KernelDesc {
     entry: "matmul_forward_gemv",
     bindings: GEMM_BINDINGS,
 };
+
+pub const MATMUL_FORWARD_ROWS: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_forward_rows",
+    bindings: GEMM_BINDINGS,
+};
+
+/// Rows of out per `matmul_forward_rows` workgroup (RR in the shader) and lanes per
+/// workgroup.
+const ROWS_M: usize = 16;
+const ROWS_LANES: usize = 64;
 
 pub const MATMUL_BACKWARD_BIAS: KernelDesc = KernelDesc {
     shader: &MATMUL,
@@ -202,15 +213,7 @@ impl Gemm {
         ];
         let gemv = m <= GEMV_MAX_M;
         let gemv_rounds = [("GEMV_ROUNDS", GEMV_ROUNDS as f64)];
-        let (desc, name, rounds) = if gemv {
-            (
-                &MATMUL_FORWARD_GEMV,
-                "matmul_forward_gemv",
-                &gemv_rounds[..],
-            )
-        } else {
-            (&MATMUL_FORWARD, "matmul", &[][..])
-        };
+        let prefer_rows = !gemv && ctx.matmul_kernel() == MatmulKernel::Rows;
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let chunked = ranges.iter().any(|r| r.len() > 1);
         for mr in &ranges[M] {
@@ -225,12 +228,29 @@ impl Gemm {
                         ("HAS_BIAS", flag(has_bias)),
                         ("ACCUMULATE", flag(self.accumulate || !first)),
                     ];
-                    constants.extend_from_slice(rounds);
                     let pos = [mr.start, nr.start, kr.start];
                     let (so, off_o) = o.bind(pos);
                     let (sa, off_a) = oa.bind(pos);
                     let (sw, off_w) = ow.bind(pos);
                     let (bm, bn, bk) = (mr.len(), nr.len(), kr.len());
+                    // The row kernel reads w as vec4 along its rows: along N, or along K
+                    // when w is stored (N, K).
+                    let rows = prefer_rows
+                        && ow.ld % 4 == 0
+                        && off_w % 4 == 0
+                        && if self.trans_b {
+                            bk % 4 == 0
+                        } else {
+                            bn % 4 == 0
+                        };
+                    let (desc, name) = if gemv {
+                        constants.extend_from_slice(&gemv_rounds);
+                        (&MATMUL_FORWARD_GEMV, "matmul_forward_gemv")
+                    } else if rows {
+                        (&MATMUL_FORWARD_ROWS, "matmul_forward_rows")
+                    } else {
+                        (&MATMUL_FORWARD, "matmul")
+                    };
                     let p = MatmulParams {
                         m: bm as u32,
                         n: bn as u32,
@@ -253,7 +273,13 @@ impl Gemm {
                     if chunked {
                         label += &format!(" [{mr:?}, {nr:?}, k {kr:?}]");
                     }
-                    let groups = if !gemv {
+                    let groups = if rows {
+                        [
+                            bn.div_ceil(4 * ROWS_LANES) as u32,
+                            bm.div_ceil(ROWS_M) as u32,
+                            1,
+                        ]
+                    } else if !gemv {
                         [bn.div_ceil(TILE) as u32, bm.div_ceil(TILE) as u32, 1]
                     } else if self.trans_b {
                         groups_1d(bn, GEMV_COLS_TRANS_B)
