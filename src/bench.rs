@@ -359,7 +359,6 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
     one("adamw_update", format!("N={np}"), 0, nbytes(7 * np), &|s| {
         kernels::adamw::adamw_update(s, ctx, &p, &m1, &v1, &g, &step, &gn.state, np, 0.1)
     })?;
-    drop(one);
     // The recorded bind groups hold every tensor above alive.
     let _ = (
         x, dx, y, lnw, lnb, mean, rstd, dlnw, dlnb, qkv, dqkv, stats, wte, dwte, wpe, dwpe,

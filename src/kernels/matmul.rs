@@ -236,12 +236,12 @@ impl Gemm {
                     // The row kernel reads w as vec4 along its rows: along N, or along K
                     // when w is stored (N, K).
                     let rows = prefer_rows
-                        && ow.ld % 4 == 0
-                        && off_w % 4 == 0
+                        && ow.ld.is_multiple_of(4)
+                        && off_w.is_multiple_of(4)
                         && if self.trans_b {
-                            bk % 4 == 0
+                            bk.is_multiple_of(4)
                         } else {
-                            bn % 4 == 0
+                            bn.is_multiple_of(4)
                         };
                     let (desc, name) = if gemv {
                         constants.extend_from_slice(&gemv_rounds);
