@@ -84,6 +84,25 @@ enum BenchWhat {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// A full training step (forward, loss, backward, clip, AdamW) of a random model:
+    /// ms/step, tokens/s and, with timestamps, where the time goes.
+    Step {
+        /// Model size: baby, tiny, gpt2 (124M) or gpt2-medium (350M).
+        #[arg(long, default_value = "baby")]
+        preset: String,
+        /// Batch size B.
+        #[arg(long, default_value_t = 12)]
+        batch: usize,
+        /// Sequence length T (at most the preset's context).
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,6 +204,35 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
                 ..Default::default()
             };
             let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1))?;
+            println!("{}", report.markdown());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("report serializes");
+                std::fs::write(&path, text).map_err(|e| wgformer::Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            }
+            Ok(true)
+        }
+        BenchWhat::Step {
+            preset,
+            batch,
+            seq,
+            steps,
+            json,
+        } => {
+            let cfg = wgformer::model::Gpt2Config::preset(&preset, None)?;
+            let opts = GpuOptions {
+                profile: true,
+                ..opts.clone()
+            };
+            let needs = wgformer::model::gpt2::Gpt2::needs(&cfg, batch, seq);
+            let ctx = pollster::block_on(GpuContext::with_needs(&opts, &needs))?;
+            eprintln!(
+                "benchmarking a {preset} training step on {}",
+                ctx.adapter_name()
+            );
+            let report = wgformer::bench::run_step(&ctx, &cfg, &preset, batch, seq, steps)?;
             println!("{}", report.markdown());
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&report).expect("report serializes");
