@@ -3,8 +3,10 @@
 // with reduction "mean":
 //   crossentropy_forward           losses[n] = -log softmax(logits[n])[targets[n]]   (0 if ignored)
 //   crossentropy_mean              stats = [mean, count, 1/count, sum] over counted positions
-//   crossentropy_backward          dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) · stats[2]
+//   crossentropy_backward          dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) · stats[2] · grad_scale
 //   crossentropy_backward_inplace  the same, written over logits (saves a (B·T, V) buffer)
+// grad_scale is 1 for one batch; 1/K when K micro-batches accumulate one step's gradient
+// (each micro-batch's mean loss weighs 1/K, as nanoGPT's loss / gradient_accumulation_steps).
 // One workgroup per row; each invocation folds the elements li, li + WG, ... of the row
 // into a running (max, Σ exp(x - max)), then a fixed tree merges the WG pairs, so a row's
 // result does not depend on timing. The mean is one workgroup summing in a fixed order.
@@ -19,6 +21,7 @@ struct CrossentropyParams {
     rows: u32,        // rows of logits in this launch's chunk
     row_offset: u32,  // index among all B·T rows of the chunk's first row
     bt: u32,          // B·T: length of losses and targets
+    grad_scale: f32,  // backward only: d(step loss)/d(this mean loss), 1/K over K micro-batches
 }
 
 const WG: u32 = 256u;
@@ -158,8 +161,9 @@ fn crossentropy_mean(@builtin(local_invocation_index) li: u32) {
 // ---- backward ----
 // Unlike every other backward kernel of wgformer, these WRITE dlogits (=), not add into
 // it: the logits have no other consumer, so there is nothing to accumulate, and writing
-// lets the in-place form reuse the logits buffer. dloss = stats[2] = 1/count is read on
-// the GPU, so a training step needs no readback between the loss and its gradient.
+// lets the in-place form reuse the logits buffer. dloss = stats[2] · grad_scale, with
+// stats[2] = 1/count read on the GPU, so a training step needs no readback between the
+// loss and its gradient.
 
 @group(0) @binding(0) var<storage, read_write> bwd_dlogits: array<f32>;  // (rows, V): this chunk
 @group(0) @binding(1) var<storage, read> bwd_logits: array<f32>;         // (rows, V): this chunk
@@ -185,7 +189,7 @@ fn crossentropy_backward(@builtin(workgroup_id) wg: vec3<u32>,
         ms = online(ms, bwd_logits[base + i]);
     }
     let st = row_stats(li, ms);
-    var dloss = bwd_stats[2];
+    var dloss = bwd_stats[2] * bwd_p.grad_scale;
     if (tgt < 0 || u32(tgt) >= v) { dloss = nan(v & 0u); }
     for (var i = li; i < v; i += WG) {
         bwd_dlogits[base + i] = dlogit(bwd_logits[base + i], st, i32(i) == tgt, dloss);
@@ -218,7 +222,7 @@ fn crossentropy_backward_inplace(@builtin(workgroup_id) wg: vec3<u32>,
         ms = online(ms, bwdi_logits[base + i]);
     }
     let st = row_stats(li, ms);
-    var dloss = bwdi_stats[2];
+    var dloss = bwdi_stats[2] * bwdi_p.grad_scale;
     if (tgt < 0 || u32(tgt) >= v) { dloss = nan(v & 0u); }
     for (var i = li; i < v; i += WG) {
         bwdi_logits[base + i] = dlogit(bwdi_logits[base + i], st, i32(i) == tgt, dloss);

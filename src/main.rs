@@ -13,8 +13,9 @@ use wgformer::Result;
     version,
     about = "Transformer training and inference in WGSL compute shaders, on any GPU",
     long_about = "Transformer training and inference in WGSL compute shaders, run through wgpu \
-                  on Vulkan, Metal, DX12 or GL.\n\nWith no command: list the adapters, then \
-                  check every kernel on the selected one against its CPU reference."
+                  on Vulkan, Metal, DX12 or GL.\n\nWith no command: train a small character-level GPT on tiny Shakespeare for a few minutes and print a \
+                  sample (`wgformer info` lists adapters, `wgformer selfcheck` checks every \
+                  kernel against its CPU reference)."
 )]
 struct Cli {
     /// Graphics API to use: vulkan, metal, dx12, gl or any.

@@ -1,7 +1,8 @@
 //! crossentropy_forward, crossentropy_mean, crossentropy_backward and its in-place form
 //! against their CPU references: V = 101, 509, 50257, B·T = 1, 7, 192, mixes of ignored
 //! targets, logits split into several binding chunks, all targets ignored, determinism,
-//! and the reference gradient against finite differences.
+//! the backward's grad_scale (gradient accumulation), and the reference gradient against
+//! finite differences.
 
 use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
 use wgformer::kernels::crossentropy::{
@@ -62,6 +63,18 @@ struct Outputs {
 }
 
 fn run(ctx: &GpuContext, logits: &[f32], targets: &[i32], bt: usize, v: usize) -> Outputs {
+    run_scaled(ctx, logits, targets, bt, v, 1.0)
+}
+
+/// [`run`] with the backward launches' `grad_scale`.
+fn run_scaled(
+    ctx: &GpuContext,
+    logits: &[f32],
+    targets: &[i32],
+    bt: usize,
+    v: usize,
+    grad_scale: f32,
+) -> Outputs {
     let tl = Tensor::from_f32(ctx, "logits", &[bt, v], logits).unwrap();
     let tl2 = Tensor::from_f32(ctx, "logits (in place)", &[bt, v], logits).unwrap();
     let tt = Tensor::from_i32(ctx, "targets", &[bt], targets).unwrap();
@@ -73,9 +86,9 @@ fn run(ctx: &GpuContext, logits: &[f32], targets: &[i32], bt: usize, v: usize) -
     let mut s = Schedule::new("crossentropy");
     crossentropy_forward(&mut s, ctx, &losses, &tl, &tt, bt, v).unwrap();
     crossentropy_mean(&mut s, ctx, &stats, &losses, &tt, bt).unwrap();
-    crossentropy_backward(&mut s, ctx, &dlogits, &tl, &tt, &stats, bt, v).unwrap();
+    crossentropy_backward(&mut s, ctx, &dlogits, &tl, &tt, &stats, bt, v, grad_scale).unwrap();
     crossentropy_forward(&mut s, ctx, &losses, &tl2, &tt, bt, v).unwrap();
-    crossentropy_backward_inplace(&mut s, ctx, &tl2, &tt, &stats, bt, v).unwrap();
+    crossentropy_backward_inplace(&mut s, ctx, &tl2, &tt, &stats, bt, v, grad_scale).unwrap();
     s.run(ctx);
     let read = |t: &Tensor| ctx.block_on(t.read_f32(ctx)).unwrap();
     Outputs {
@@ -88,19 +101,32 @@ fn run(ctx: &GpuContext, logits: &[f32], targets: &[i32], bt: usize, v: usize) -
 
 /// Compare every output with the f64 reference.
 fn check(name: &str, got: &Outputs, logits: &[f32], targets: &[i32], bt: usize, v: usize) {
+    check_scaled(name, got, logits, targets, bt, v, 1.0)
+}
+
+/// [`check`] for outputs of [`run_scaled`] with `grad_scale`.
+fn check_scaled(
+    name: &str,
+    got: &Outputs,
+    logits: &[f32],
+    targets: &[i32],
+    bt: usize,
+    v: usize,
+    grad_scale: f64,
+) {
     let x = to_f64(logits);
     let mut losses = vec![0f64; bt];
     cpu::crossentropy_forward(&mut losses, &x, targets, bt, v);
     let mut stats = vec![0f64; STATS_LEN];
     cpu::crossentropy_mean(&mut stats, &losses, targets, bt);
     let mut dlogits = vec![0f64; bt * v];
-    cpu::crossentropy_backward(&mut dlogits, &x, targets, &stats, bt, v);
+    cpu::crossentropy_backward(&mut dlogits, &x, targets, &stats, bt, v, grad_scale);
     let c = assert_close64(&format!("{name} losses"), &got.losses, &losses, 1e-4, 1e-3);
     eprintln!("{name}: losses max |Δ| {:e}", c.max_abs);
     assert_close64(&format!("{name} stats"), &got.stats, &stats, 1e-4, 1e-3);
     // Gradients are (softmax - onehot) · 1/count, so |dlogits| <= 1/count: the absolute
     // tolerance is the reductions' 1e-4 on that unscaled gradient.
-    let atol = 1e-4 * stats[2].max(f64::MIN_POSITIVE) as f32;
+    let atol = 1e-4 * (stats[2] * grad_scale).max(f64::MIN_POSITIVE) as f32;
     let c = assert_close64(
         &format!("{name} dlogits"),
         &got.dlogits,
@@ -255,12 +281,33 @@ fn crossentropy_launchers_reject_bad_arguments() {
         assert!(e.unwrap_err().to_string().contains("short logits"));
         let e = crossentropy_forward(&mut s, ctx, &losses, &logits, &f32_targets, bt, v);
         assert!(e.unwrap_err().to_string().contains("f32 targets"));
-        let e = crossentropy_backward(&mut s, ctx, &logits, &logits, &targets, &stats, bt, v);
+        let e = crossentropy_backward(&mut s, ctx, &logits, &logits, &targets, &stats, bt, v, 1.0);
         assert!(e
             .unwrap_err()
             .to_string()
             .contains("crossentropy_backward_inplace"));
+        let e =
+            crossentropy_backward_inplace(&mut s, ctx, &logits, &targets, &stats, bt, v, f32::NAN);
+        assert!(e.unwrap_err().to_string().contains("grad_scale"));
         assert_eq!(s.launches(), 0);
+    });
+}
+
+/// A `grad_scale` of 1/K (K accumulated micro-batches) scales the gradient and nothing
+/// else; a scale of 1 gives exactly the unscaled bits.
+#[test]
+fn crossentropy_backward_grad_scale_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(31);
+        for (bt, v) in [(7, 101), (192, 509)] {
+            let x = logits(&mut rng, bt, v);
+            let t = targets(&mut rng, bt, v);
+            let got = run_scaled(ctx, &x, &t, bt, v, 0.25);
+            check_scaled(&format!("scaled {bt}x{v}"), &got, &x, &t, bt, v, 0.25);
+            let unscaled = run(ctx, &x, &t, bt, v);
+            let again = run_scaled(ctx, &x, &t, bt, v, 1.0);
+            assert!(same_bits(&unscaled.dlogits, &again.dlogits));
+        }
     });
 }
 
@@ -281,9 +328,19 @@ fn crossentropy_backward_reference_matches_finite_differences() {
     let stats = mean_loss(&x);
     assert_eq!(stats[1], 4.0);
     let mut dx = vec![0f64; bt * v];
-    cpu::crossentropy_backward(&mut dx, &x, &t, &stats, bt, v);
+    cpu::crossentropy_backward(&mut dx, &x, &t, &stats, bt, v, 1.0);
     assert_gradient("crossentropy_backward", &x, &dx, |x| mean_loss(x)[0], 1000);
     let mut inplace = x.clone();
-    cpu::crossentropy_backward_inplace(&mut inplace, &t, &stats, bt, v);
+    cpu::crossentropy_backward_inplace(&mut inplace, &t, &stats, bt, v, 1.0);
     assert_eq!(inplace, dx);
+    // With grad_scale, the gradient of grad_scale · mean loss (one of K micro-batches).
+    let mut scaled = vec![0f64; bt * v];
+    cpu::crossentropy_backward(&mut scaled, &x, &t, &stats, bt, v, 0.25);
+    assert_gradient(
+        "crossentropy_backward scaled",
+        &x,
+        &scaled,
+        |x| 0.25 * mean_loss(x)[0],
+        1000,
+    );
 }

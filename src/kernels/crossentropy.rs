@@ -3,7 +3,8 @@
 //! `F.cross_entropy(logits, targets, ignore_index=-100)`. A training step records
 //! `crossentropy_forward` (per-position losses), `crossentropy_mean` (stats (4) =
 //! [mean, count, 1/count, sum]) and `crossentropy_backward` or
-//! `crossentropy_backward_inplace` (dlogits, scaled by 1/count read from stats on the GPU).
+//! `crossentropy_backward_inplace` (dlogits, scaled by 1/count read from stats on the GPU
+//! and by a per-launch `grad_scale`: 1, or 1/K when K micro-batches accumulate a step).
 //! The backward launchers WRITE dlogits instead of adding into it, the one exception to
 //! the crate's `+=` convention for gradients. Logits rows are processed in chunks that
 //! fit one binding ([`GpuContext::row_chunks`]), so V = 50257 at any B·T works.
@@ -31,6 +32,7 @@ struct CrossentropyParams {
     rows: u32,       // rows of logits in this launch's chunk
     row_offset: u32, // index among all B·T rows of the chunk's first row
     bt: u32,         // B·T: length of losses and targets
+    grad_scale: f32, // backward only: 1, or 1/K over K accumulated micro-batches
 }
 
 pub const CROSSENTROPY_FORWARD: KernelDesc = KernelDesc {
@@ -95,13 +97,29 @@ fn check_v(op: &str, v: usize) -> Result<()> {
     Ok(())
 }
 
-fn params(v: usize, rows: &std::ops::Range<usize>, bt: usize) -> CrossentropyParams {
+fn params(
+    v: usize,
+    rows: &std::ops::Range<usize>,
+    bt: usize,
+    grad_scale: f32,
+) -> CrossentropyParams {
     CrossentropyParams {
         v: v as u32,
         rows: rows.len() as u32,
         row_offset: rows.start as u32,
         bt: bt as u32,
+        grad_scale,
     }
+}
+
+/// Error unless `grad_scale` is finite.
+fn check_scale(op: &str, grad_scale: f32) -> Result<()> {
+    if !grad_scale.is_finite() {
+        return Err(Error::Invalid(format!(
+            "{op}: grad_scale {grad_scale} must be finite"
+        )));
+    }
+    Ok(())
 }
 
 /// losses (B·T) = -log softmax(logits (B·T, V))[targets (B·T)], 0 where the target is
@@ -124,7 +142,7 @@ pub fn crossentropy_forward(
         return Ok(());
     }
     for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt);
+        let p = params(v, &rows, bt, 0.0);
         let label = format!(
             "crossentropy_forward {} <- {} rows {rows:?}",
             losses.label, logits.label
@@ -163,7 +181,7 @@ pub fn crossentropy_mean(
     expect_numel(losses, bt)?;
     expect_numel(targets, bt)?;
     expect_dtype(targets, DType::I32)?;
-    let p = params(1, &(0..0), bt);
+    let p = params(1, &(0..0), bt, 0.0);
     let label = format!("crossentropy_mean {} <- {}", stats.label, losses.label);
     let slots = [stats.into(), losses.into(), targets.into()];
     s.dispatch(
@@ -177,10 +195,11 @@ pub fn crossentropy_mean(
     )
 }
 
-/// dlogits (B·T, V) = (softmax(logits) - onehot(targets)) · stats[2], zero rows where the
-/// target is [`IGNORE_INDEX`]. WRITES dlogits (=), unlike other backward kernels (+=).
-/// `stats` comes from [`crossentropy_mean`]. For dlogits over logits in one buffer, use
-/// [`crossentropy_backward_inplace`].
+/// dlogits (B·T, V) = (softmax(logits) - onehot(targets)) · stats[2] · grad_scale, zero
+/// rows where the target is [`IGNORE_INDEX`]. WRITES dlogits (=), unlike other backward
+/// kernels (+=). `stats` comes from [`crossentropy_mean`]; `grad_scale` is 1 for the
+/// gradient of this batch's mean loss, 1/K when K micro-batches accumulate into one step.
+/// For dlogits over logits in one buffer, use [`crossentropy_backward_inplace`].
 #[allow(clippy::too_many_arguments)]
 pub fn crossentropy_backward(
     s: &mut Schedule,
@@ -191,8 +210,10 @@ pub fn crossentropy_backward(
     stats: &Tensor,
     bt: usize,
     v: usize,
+    grad_scale: f32,
 ) -> Result<()> {
     check_v("crossentropy_backward", v)?;
+    check_scale("crossentropy_backward", grad_scale)?;
     expect_numel(dlogits, bt * v)?;
     expect_numel(logits, bt * v)?;
     expect_numel(targets, bt)?;
@@ -209,7 +230,7 @@ pub fn crossentropy_backward(
         return Ok(());
     }
     for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt);
+        let p = params(v, &rows, bt, grad_scale);
         let label = format!(
             "crossentropy_backward {} <- {} rows {rows:?}",
             dlogits.label, logits.label
@@ -236,6 +257,7 @@ pub fn crossentropy_backward(
 
 /// [`crossentropy_backward`] with dlogits written over logits (B·T, V), as llm.c does,
 /// saving a (B·T, V) buffer. Record it after everything that reads the logits.
+#[allow(clippy::too_many_arguments)]
 pub fn crossentropy_backward_inplace(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -244,8 +266,10 @@ pub fn crossentropy_backward_inplace(
     stats: &Tensor,
     bt: usize,
     v: usize,
+    grad_scale: f32,
 ) -> Result<()> {
     check_v("crossentropy_backward_inplace", v)?;
+    check_scale("crossentropy_backward_inplace", grad_scale)?;
     expect_numel(logits, bt * v)?;
     expect_numel(targets, bt)?;
     expect_numel(stats, STATS_LEN)?;
@@ -254,7 +278,7 @@ pub fn crossentropy_backward_inplace(
         return Ok(());
     }
     for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt);
+        let p = params(v, &rows, bt, grad_scale);
         let label = format!(
             "crossentropy_backward_inplace {} rows {rows:?}",
             logits.label

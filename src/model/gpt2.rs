@@ -1,9 +1,11 @@
 //! GPT-2 assembled from the kernels: activations as named structs allocated once per
 //! (B, T), a forward pass recorded as a schedule, and a training step (zero grads →
 //! forward → fused loss → backward → optional clipping → AdamW) recorded once and
-//! replayed with one submit, reading back only the loss. Backward walks the forward in
-//! reverse, line for line. Checkpoint files are `model::checkpoint`'s business; the
-//! training loop, data and schedules of the learning rate belong to the trainer.
+//! replayed with one submit, reading back only the loss; optionally with dropout
+//! (counter-based masks, training only) and gradient accumulation over K micro-batches
+//! (still one submit per step). Backward walks the forward in reverse, line for line.
+//! Checkpoint files are `model::checkpoint`'s business; the training loop, data and
+//! schedules of the learning rate belong to `crate::train`.
 
 use std::path::Path;
 
@@ -13,6 +15,9 @@ use crate::kernels::adamw::{adamw_update, AdamwStep};
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
+};
+use crate::kernels::dropout::{
+    check_rate, dropout_backward, dropout_forward, DropoutStep, DROPOUT_STEP_WORDS,
 };
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward};
@@ -253,35 +258,54 @@ impl Activations {
         x: &[i32],
         y: Option<&[i32]>,
     ) -> Result<()> {
-        let n = self.b * self.t;
-        if x.len() != n || y.is_some_and(|y| y.len() != n) {
-            return Err(Error::Invalid(format!(
-                "a batch needs B·T = {}·{} = {n} tokens and targets, got {} and {}",
-                self.b,
-                self.t,
-                x.len(),
-                y.map_or(0, |y| y.len())
-            )));
-        }
-        let bad = |v: i32| v < 0 || v as usize >= vocab;
-        if let Some(&tok) = x.iter().find(|&&v| bad(v)) {
-            return Err(Error::Invalid(format!(
-                "token id {tok} is outside the vocabulary of {vocab}"
-            )));
-        }
+        check_batch(vocab, x, y, 1, self.b, self.t)?;
         if let Some(y) = y {
-            if let Some(&tok) = y
-                .iter()
-                .find(|&&v| bad(v) && v != crate::kernels::crossentropy::IGNORE_INDEX)
-            {
-                return Err(Error::Invalid(format!(
-                    "target id {tok} is outside the vocabulary of {vocab} (and is not the ignore value -100)"
-                )));
-            }
             self.targets.write(ctx, y)?;
         }
         self.tokens.write(ctx, x)
     }
+}
+
+/// Error unless `x` (and `y`) hold K·B·T ids, tokens in [0, V), targets in [0, V) or
+/// the ignore value -100.
+fn check_batch(
+    vocab: usize,
+    x: &[i32],
+    y: Option<&[i32]>,
+    k: usize,
+    b: usize,
+    t: usize,
+) -> Result<()> {
+    let n = k * b * t;
+    if x.len() != n || y.is_some_and(|y| y.len() != n) {
+        let shape = if k == 1 {
+            format!("B·T = {b}·{t}")
+        } else {
+            format!("K·B·T = {k}·{b}·{t}")
+        };
+        return Err(Error::Invalid(format!(
+            "a batch needs {shape} = {n} tokens and targets, got {} and {}",
+            x.len(),
+            y.map_or(0, |y| y.len())
+        )));
+    }
+    let bad = |v: i32| v < 0 || v as usize >= vocab;
+    if let Some(&tok) = x.iter().find(|&&v| bad(v)) {
+        return Err(Error::Invalid(format!(
+            "token id {tok} is outside the vocabulary of {vocab}"
+        )));
+    }
+    if let Some(y) = y {
+        if let Some(&tok) = y
+            .iter()
+            .find(|&&v| bad(v) && v != crate::kernels::crossentropy::IGNORE_INDEX)
+        {
+            return Err(Error::Invalid(format!(
+                "target id {tok} is outside the vocabulary of {vocab} (and is not the ignore value -100)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Gradients of the activations the backward pass needs, for a fixed (B, T).
@@ -352,12 +376,49 @@ impl GradActivations {
     }
 }
 
-/// Record the forward pass: tokens → logits (B, T, V).
+/// Dropout of a training pass: the rate and the [`DropoutStep`] buffer its kernels read.
+/// Applied where nanoGPT applies it: the embeddings' sum, each attention block's output
+/// projection and each MLP's output projection. Attention probabilities are not dropped
+/// (nanoGPT's `attn_dropout`): the fused attention kernel never materialises them.
+pub struct Dropout<'a> {
+    /// Rate in [0, 1).
+    pub p: f32,
+    /// (4) u32: a [`DropoutStep`], rewritten before each micro-step.
+    pub step: &'a Tensor,
+}
+
+/// Dropout site of the embeddings; layer l's attention output is `1 + 2l`, its MLP
+/// output `2 + 2l` (see shaders/dropout.wgsl).
+pub const DROPOUT_SITE_EMBEDDINGS: u32 = 0;
+
+fn dropout_site_attn(l: usize) -> u32 {
+    1 + 2 * l as u32
+}
+
+fn dropout_site_mlp(l: usize) -> u32 {
+    2 + 2 * l as u32
+}
+
+/// Record the forward pass: tokens → logits (B, T, V), without dropout (evaluation,
+/// inference, parity).
 pub fn record_forward(
     s: &mut Schedule,
     ctx: &GpuContext,
     model: &Gpt2,
     a: &Activations,
+) -> Result<()> {
+    record_forward_dropout(s, ctx, model, a, None)
+}
+
+/// Record the forward pass with optional dropout (training). Dropout works in place on
+/// `encoded`, `attproj` and `fcproj`, which then hold the dropped values the residual
+/// stream adds; no mask is stored (the backward pass redraws it).
+pub fn record_forward_dropout(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Gpt2,
+    a: &Activations,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
@@ -371,7 +432,12 @@ pub fn record_forward(
     );
     let eps = cfg.layer_norm_epsilon as f32;
     let bt = b * t;
+    let drop = |s: &mut Schedule, x: &Tensor, site: u32| match dropout {
+        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
+        None => Ok(()),
+    };
     encoder_forward(s, ctx, &a.encoded, &a.tokens, &p.wte, &p.wpe, b, t, c, v)?;
+    drop(s, &a.encoded, DROPOUT_SITE_EMBEDDINGS)?;
     for (l, (w, x)) in p.layers.iter().zip(&a.layers).enumerate() {
         let residual = if l == 0 {
             &a.encoded
@@ -415,6 +481,7 @@ pub fn record_forward(
             c,
             c,
         )?;
+        drop(s, &x.attproj, dropout_site_attn(l))?;
         residual_forward(s, ctx, &x.residual2, residual, &x.attproj, bt * c)?;
         layernorm_forward(
             s,
@@ -443,6 +510,7 @@ pub fn record_forward(
             f,
             c,
         )?;
+        drop(s, &x.fcproj, dropout_site_mlp(l))?;
         residual_forward(s, ctx, &x.residual3, &x.residual2, &x.fcproj, bt * c)?;
     }
     let last = match a.layers.last() {
@@ -488,6 +556,22 @@ pub fn record_backward(
     a: &Activations,
     d: &GradActivations,
 ) -> Result<()> {
+    record_backward_with(s, ctx, model, grads, a, d, None, 1.0)
+}
+
+/// [`record_backward`] of a forward recorded with `dropout` (the same one), for a loss
+/// weighted by `grad_scale` (1/K when K micro-batches accumulate into `grads`).
+#[allow(clippy::too_many_arguments)]
+pub fn record_backward_with(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Gpt2,
+    grads: &ParamTensors,
+    a: &Activations,
+    d: &GradActivations,
+    dropout: Option<&Dropout>,
+    grad_scale: f32,
+) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
     let (b, t, c, nh, v, f) = (
@@ -499,7 +583,20 @@ pub fn record_backward(
         cfg.mlp_width(),
     );
     let bt = b * t;
-    crossentropy_backward_inplace(s, ctx, &a.logits, &a.targets, &a.loss_stats, bt, v)?;
+    let undrop = |s: &mut Schedule, dx: &Tensor, site: u32| match dropout {
+        Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
+        None => Ok(()),
+    };
+    crossentropy_backward_inplace(
+        s,
+        ctx,
+        &a.logits,
+        &a.targets,
+        &a.loss_stats,
+        bt,
+        v,
+        grad_scale,
+    )?;
     let dlogits = &a.logits;
     classifier_backward(
         s, ctx, &d.dlnf, &grads.wte, dlogits, &a.lnf, &p.wte, bt, c, v,
@@ -531,6 +628,7 @@ pub fn record_backward(
             (&a.layers[l - 1].residual3, &d.layers[l - 1].dresidual3)
         };
         residual_backward(s, ctx, &dx.dresidual2, &dx.dfcproj, &dx.dresidual3, bt * c)?;
+        undrop(s, &dx.dfcproj, dropout_site_mlp(l))?;
         matmul_backward(
             s,
             ctx,
@@ -574,6 +672,7 @@ pub fn record_backward(
             c,
         )?;
         residual_backward(s, ctx, dresidual, &dx.dattproj, &dx.dresidual2, bt * c)?;
+        undrop(s, &dx.dattproj, dropout_site_attn(l))?;
         matmul_backward(
             s,
             ctx,
@@ -629,6 +728,7 @@ pub fn record_backward(
             c,
         )?;
     }
+    undrop(s, &d.dencoded, DROPOUT_SITE_EMBEDDINGS)?;
     encoder_backward(
         s,
         ctx,
@@ -700,7 +800,38 @@ impl std::fmt::Display for MemoryReport {
     }
 }
 
+/// How a training step runs beyond AdamW: gradient accumulation and dropout.
+/// `StepConfig::default()` (one micro-batch, no dropout) records exactly the step the
+/// parity test checks against PyTorch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepConfig {
+    /// K: micro-batches of (B, T) whose gradients one optimizer step accumulates. Each
+    /// micro-batch's mean loss weighs 1/K (nanoGPT's `loss / gradient_accumulation_steps`).
+    pub grad_accum: usize,
+    /// Dropout rate during training (0 = off; never applied at evaluation).
+    pub dropout: f32,
+    /// Seed of the dropout masks; with the step number it fixes every mask.
+    pub seed: u64,
+}
+
+impl Default for StepConfig {
+    fn default() -> Self {
+        StepConfig {
+            grad_accum: 1,
+            dropout: 0.0,
+            seed: 0,
+        }
+    }
+}
+
 /// Everything a training run keeps on the device for one (B, T), and the recorded step.
+///
+/// A step is ONE submit, whatever K: the K micro-batches' tokens are uploaded together
+/// into `micro_tokens`/`micro_targets` (K, B, T); the encoder then replays, for each
+/// micro-batch k, buffer copies of slice k into the activations' tokens and targets (and
+/// of row k of the dropout table into the live dropout step), the recorded
+/// forward+loss+backward, and a copy of its loss stats into row k of `micro_stats`;
+/// then clip + AdamW once. Only `micro_stats` (K·4 floats) is read back.
 pub struct Trainer {
     pub model: Gpt2,
     pub acts: Activations,
@@ -710,19 +841,32 @@ pub struct Trainer {
     pub v: ParamTensors,
     pub gradnorm: GradNorm,
     pub opt: OptimConfig,
-    adam_step: Tensor, // (8) u32 words of an AdamwStep
-    /// forward + loss only (evaluation, parity of logits)
+    pub step_config: StepConfig,
+    adam_step: Tensor,     // (8) u32 words of an AdamwStep
+    micro_tokens: Tensor,  // (K, B, T) i32: this step's micro-batches
+    micro_targets: Tensor, // (K, B, T) i32
+    micro_stats: Tensor,   // (K, 4): the loss stats of each micro-batch
+    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
+    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    /// forward + loss only, no dropout (evaluation, parity of logits)
     forward: Schedule,
-    /// zero grads, forward, loss, backward
-    forward_backward: Schedule,
+    /// zero the parameter gradients (once per step)
+    zero_grads: Schedule,
+    /// zero the activation gradients, forward (with dropout), loss, backward (scaled 1/K)
+    micro: Schedule,
+    /// zero activation gradients, forward, loss, backward without dropout or scaling,
+    /// when `micro` has either; `None` when `micro` is already that
+    exact: Option<Schedule>,
     /// clip + AdamW
     update: Schedule,
     loss_readback: Readback,
+    stats_readback: Readback,
     /// AdamW steps taken (t of the next step is step + 1).
     pub step: u32,
 }
 
 impl Trainer {
+    /// A trainer with one micro-batch per step and no dropout.
     pub fn new(
         ctx: &GpuContext,
         model: Gpt2,
@@ -730,6 +874,25 @@ impl Trainer {
         t: usize,
         opt: OptimConfig,
     ) -> Result<Self> {
+        Self::with_config(ctx, model, b, t, opt, StepConfig::default())
+    }
+
+    /// A trainer for micro-batches of (B, T), with accumulation and dropout as `config`.
+    pub fn with_config(
+        ctx: &GpuContext,
+        model: Gpt2,
+        b: usize,
+        t: usize,
+        opt: OptimConfig,
+        config: StepConfig,
+    ) -> Result<Self> {
+        let k = config.grad_accum;
+        if k == 0 {
+            return Err(Error::Invalid(
+                "gradient accumulation needs at least one micro-batch per step".into(),
+            ));
+        }
+        check_rate(config.dropout)?;
         let cfg = model.config.clone();
         let acts = Activations::new(ctx, &cfg, b, t, "act.")?;
         let dacts = GradActivations::new(ctx, &cfg, b, t)?;
@@ -738,18 +901,41 @@ impl Trainer {
         let v = ParamTensors::new(ctx, &cfg, "adam.v", None)?;
         let gradnorm = GradNorm::new(ctx, &grads.all())?;
         let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
+        let micro_tokens = Tensor::zeros(ctx, "micro tokens", &[k, b, t], DType::I32)?;
+        let micro_targets = Tensor::zeros(ctx, "micro targets", &[k, b, t], DType::I32)?;
+        let micro_stats = f32t(ctx, "micro loss stats".into(), &[k, STATS_LEN])?;
+        let dropout_table =
+            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
+        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
 
         let mut forward = Schedule::new("forward");
         record_forward(&mut forward, ctx, &model, &acts)?;
         record_loss(&mut forward, ctx, &cfg, &acts)?;
 
-        let mut fb = Schedule::new("forward+backward");
-        for g in grads.all().into_iter().chain(dacts.all()) {
-            fb.clear(g);
+        let mut zero_grads = Schedule::new("zero grads");
+        for g in grads.all() {
+            zero_grads.clear(g);
         }
-        record_forward(&mut fb, ctx, &model, &acts)?;
-        record_loss(&mut fb, ctx, &cfg, &acts)?;
-        record_backward(&mut fb, ctx, &model, &grads, &acts, &dacts)?;
+        let record_micro = |label: &str, dropout: Option<&Dropout>, scale: f32| {
+            let mut s = Schedule::new(label);
+            for g in dacts.all() {
+                s.clear(g);
+            }
+            record_forward_dropout(&mut s, ctx, &model, &acts, dropout)?;
+            record_loss(&mut s, ctx, &cfg, &acts)?;
+            record_backward_with(&mut s, ctx, &model, &grads, &acts, &dacts, dropout, scale)?;
+            Ok::<_, Error>(s)
+        };
+        let dropout = (config.dropout > 0.0).then_some(Dropout {
+            p: config.dropout,
+            step: &dropout_step,
+        });
+        let micro = record_micro("micro-batch", dropout.as_ref(), 1.0 / k as f32)?;
+        let exact = if dropout.is_some() || k > 1 {
+            Some(record_micro("forward+backward", None, 1.0)?)
+        } else {
+            None
+        };
 
         let mut update = Schedule::new("update");
         gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
@@ -775,6 +961,7 @@ impl Trainer {
             )?;
         }
         let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
+        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
         Ok(Trainer {
             model,
             acts,
@@ -784,13 +971,32 @@ impl Trainer {
             v,
             gradnorm,
             opt,
+            step_config: config,
             adam_step,
+            micro_tokens,
+            micro_targets,
+            micro_stats,
+            dropout_table,
+            dropout_step,
             forward,
-            forward_backward: fb,
+            zero_grads,
+            micro,
+            exact,
             update,
             loss_readback,
+            stats_readback,
             step: 0,
         })
+    }
+
+    /// (B, T) of one micro-batch.
+    pub fn micro_batch(&self) -> (usize, usize) {
+        (self.acts.b, self.acts.t)
+    }
+
+    /// Tokens one optimizer step consumes: K·B·T.
+    pub fn tokens_per_step(&self) -> usize {
+        self.step_config.grad_accum * self.acts.b * self.acts.t
     }
 
     pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
@@ -807,11 +1013,12 @@ impl Trainer {
             .iter()
             .max_by_key(|t| t.size_bytes())
             .expect("tensors exist");
+        let micro = sum(vec![&self.micro_tokens, &self.micro_targets]);
         MemoryReport {
             parameters: self.model.params.total_bytes(),
             gradients: self.grads.total_bytes(),
             optimizer: self.m.total_bytes() + self.v.total_bytes(),
-            activations: sum(self.acts.all()) + sum(self.dacts.all()),
+            activations: sum(self.acts.all()) + sum(self.dacts.all()) + micro,
             largest_binding: (largest.label.clone(), largest.size_bytes()),
             binding_limit: ctx.binding_limit(),
         }
@@ -841,7 +1048,8 @@ impl Trainer {
         Ok(stats[0])
     }
 
-    /// Mean loss of (x, y) without touching gradients or weights. One submit.
+    /// Mean loss of (x, y) without touching gradients or weights, without dropout.
+    /// One submit.
     pub async fn eval_loss(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
         self.acts
             .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
@@ -849,26 +1057,111 @@ impl Trainer {
         self.read_loss(ctx).await
     }
 
-    /// Forward and backward of (x, y): gradients land in `self.grads`; returns the loss.
-    /// The logits are overwritten by their gradient. One submit.
+    /// Forward and backward of one micro-batch (x, y) (B·T each), without dropout or
+    /// accumulation scaling: the gradient of its mean loss lands in `self.grads`; returns
+    /// the loss. The logits are overwritten by their gradient. One submit.
     pub async fn forward_backward(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
         self.acts
             .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
-        self.submit(ctx, &[&self.forward_backward]);
+        let exact = self.exact.as_ref().unwrap_or(&self.micro);
+        self.submit(ctx, &[&self.zero_grads, exact]);
         self.read_loss(ctx).await
     }
 
-    /// One training step at learning rate `lr`: zero grads → forward → loss → backward →
-    /// clip → AdamW, as one submit; only the loss (before the update) is read back.
+    /// One training step at learning rate `lr` on K micro-batches (x, y: K·B·T ids each,
+    /// micro-batch k at [k·B·T, (k+1)·B·T)): zero grads → K × (forward → loss → backward)
+    /// → clip → AdamW, as one submit; only the K losses (before the update) are read
+    /// back. Returns their mean (the loss itself when K = 1).
     pub async fn step(&mut self, ctx: &GpuContext, x: &[i32], y: &[i32], lr: f32) -> Result<f32> {
-        self.acts
-            .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
-        let t = self.step + 1;
-        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, t)?
+        let losses = self.step_losses(ctx, x, y, lr).await?;
+        let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
+        Ok(if losses.len() == 1 {
+            losses[0]
+        } else {
+            mean as f32
+        })
+    }
+
+    /// [`step`](Self::step), returning each micro-batch's mean loss.
+    pub async fn step_losses(
+        &mut self,
+        ctx: &GpuContext,
+        x: &[i32],
+        y: &[i32],
+        lr: f32,
+    ) -> Result<Vec<f32>> {
+        let (k, b, t) = (self.step_config.grad_accum, self.acts.b, self.acts.t);
+        check_batch(self.model.config.vocab_size, x, Some(y), k, b, t)?;
+        self.micro_tokens.write(ctx, x)?;
+        self.micro_targets.write(ctx, y)?;
+        let step = self.step + 1;
+        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
             .write(ctx, &self.adam_step)?;
-        self.submit(ctx, &[&self.forward_backward, &self.update]);
-        self.step = t;
-        self.read_loss(ctx).await
+        if self.step_config.dropout > 0.0 {
+            // Micro-step counter step·K + k (the step counted from 0), so a given seed
+            // draws the same masks in a run that never stopped and in a resumed one.
+            let table: Vec<u32> = (0..k)
+                .flat_map(|i| {
+                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
+                    DropoutStep::new(self.step_config.seed, counter).words()
+                })
+                .collect();
+            self.dropout_table.write(ctx, &table)?;
+        }
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("train step"),
+            });
+        self.zero_grads.encode(&mut enc);
+        let row = (b * t * 4) as u64;
+        let stats = (STATS_LEN * 4) as u64;
+        let words = (DROPOUT_STEP_WORDS * 4) as u64;
+        for i in 0..k as u64 {
+            enc.copy_buffer_to_buffer(
+                &self.micro_tokens.buffer,
+                i * row,
+                &self.acts.tokens.buffer,
+                0,
+                row,
+            );
+            enc.copy_buffer_to_buffer(
+                &self.micro_targets.buffer,
+                i * row,
+                &self.acts.targets.buffer,
+                0,
+                row,
+            );
+            if self.step_config.dropout > 0.0 {
+                enc.copy_buffer_to_buffer(
+                    &self.dropout_table.buffer,
+                    i * words,
+                    &self.dropout_step.buffer,
+                    0,
+                    words,
+                );
+            }
+            self.micro.encode(&mut enc);
+            enc.copy_buffer_to_buffer(
+                &self.acts.loss_stats.buffer,
+                0,
+                &self.micro_stats.buffer,
+                i * stats,
+                stats,
+            );
+        }
+        self.update.encode(&mut enc);
+        enc.copy_buffer_to_buffer(
+            &self.micro_stats.buffer,
+            0,
+            &self.stats_readback.buffer,
+            0,
+            self.micro_stats.size_bytes(),
+        );
+        ctx.submit(enc.finish());
+        self.step = step;
+        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
+        Ok(all.chunks(STATS_LEN).take(k).map(|s| s[0]).collect())
     }
 }
 

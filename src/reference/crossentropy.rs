@@ -59,8 +59,8 @@ pub fn crossentropy_mean(stats: &mut [f64], losses: &[f64], targets: &[i32], bt:
     stats[..4].copy_from_slice(&[sum * inv, count as f64, inv, sum]);
 }
 
-/// dlogits (B·T, V) = (softmax(logits) - onehot(targets)) · stats[2]; zero rows where
-/// ignored. Writes (=), does not add.
+/// dlogits (B·T, V) = (softmax(logits) - onehot(targets)) · stats[2] · grad_scale; zero
+/// rows where ignored. Writes (=), does not add.
 pub fn crossentropy_backward(
     dlogits: &mut [f64],
     logits: &[f64],
@@ -68,8 +68,9 @@ pub fn crossentropy_backward(
     stats: &[f64],
     bt: usize,
     v: usize,
+    grad_scale: f64,
 ) {
-    let dloss = stats[2];
+    let dloss = stats[2] * grad_scale;
     for n in 0..bt {
         let row = &logits[n * v..(n + 1) * v];
         let out = &mut dlogits[n * v..(n + 1) * v];
@@ -96,7 +97,8 @@ pub fn crossentropy_backward_inplace(
     stats: &[f64],
     bt: usize,
     v: usize,
+    grad_scale: f64,
 ) {
     let inp = logits[..bt * v].to_vec();
-    crossentropy_backward(logits, &inp, targets, stats, bt, v);
+    crossentropy_backward(logits, &inp, targets, stats, bt, v, grad_scale);
 }

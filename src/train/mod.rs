@@ -1,2 +1,29 @@
-//! Training: data, tokenizers built from a corpus, the training loop, checkpoints and
-//! resume, progress, metrics and plots (being written).
+//! Training from the command line's point of view, as a library: collect and read text,
+//! tokenize it once into a cache, pretrain a GPT-2 on it, fine-tune one on prompt →
+//! completion pairs, with evaluation, a metrics log, a loss plot, atomic checkpoints and
+//! bit-exact resume. The GPU work is the model's (`model::gpt2::Trainer`, one submit per
+//! step); this module decides what each step sees and keeps the record.
+//!
+//! - [`data`]: corpora, the token cache, pretraining and fine-tuning batches.
+//! - [`tokenize`]: char, byte, GPT-2 and trained BPE tokenizers, normalization.
+//! - [`schedule`]: warmup then cosine decay of the learning rate.
+//! - [`state`]: the run directory, checkpoints, resume.
+//! - [`metrics`]: `metrics.jsonl` and `loss.svg`.
+//! - [`run`]: planning a run and the training loop.
+//! - [`progress`]: the progress bar the CLI shows.
+//! - [`sample`]: the text sample printed at the end of a run.
+
+pub mod data;
+pub mod metrics;
+pub mod progress;
+pub mod run;
+pub mod sample;
+pub mod schedule;
+pub mod state;
+pub mod tokenize;
+
+pub use run::{
+    plan_finetuning, plan_pretraining, plan_resume, train, FinetuneOptions, ModelChoice, Observer,
+    Outcome, Plan, PretrainOptions, RunKind, RunSpec, Silent, TrainSettings,
+};
+pub use schedule::LrSchedule;
