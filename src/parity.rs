@@ -3,7 +3,8 @@
 //! directory holds `config.json` and `model.safetensors` (a Hugging Face GPT-2),
 //! `reference.safetensors` (x, y, logits, loss, grad.<name>, losses, generate.prompt,
 //! generate.greedy) and `reference.json` (the optimizer). Each comparison reports its
-//! max error and tolerance; any sizes and either parameter naming work.
+//! max error and tolerance; any sizes and either parameter naming work. Greedy decoding
+//! runs through the KV cache (`infer::decoder`), as `wgformer generate` does.
 
 use std::path::Path;
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::model::gpt2::{generate_greedy, Gpt2, OptimConfig, Trainer};
+use crate::infer::decoder::generate_greedy_cached;
+use crate::model::gpt2::{Gpt2, OptimConfig, Trainer};
 use crate::model::params::gpt2_param_specs;
 
 /// One line of a parity report.
@@ -230,15 +232,15 @@ pub async fn parity_gpt2(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparison>
         2e-3,
     ));
 
-    // Greedy continuation, from the untrained checkpoint.
+    // Greedy continuation through the KV cache, from the untrained checkpoint.
     let (_, prompt) = reference.i32("generate.prompt")?;
     let (_, greedy) = reference.i32("generate.greedy")?;
     let model = Gpt2::load(ctx, dir)?;
-    let tokens = generate_greedy(ctx, &model, &prompt, prompt.len() + greedy.len()).await?;
+    let tokens = generate_greedy_cached(ctx, &model, &prompt, prompt.len() + greedy.len()).await?;
     let got = &tokens[prompt.len()..];
     let first_diff = got.iter().zip(&greedy).position(|(a, b)| a != b);
     out.push(Comparison {
-        what: format!("greedy continuation ({} tokens)", greedy.len()),
+        what: format!("greedy continuation ({} tokens, KV cache)", greedy.len()),
         max_err: if first_diff.is_some() { 1.0 } else { 0.0 },
         tol: 0.0,
         pass: first_diff.is_none() && got.len() == greedy.len(),

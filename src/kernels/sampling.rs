@@ -1,8 +1,11 @@
 //! Launchers for shaders/sampling.wgsl: what generation needs from the last position's
 //! logits (B, V): `softmax_forward` (probabilities at a temperature), `argmax_forward`
-//! (greedy decoding) and `topk_forward` (the K best, sorted, for top-k sampling). Ties go
-//! to the lowest index; results are deterministic. Drawing a token from the
-//! probabilities is left to the caller (it reads back B·K or B·V values, never more).
+//! (greedy decoding), `topk_forward` (the K best, sorted) and `sample_forward` (one token
+//! per row drawn on the GPU after temperature, top-k and top-p, from a seeded
+//! counter-based random number; only the ids are written, so a generator reads back 4·B
+//! bytes per step). Ties go to the lowest index; results are deterministic. The settings
+//! of `sample_forward` live in a small tensor of [`SampleSettings`] the caller rewrites
+//! before each submit, so a launch is recorded once and serves every request and step.
 //! Rows are processed in chunks that fit one binding, so any B works at V = 50257.
 //! CPU references: `crate::reference::sampling`.
 
@@ -38,6 +41,16 @@ pub const ARGMAX_FORWARD: KernelDesc = KernelDesc {
     shader: &SAMPLING,
     entry: "argmax_forward",
     bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
+};
+pub const SAMPLE_FORWARD: KernelDesc = KernelDesc {
+    shader: &SAMPLING,
+    entry: "sample_forward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
 };
 pub const TOPK_FORWARD: KernelDesc = KernelDesc {
     shader: &SAMPLING,
@@ -185,6 +198,118 @@ pub fn topk_forward(
         ];
         let groups = groups_1d(rows.len(), 1);
         s.dispatch(ctx, &TOPK_FORWARD, &[], &label, &slots, Some(&p), groups)?;
+    }
+    Ok(())
+}
+
+/// How `sample_forward` draws one row's token. Mirrors `SampleSettings` in
+/// shaders/sampling.wgsl. Build with [`SampleSettings::new`] (checked) or
+/// [`SampleSettings::greedy`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct SampleSettings {
+    /// 0: greedy (argmax); otherwise the logits are divided by it.
+    pub temperature: f32,
+    /// Keep the K largest logits (every tie of the K-th); 0 or ≥ V: all.
+    pub top_k: u32,
+    /// Then keep the fewest largest whose probability reaches top_p (every tie of the
+    /// last one); 1: all.
+    pub top_p: f32,
+    seed_lo: u32,
+    seed_hi: u32,
+    /// Index of the draw: each (seed, counter) gives its own uniform number.
+    pub counter: u32,
+    _pad: [u32; 2],
+}
+
+/// 4-byte words of one [`SampleSettings`].
+pub const SAMPLE_SETTINGS_WORDS: usize = std::mem::size_of::<SampleSettings>() / 4;
+
+impl SampleSettings {
+    /// Settings for a draw; errors name the value that is out of range: temperature must
+    /// be finite and ≥ 0, top_p in (0, 1].
+    pub fn new(temperature: f32, top_k: u32, top_p: f32, seed: u64, counter: u32) -> Result<Self> {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "temperature {temperature} must be finite and ≥ 0 (0 is greedy)"
+            )));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "top_p {top_p} must lie in (0, 1] (1 keeps every token)"
+            )));
+        }
+        Ok(SampleSettings {
+            temperature,
+            top_k,
+            top_p,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            counter,
+            _pad: [0; 2],
+        })
+    }
+
+    /// The argmax, as `argmax_forward`.
+    pub fn greedy() -> Self {
+        Self::new(0.0, 0, 1.0, 0, 0).expect("greedy settings are valid")
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed_lo as u64 | (self.seed_hi as u64) << 32
+    }
+
+    /// A settings tensor for `b` rows, (B, 8) u32, zeroed (greedy): allocate once,
+    /// [`write`](Self::write) before a submit whose draws should change.
+    pub fn tensor(ctx: &GpuContext, label: &str, b: usize) -> Result<Tensor> {
+        Tensor::zeros(ctx, label, &[b, SAMPLE_SETTINGS_WORDS], DType::U32)
+    }
+
+    /// Stage `rows` into `settings` (queue.write_buffer); they take effect in the next submit.
+    pub fn write(ctx: &GpuContext, settings: &Tensor, rows: &[SampleSettings]) -> Result<()> {
+        settings.write(ctx, bytemuck::cast_slice::<SampleSettings, u32>(rows))
+    }
+}
+
+/// indices (B) u32 = a token drawn from each row of logits (B, V) as its row of settings
+/// (B) [`SampleSettings`] says; see shaders/sampling.wgsl for the exact rule.
+pub fn sample_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    indices: &Tensor,
+    logits: &Tensor,
+    settings: &Tensor,
+    b: usize,
+    v: usize,
+) -> Result<()> {
+    check_v("sample_forward", v)?;
+    expect_numel(indices, b)?;
+    expect_numel(logits, b * v)?;
+    expect_numel(settings, b * SAMPLE_SETTINGS_WORDS)?;
+    expect_dtype(indices, DType::U32)?;
+    expect_dtype(settings, DType::U32)?;
+    if b == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(b, v) {
+        let p = SamplingParams {
+            v: v as u32,
+            rows: rows.len() as u32,
+            row_offset: rows.start as u32,
+            k: 0,
+            temperature: 1.0,
+        };
+        let label = format!(
+            "sample_forward {} <- {} rows {rows:?}, {}",
+            indices.label, logits.label, settings.label
+        );
+        let slots = [
+            indices.into(),
+            logits.rows_slot(rows.clone(), v),
+            settings.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(ctx, &SAMPLE_FORWARD, &[], &label, &slots, Some(&p), groups)?;
     }
     Ok(())
 }
