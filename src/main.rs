@@ -26,7 +26,8 @@ struct Cli {
     #[arg(long, global = true, env = "WGFORMER_ADAPTER")]
     adapter: Option<String>,
 
-    /// Print per-kernel GPU time (needs timestamp queries on the adapter).
+    /// Print per-kernel GPU time (selfcheck; bench always profiles). Needs timestamp
+    /// queries on the adapter.
     #[arg(long, global = true)]
     profile: bool,
 
@@ -163,7 +164,7 @@ fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
 fn selfcheck(opts: &GpuOptions) -> Result<bool> {
     let ctx = pollster::block_on(GpuContext::new(opts))?;
     println!("selfcheck on {}", ctx.adapter_name());
-    let checks = ctx.block_on(wgformer::selfcheck::selfcheck(&ctx))?;
+    let (checks, times) = ctx.block_on(wgformer::selfcheck::selfcheck_profiled(&ctx))?;
     let mut ok = true;
     if let Some(c) = checks.first() {
         println!("  at {}", c.size);
@@ -174,6 +175,19 @@ fn selfcheck(opts: &GpuOptions) -> Result<bool> {
             Err(msg) => {
                 ok = false;
                 println!("  FAIL  {:<26} {msg}", c.kernel);
+            }
+        }
+    }
+    if opts.profile {
+        if times.is_empty() {
+            println!(
+                "  (no per-kernel times: {} has no timestamp queries)",
+                ctx.adapter_name()
+            );
+        } else {
+            println!("  GPU time per launch:");
+            for t in &times {
+                println!("    {:>9.3} ms  {}", t.nanos * 1e-6, t.label);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! determinism, binding chunks).
 
 use crate::error::Result;
-use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, KernelTime, Profiler, Schedule, Tensor};
 use crate::kernels as k;
 use crate::reference as r;
 use crate::rng::Rng;
@@ -40,6 +40,12 @@ impl Inputs<'_> {
 
 /// Run each kernel family once on `ctx` and compare it with the CPU reference.
 pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
+    Ok(selfcheck_profiled(ctx).await?.0)
+}
+
+/// [`selfcheck`], plus the GPU time of each launch when the device was opened with
+/// timestamp queries (`--profile`); empty otherwise.
+pub async fn selfcheck_profiled(ctx: &GpuContext) -> Result<(Vec<Check>, Vec<KernelTime>)> {
     let (b, t, c, nh, v) = (2usize, 7usize, 48usize, 4usize, 101usize);
     let bt = b * t;
     let size = format!("B={b} T={t} C={c} NH={nh} V={v}");
@@ -103,7 +109,16 @@ pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
         c,
         3 * c,
     )?;
-    s.run(ctx);
+    let mut times = Vec::new();
+    match Profiler::new(ctx, &s) {
+        Some(profiler) => {
+            s.run_profiled(ctx, &profiler);
+            times = profiler.read(ctx).await?;
+        }
+        None => {
+            s.run(ctx);
+        }
+    }
 
     // CPU, the same chain in f64.
     let mut e = vec![0.0; bt * c];
@@ -175,5 +190,5 @@ pub async fn selfcheck(ctx: &GpuContext) -> Result<Vec<Check>> {
             Err(format!("argmax: gpu {got:?} vs reference {am:?}"))
         },
     });
-    Ok(checks)
+    Ok((checks, times))
 }
