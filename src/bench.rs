@@ -14,6 +14,7 @@ use crate::kernels;
 use crate::rng::Rng;
 
 /// One benchmarked launch (or group of launches recorded as one schedule).
+/// A case's schedule keeps every tensor it binds alive through its bind groups.
 pub struct Case {
     pub name: String,
     pub shape: String,
@@ -22,8 +23,6 @@ pub struct Case {
     /// Bytes read and written per run, counting each tensor once.
     pub bytes: u64,
     pub schedule: Schedule,
-    /// Tensors the schedule binds, kept alive for its runs.
-    pub keep: Vec<Tensor>,
 }
 
 /// A measured case.
@@ -160,7 +159,6 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
             flops: 2 * (bt * k * n) as u64,
             bytes: f32b * (bt * k + k * n + n + bt * n) as u64,
             schedule: s,
-            keep: vec![inp, w, bias, out],
         });
     }
 
@@ -190,7 +188,6 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
             flops,
             bytes,
             schedule: s,
-            keep: vec![],
         });
         Ok(())
     };
@@ -359,10 +356,6 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
     one("adamw_update", format!("N={np}"), 0, nbytes(7 * np), &|s| {
         kernels::adamw::adamw_update(s, ctx, &p, &m1, &v1, &g, &step, &gn.state, np, 0.1)
     })?;
-    // The recorded bind groups hold every tensor above alive.
-    let _ = (
-        x, dx, y, lnw, lnb, mean, rstd, dlnw, dlnb, qkv, dqkv, stats, wte, dwte, wpe, dwpe,
-    );
     Ok(cases)
 }
 

@@ -13,7 +13,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, groups_1d, shaders::CROSSENTROPY};
+use super::{expect_dtype, expect_numel, groups_1d, shaders::CROSSENTROPY};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
 
@@ -76,18 +76,6 @@ pub const CROSSENTROPY_BACKWARD_INPLACE: KernelDesc = KernelDesc {
         Binding::Uniform,
     ],
 };
-
-/// Error unless `t` holds elements of `dtype`; names the tensor.
-pub(crate) fn expect_dtype(t: &Tensor, dtype: DType) -> Result<()> {
-    if t.dtype != dtype {
-        return Err(Error::DType {
-            tensor: t.label.clone(),
-            expected: dtype.to_string(),
-            found: t.dtype.to_string(),
-        });
-    }
-    Ok(())
-}
 
 /// Error unless `v` is a usable row length (1..2³¹, so an index fits the shader's i32).
 fn check_v(op: &str, v: usize) -> Result<()> {

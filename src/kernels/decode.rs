@@ -12,7 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::crossentropy::expect_dtype;
+use super::expect_dtype;
 use super::{expect_numel, groups_1d, shaders::DECODE};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};

@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, groups_1d, shaders::ENCODER};
+use super::{expect_dtype, expect_numel, groups_1d, shaders::ENCODER};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
 
@@ -67,13 +67,7 @@ pub const ENCODER_BACKWARD_DWPE: KernelDesc = KernelDesc {
 /// Check the shapes and dtypes both directions share; `pos` is wpe or dwpe (maxT, C).
 fn check_common(tokens: &Tensor, pos: &Tensor, b: usize, t: usize, c: usize) -> Result<()> {
     expect_numel(tokens, b * t)?;
-    if tokens.dtype != DType::I32 {
-        return Err(Error::DType {
-            tensor: tokens.label.clone(),
-            expected: DType::I32.to_string(),
-            found: tokens.dtype.to_string(),
-        });
-    }
+    expect_dtype(tokens, DType::I32)?;
     let ok = matches!(pos.shape[..], [max_t, cc] if cc == c && max_t >= t);
     if !ok {
         return Err(Error::Invalid(format!(

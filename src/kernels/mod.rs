@@ -110,6 +110,21 @@ pub(crate) fn groups_1d(n: usize, per_group: usize) -> [u32; 3] {
     [n.div_ceil(per_group).max(1) as u32, 1, 1]
 }
 
+/// Error unless `t` holds elements of `dtype`; names the tensor.
+pub(crate) fn expect_dtype(
+    t: &crate::gpu::Tensor,
+    dtype: crate::gpu::DType,
+) -> crate::error::Result<()> {
+    if t.dtype != dtype {
+        return Err(crate::error::Error::DType {
+            tensor: t.label.clone(),
+            expected: dtype.to_string(),
+            found: t.dtype.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Error unless `t` holds exactly `numel` elements; names the tensor.
 pub(crate) fn expect_numel(t: &crate::gpu::Tensor, numel: usize) -> crate::error::Result<()> {
     if t.numel() != numel {

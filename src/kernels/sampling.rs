@@ -11,7 +11,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::crossentropy::expect_dtype;
+use super::expect_dtype;
 use super::{expect_numel, groups_1d, shaders::SAMPLING};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
