@@ -447,6 +447,24 @@ impl AdapterReport {
     }
 }
 
+/// A plain-words name for Mesa's and Chromium's CPU drivers, whose adapter names do not
+/// say what they are (lavapipe reports itself as "llvmpipe").
+fn software_driver(i: &wgpu::AdapterInfo) -> Option<&'static str> {
+    let name = i.name.to_lowercase();
+    match i.backend {
+        wgpu::Backend::Vulkan if name.starts_with("llvmpipe") => {
+            Some("Mesa lavapipe: software Vulkan on the CPU")
+        }
+        wgpu::Backend::Vulkan if name.contains("swiftshader") => {
+            Some("SwiftShader: software Vulkan on the CPU")
+        }
+        wgpu::Backend::Gl if name.starts_with("llvmpipe") => {
+            Some("Mesa llvmpipe: software OpenGL on the CPU")
+        }
+        _ => None,
+    }
+}
+
 fn mib(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
@@ -460,6 +478,9 @@ impl fmt::Display for AdapterReport {
         let (i, l, feat) = (&self.info, &self.limits, self.features);
         let yes = |b: bool| if b { "yes" } else { "no" };
         writeln!(f, "{}", i.name)?;
+        if let Some(what) = software_driver(i) {
+            writeln!(f, "  ({what})")?;
+        }
         writeln!(f, "  backend:                       {:?}", i.backend)?;
         writeln!(f, "  device type:                   {:?}", i.device_type)?;
         writeln!(
