@@ -565,16 +565,29 @@ fn new_entry_points_are_deterministic() {
     }
 }
 
-/// Both matmul kernel families (tiled with workgroup memory; rows without it, which CPU
-/// adapters use by default) give the reference's answer for every form, including the
-/// row kernel's tails (M not a multiple of 16, N not a multiple of 4 when w is (N, K)).
+/// Every matmul kernel family (tiled with workgroup memory; rows without it; subgroup,
+/// which CPU adapters with subgroups use by default) gives the reference's answer for
+/// every form, including the tails (M not a multiple of 16, N not a multiple of 4 or of
+/// 32, K not a multiple of 8). The subgroup kernel runs where the device has fixed-size
+/// subgroups, and lavapipe (Vulkan on a CPU) must have them.
 #[test]
-fn tiled_and_row_kernels_match_reference() {
+fn every_matmul_kernel_matches_reference() {
     for ctx in test_contexts(&Needs::default()) {
-        for kernel in [MatmulKernel::Tiled, MatmulKernel::Rows] {
+        let lavapipe = ctx.info.backend == wgpu::Backend::Vulkan
+            && ctx.info.device_type == wgpu::DeviceType::Cpu;
+        assert!(
+            !lavapipe || ctx.subgroup_size().is_some(),
+            "{}: a Vulkan CPU adapter without fixed-size subgroups",
+            ctx.adapter_name()
+        );
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::Rows, MatmulKernel::Subgroup] {
             let ctx = ctx_with(&ctx, kernel);
+            if ctx.matmul_kernel() != kernel {
+                eprintln!("{}: no fixed-size subgroups, {kernel:?} not run", ctx.adapter_name());
+                continue;
+            }
             let mut rng = Rng::new(21);
-            for size in [(17, 64, 48), (65, 132, 68), (40, 48, 101), (33, 96, 12)] {
+            for size in [(17, 64, 48), (65, 132, 68), (40, 48, 101), (33, 96, 12), (16, 7, 5)] {
                 check_gemm_forms(&ctx, &mut rng, size);
             }
             let (m, k, n) = (37, 80, 144);

@@ -108,14 +108,17 @@ impl GpuOptions {
 }
 
 /// Which kernel family matmuls run on (`WGFORMER_MATMUL`): the tiled kernel with workgroup
-/// memory suits GPUs; the row kernel without it suits CPU-backed adapters, where
-/// barriers and per-lane gathers are costly. `Auto` picks by the adapter's device type.
+/// memory suits GPUs; on CPU-backed adapters, where barriers and per-lane gathers are
+/// costly, the subgroup kernel (which shares loads between lanes by register shuffles)
+/// where the device has fixed-size subgroups, else the row kernel. `Auto` picks by the
+/// adapter's device type and features.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MatmulKernel {
     #[default]
     Auto,
     Tiled,
     Rows,
+    Subgroup,
 }
 
 impl FromStr for MatmulKernel {
@@ -125,8 +128,9 @@ impl FromStr for MatmulKernel {
             "" | "auto" => Ok(MatmulKernel::Auto),
             "tiled" => Ok(MatmulKernel::Tiled),
             "rows" => Ok(MatmulKernel::Rows),
+            "subgroup" => Ok(MatmulKernel::Subgroup),
             _ => Err(Error::Invalid(format!(
-                "WGFORMER_MATMUL={s:?}: expected auto, tiled or rows"
+                "WGFORMER_MATMUL={s:?}: expected auto, tiled, rows or subgroup"
             ))),
         }
     }
@@ -213,6 +217,9 @@ pub struct GpuContext {
     binding_limit: u64,
     /// Matmul kernel family, resolved from `Auto` at creation.
     matmul_kernel: MatmulKernel,
+    /// The subgroup size when the device has subgroups of one fixed size (and the shaders
+    /// may use them: not in a browser, whose WGSL wants `enable subgroups`).
+    subgroup_size: Option<u32>,
 }
 
 impl GpuContext {
@@ -274,6 +281,14 @@ impl GpuContext {
         if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.backend != wgpu::Backend::BrowserWebGpu
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size > 0)
+            .then_some(info.subgroup_min_size);
+        if subgroup_size.is_some() {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let limits_wanted = limits.clone();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -299,6 +314,7 @@ impl GpuContext {
                 Ok(v) => v.parse()?,
                 Err(_) => MatmulKernel::Auto,
             },
+            subgroup_size,
         }
         .resolve_matmul())
     }
@@ -316,14 +332,22 @@ impl GpuContext {
     }
 
     fn resolve_matmul(mut self) -> Self {
-        if self.matmul_kernel == MatmulKernel::Auto {
-            self.matmul_kernel = if self.info.device_type == wgpu::DeviceType::Cpu {
-                MatmulKernel::Rows
-            } else {
-                MatmulKernel::Tiled
-            };
-        }
+        let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
+        self.matmul_kernel = match self.matmul_kernel {
+            MatmulKernel::Auto if cpu && self.subgroup_size.is_some() => MatmulKernel::Subgroup,
+            MatmulKernel::Auto if cpu => MatmulKernel::Rows,
+            MatmulKernel::Auto => MatmulKernel::Tiled,
+            // Asked for on a device without fixed-size subgroups: the next best.
+            MatmulKernel::Subgroup if self.subgroup_size.is_none() => MatmulKernel::Rows,
+            k => k,
+        };
         self
+    }
+
+    /// The subgroup size, when the device has subgroups of one fixed size that shaders
+    /// may use.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        self.subgroup_size
     }
 
     /// The matmul kernel family launchers use on this device (never `Auto`).

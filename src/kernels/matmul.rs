@@ -11,7 +11,10 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, groups_1d, shaders::MATMUL};
+use super::{
+    expect_numel, groups_1d,
+    shaders::{MATMUL, MATMUL_SUBGROUP},
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
 
@@ -65,6 +68,16 @@ pub const MATMUL_FORWARD_ROWS: KernelDesc = KernelDesc {
     entry: "matmul_forward_rows",
     bindings: GEMM_BINDINGS,
 };
+
+pub const MATMUL_FORWARD_SUBGROUP: KernelDesc = KernelDesc {
+    shader: &MATMUL_SUBGROUP,
+    entry: "matmul_forward_subgroup",
+    bindings: GEMM_BINDINGS,
+};
+
+/// Rows of out per `matmul_forward_subgroup` workgroup (SR in shaders/matmul_subgroup.wgsl);
+/// each of its subgroup's lanes owns 4 columns.
+const SUBGROUP_ROWS: usize = 16;
 
 /// Rows of out per `matmul_forward_rows` workgroup (RR in the shader) and lanes per
 /// workgroup.
@@ -214,6 +227,10 @@ impl Gemm {
         let gemv = m <= GEMV_MAX_M;
         let gemv_rounds = [("GEMV_ROUNDS", GEMV_ROUNDS as f64)];
         let prefer_rows = !gemv && ctx.matmul_kernel() == MatmulKernel::Rows;
+        let subgroup = match ctx.subgroup_size() {
+            Some(sg) if !gemv && ctx.matmul_kernel() == MatmulKernel::Subgroup => Some(sg),
+            _ => None,
+        };
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let chunked = ranges.iter().any(|r| r.len() > 1);
         for mr in &ranges[M] {
@@ -246,6 +263,9 @@ impl Gemm {
                     let (desc, name) = if gemv {
                         constants.extend_from_slice(&gemv_rounds);
                         (&MATMUL_FORWARD_GEMV, "matmul_forward_gemv")
+                    } else if let Some(sg) = subgroup {
+                        constants.push(("SG", sg as f64));
+                        (&MATMUL_FORWARD_SUBGROUP, "matmul_forward_subgroup")
                     } else if rows {
                         (&MATMUL_FORWARD_ROWS, "matmul_forward_rows")
                     } else {
@@ -273,7 +293,13 @@ impl Gemm {
                     if chunked {
                         label += &format!(" [{mr:?}, {nr:?}, k {kr:?}]");
                     }
-                    let groups = if rows {
+                    let groups = if let Some(sg) = subgroup {
+                        [
+                            bn.div_ceil(4 * sg as usize) as u32,
+                            bm.div_ceil(SUBGROUP_ROWS) as u32,
+                            1,
+                        ]
+                    } else if rows {
                         [
                             bn.div_ceil(4 * ROWS_LANES) as u32,
                             bm.div_ceil(ROWS_M) as u32,

@@ -33,6 +33,11 @@ pub mod shaders {
         name: "matmul",
         source: include_str!("../../shaders/matmul.wgsl"),
     };
+    /// Only compiled on devices with fixed-size subgroups.
+    pub static MATMUL_SUBGROUP: Shader = Shader {
+        name: "matmul_subgroup",
+        source: include_str!("../../shaders/matmul_subgroup.wgsl"),
+    };
     pub static ENCODER: Shader = Shader {
         name: "encoder",
         source: include_str!("../../shaders/encoder.wgsl"),
