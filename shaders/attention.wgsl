@@ -17,6 +17,7 @@
 // tiles in workgroup memory is later work. Every loop runs in a fixed order, so results
 // are the same bits run after run.
 //
+// CPU adapters with subgroups take the matmul form at the end of this file instead.
 // Per-row vectors (the query, the accumulators) live in workgroup memory, one column
 // per invocation: element i of invocation li at [i·WG + li]. Private arrays would be
 // zero-initialised on every invocation and made lavapipe's compile take seconds.
@@ -236,5 +237,72 @@ fn attention_backward_dkv(@builtin(workgroup_id) wg: vec3<u32>,
             bkv_dqkv[kt + i] += bkv_dk[i * WG + li] * bkv_p.scale;
             bkv_dqkv[kt + C + i] += bkv_dv[i * WG + li];
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The matmul form, for CPU adapters with subgroups (src/kernels/attention.rs picks it):
+// there the per-head products run fastest as batched matmuls (matmul_forward_subgroup),
+// with the T×T scores of every head in a scratch tensor att (B, NH, T, T), so these two
+// kernels do only the softmax between them. One invocation owns one row (b, h, t) of att,
+// row index r = (b·NH + h)·T + t, the same index as stats.
+//   attention_softmax_forward:  att = s (q·kᵀ, unscaled) → p = exp(s·scale - L), zero
+//     past t (causal); L = log Σ exp(s·scale) is written to stats, or, with RECOMPUTE
+//     (the backward pass rebuilding p), read from it.
+//   attention_softmax_backward: datt = dp (dout·vᵀ) → ds·scale = p (dp - D)·scale, with
+//     D = Σ p·dp; the scale is folded in here so that dq and dk are plain products.
+
+override RECOMPUTE: bool = false;
+
+@group(0) @binding(0) var<storage, read_write> smf_att: array<f32>;    // (B, NH, T, T)
+@group(0) @binding(1) var<storage, read_write> smf_stats: array<f32>;  // (B, NH, T) L
+@group(0) @binding(2) var<uniform> smf_p: AttentionParams;
+
+@compute @workgroup_size(64)
+fn attention_softmax_forward(@builtin(workgroup_id) wg: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    let r = linear_workgroup(wg, nwg) * 64u + li;
+    let T = smf_p.t;
+    if (r >= smf_p.b * smf_p.nh * T) { return; }
+    let t = r % T;
+    let row = r * T;
+    var lse: f32;
+    if (RECOMPUTE) {
+        lse = smf_stats[r];
+    } else {
+        var m = smf_att[row] * smf_p.scale;
+        for (var j = 1u; j <= t; j++) { m = max(m, smf_att[row + j] * smf_p.scale); }
+        var l = 0.0;
+        for (var j = 0u; j <= t; j++) { l += exp(smf_att[row + j] * smf_p.scale - m); }
+        lse = m + log(l);
+        smf_stats[r] = lse;
+    }
+    for (var j = 0u; j < T; j++) {
+        var v = 0.0;
+        if (j <= t) { v = exp(smf_att[row + j] * smf_p.scale - lse); }
+        smf_att[row + j] = v;
+    }
+}
+
+@group(0) @binding(0) var<storage, read_write> smb_datt: array<f32>;  // (B, NH, T, T) dp → ds·scale
+@group(0) @binding(1) var<storage, read> smb_att: array<f32>;         // (B, NH, T, T) p
+@group(0) @binding(2) var<uniform> smb_p: AttentionParams;
+
+@compute @workgroup_size(64)
+fn attention_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let r = linear_workgroup(wg, nwg) * 64u + li;
+    let T = smb_p.t;
+    if (r >= smb_p.b * smb_p.nh * T) { return; }
+    let t = r % T;
+    let row = r * T;
+    var d = 0.0;
+    for (var j = 0u; j <= t; j++) { d = fma(smb_att[row + j], smb_datt[row + j], d); }
+    for (var j = 0u; j < T; j++) {
+        var v = 0.0;
+        if (j <= t) { v = smb_att[row + j] * (smb_datt[row + j] - d) * smb_p.scale; }
+        smb_datt[row + j] = v;
     }
 }

@@ -10,12 +10,16 @@
 // (lane l: columns 4l .. 4l + 4). For each slice of SG values of k, lane l loads a[m, k0 +
 // l] for the 16 rows (one coalesced load each, instead of every lane loading the same
 // value), and the k-th value reaches every lane through subgroupShuffle, a register
-// permute. Each w value a lane loads feeds 16 FMAs. On lavapipe this is 2.5–3x the
+// permute. Each w value a lane loads feeds 16 FMAs. The grid's z runs over a batch of
+// same-shaped products at strided offsets (attention's per-head products, see
+// src/kernels/attention.rs); plain matmuls have one. On lavapipe this is 2.5–3x the
 // throughput of matmul_forward_rows (BENCHMARKS.md).
 // Launcher: src/kernels/matmul.rs (Gemm::record). CPU reference: src/reference/matmul.rs.
 
-// Mirrored by `MatmulParams` in src/kernels/matmul.rs (same struct as shaders/matmul.wgsl).
-struct MatmulParams {
+// Mirrored by `SubgroupParams` in src/kernels/matmul.rs: shaders/matmul.wgsl's
+// MatmulParams plus a batch of products over the grid's z = zb·zh_count + zh (attention's
+// per-(batch, head) products), operand X of product z starting at off_X + zb·sX1 + zh·sX2.
+struct SubgroupParams {
     m: u32,      // rows of this launch's block of out
     n: u32,      // columns of this launch's block of out
     k: u32,      // reduction length of this launch
@@ -26,6 +30,13 @@ struct MatmulParams {
     off_a: u32,  // element of the a binding where the block's op(a)(0, 0) lies
     off_w: u32,  // element of the w binding where the block's op(w)(0, 0) lies
     off_b: u32,  // element of the bias binding for the block's column 0
+    zh: u32,     // products per outer batch index (1 when not batched)
+    so1: u32,    // out: stride per outer batch index
+    so2: u32,    // out: stride per inner batch index
+    sa1: u32,    // a: stride per outer batch index
+    sa2: u32,    // a: stride per inner batch index
+    sw1: u32,    // w: stride per outer batch index
+    sw2: u32,    // w: stride per inner batch index
 }
 
 override TRANS_A: bool = false;
@@ -40,39 +51,39 @@ const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
-@group(0) @binding(4) var<uniform> p: MatmulParams;
+@group(0) @binding(4) var<uniform> p: SubgroupParams;
 
 // op(a)[m, k]: rows past the block re-read its last row (their results are not stored),
 // k past the block reads 0 (it is multiplied into every lane's sums).
-fn sg_a(m: u32, k: u32) -> f32 {
+fn sg_a(oa: u32, m: u32, k: u32) -> f32 {
     if (k >= p.k) { return 0.0; }
     let mm = min(m, p.m - 1u);
-    if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
-    return a[p.off_a + mm * p.lda + k];
+    if (TRANS_A) { return a[oa + k * p.lda + mm]; }
+    return a[oa + mm * p.lda + k];
 }
 
 // op(w)[k, n .. n + 4]; columns past the block re-read its last column (not stored).
-fn sg_w4(k: u32, n: u32) -> vec4<f32> {
+fn sg_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
     let last = p.n - 1u;
     let n0 = min(n, last);
     let n1 = min(n + 1u, last);
     let n2 = min(n + 2u, last);
     let n3 = min(n + 3u, last);
     if (TRANS_B) {
-        let r = p.off_w + k;
+        let r = ow + k;
         return vec4<f32>(w[r + n0 * p.ldw], w[r + n1 * p.ldw], w[r + n2 * p.ldw], w[r + n3 * p.ldw]);
     }
-    let r = p.off_w + k * p.ldw;
+    let r = ow + k * p.ldw;
     return vec4<f32>(w[r + n0], w[r + n1], w[r + n2], w[r + n3]);
 }
 
 // out[m, n .. n + 4] = v (+ bias) (+ out), each column only if inside the block.
-fn sg_store4(m: u32, n: u32, v: vec4<f32>) {
+fn sg_store4(oo: u32, m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let col = n + j;
         if (col < p.n) {
-            let i = p.off_o + m * p.ldo + col;
+            let i = oo + m * p.ldo + col;
             var r = v[j];
             if (HAS_BIAS) { r += bias[p.off_b + col]; }
             if (ACCUMULATE) { r += out[i]; }
@@ -86,6 +97,11 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
                            @builtin(subgroup_invocation_id) lane: u32) {
     let n = (wg.x * SG + lane) * 4u;
     let m0 = wg.y * SR;
+    let zb = wg.z / p.zh;
+    let zh = wg.z % p.zh;
+    let oo = p.off_o + zb * p.so1 + zh * p.so2;
+    let oa = p.off_a + zb * p.sa1 + zh * p.sa2;
+    let ow = p.off_w + zb * p.sw1 + zh * p.sw2;
     // Accumulators are named values, not an array, so they stay in registers.
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
@@ -106,25 +122,25 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
     for (var k0 = 0u; k0 < p.k; k0 += SG) {
         // Lane l holds op(a)[m0 + r, k0 + l] in a<r>; step kk of the slice takes lane kk's.
         let kl = k0 + lane;
-        let a0 = sg_a(m0 + 0u, kl);
-        let a1 = sg_a(m0 + 1u, kl);
-        let a2 = sg_a(m0 + 2u, kl);
-        let a3 = sg_a(m0 + 3u, kl);
-        let a4 = sg_a(m0 + 4u, kl);
-        let a5 = sg_a(m0 + 5u, kl);
-        let a6 = sg_a(m0 + 6u, kl);
-        let a7 = sg_a(m0 + 7u, kl);
-        let a8 = sg_a(m0 + 8u, kl);
-        let a9 = sg_a(m0 + 9u, kl);
-        let a10 = sg_a(m0 + 10u, kl);
-        let a11 = sg_a(m0 + 11u, kl);
-        let a12 = sg_a(m0 + 12u, kl);
-        let a13 = sg_a(m0 + 13u, kl);
-        let a14 = sg_a(m0 + 14u, kl);
-        let a15 = sg_a(m0 + 15u, kl);
+        let a0 = sg_a(oa, m0 + 0u, kl);
+        let a1 = sg_a(oa, m0 + 1u, kl);
+        let a2 = sg_a(oa, m0 + 2u, kl);
+        let a3 = sg_a(oa, m0 + 3u, kl);
+        let a4 = sg_a(oa, m0 + 4u, kl);
+        let a5 = sg_a(oa, m0 + 5u, kl);
+        let a6 = sg_a(oa, m0 + 6u, kl);
+        let a7 = sg_a(oa, m0 + 7u, kl);
+        let a8 = sg_a(oa, m0 + 8u, kl);
+        let a9 = sg_a(oa, m0 + 9u, kl);
+        let a10 = sg_a(oa, m0 + 10u, kl);
+        let a11 = sg_a(oa, m0 + 11u, kl);
+        let a12 = sg_a(oa, m0 + 12u, kl);
+        let a13 = sg_a(oa, m0 + 13u, kl);
+        let a14 = sg_a(oa, m0 + 14u, kl);
+        let a15 = sg_a(oa, m0 + 15u, kl);
         let kn = min(SG, p.k - k0);
         for (var kk = 0u; kk < kn; kk++) {
-            let wv = sg_w4(k0 + kk, n);
+            let wv = sg_w4(ow, k0 + kk, n);
             c0 = fma(vec4<f32>(subgroupShuffle(a0, kk)), wv, c0);
             c1 = fma(vec4<f32>(subgroupShuffle(a1, kk)), wv, c1);
             c2 = fma(vec4<f32>(subgroupShuffle(a2, kk)), wv, c2);
@@ -143,20 +159,20 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
             c15 = fma(vec4<f32>(subgroupShuffle(a15, kk)), wv, c15);
         }
     }
-    sg_store4(m0 + 0u, n, c0);
-    sg_store4(m0 + 1u, n, c1);
-    sg_store4(m0 + 2u, n, c2);
-    sg_store4(m0 + 3u, n, c3);
-    sg_store4(m0 + 4u, n, c4);
-    sg_store4(m0 + 5u, n, c5);
-    sg_store4(m0 + 6u, n, c6);
-    sg_store4(m0 + 7u, n, c7);
-    sg_store4(m0 + 8u, n, c8);
-    sg_store4(m0 + 9u, n, c9);
-    sg_store4(m0 + 10u, n, c10);
-    sg_store4(m0 + 11u, n, c11);
-    sg_store4(m0 + 12u, n, c12);
-    sg_store4(m0 + 13u, n, c13);
-    sg_store4(m0 + 14u, n, c14);
-    sg_store4(m0 + 15u, n, c15);
+    sg_store4(oo, m0 + 0u, n, c0);
+    sg_store4(oo, m0 + 1u, n, c1);
+    sg_store4(oo, m0 + 2u, n, c2);
+    sg_store4(oo, m0 + 3u, n, c3);
+    sg_store4(oo, m0 + 4u, n, c4);
+    sg_store4(oo, m0 + 5u, n, c5);
+    sg_store4(oo, m0 + 6u, n, c6);
+    sg_store4(oo, m0 + 7u, n, c7);
+    sg_store4(oo, m0 + 8u, n, c8);
+    sg_store4(oo, m0 + 9u, n, c9);
+    sg_store4(oo, m0 + 10u, n, c10);
+    sg_store4(oo, m0 + 11u, n, c11);
+    sg_store4(oo, m0 + 12u, n, c12);
+    sg_store4(oo, m0 + 13u, n, c13);
+    sg_store4(oo, m0 + 14u, n, c14);
+    sg_store4(oo, m0 + 15u, n, c15);
 }

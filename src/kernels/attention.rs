@@ -12,9 +12,10 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::matmul::{matmul_batched, Gemm, Strided};
 use super::{expect_numel, groups_1d, shaders::ATTENTION};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Tensor};
 
 /// Mirrors `AttentionParams` in shaders/attention.wgsl.
 #[repr(C)]
@@ -86,6 +87,91 @@ pub const ATTENTION_BACKWARD_DKV: KernelDesc = KernelDesc {
         Binding::Uniform,
     ],
 };
+
+pub const ATTENTION_SOFTMAX_FORWARD: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_softmax_forward",
+    bindings: &[Binding::ReadWrite, Binding::ReadWrite, Binding::Uniform],
+};
+
+pub const ATTENTION_SOFTMAX_BACKWARD: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_softmax_backward",
+    bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
+};
+
+/// Whether attention runs in its matmul form: on devices whose matmuls run on the
+/// subgroup kernel (CPU adapters with subgroups), when the T×T scores of every head and
+/// every operand fit one binding, and the heads fit one grid dimension. Elsewhere the
+/// fused kernels run.
+fn matmul_form(ctx: &GpuContext, b: usize, t: usize, c: usize, nh: usize) -> bool {
+    let limit = ctx.binding_limit();
+    ctx.matmul_kernel() == MatmulKernel::Subgroup
+        && ctx.subgroup_size().is_some()
+        && ((b * nh * t * t * 4) as u64) <= limit
+        && ((b * t * 3 * c * 4) as u64) <= limit
+        && b * nh <= ctx.limits().max_compute_workgroups_per_dimension as usize
+}
+
+/// A T×T scratch tensor per (b, h) for the matmul form, made at record time (the bind
+/// groups keep it alive).
+fn scores(ctx: &GpuContext, label: &str, b: usize, nh: usize, t: usize) -> Result<Tensor> {
+    Tensor::zeros(ctx, label, &[b, nh, t, t], DType::F32)
+}
+
+/// The per-head views the matmul form multiplies: q, k or v of qkv (B, T, 3C) at
+/// channel offset `part`·C, a (B, T, C) tensor's head columns, and a (B, NH, T, T) one.
+fn qkv_view(qkv: &Tensor, part: usize, t: usize, c: usize, hs: usize) -> Strided<'_> {
+    Strided { t: qkv, off: part * c, ld: 3 * c, s1: t * 3 * c, s2: hs }
+}
+
+fn heads_view(x: &Tensor, t: usize, c: usize, hs: usize) -> Strided<'_> {
+    Strided { t: x, off: 0, ld: c, s1: t * c, s2: hs }
+}
+
+fn scores_view(x: &Tensor, t: usize, nh: usize) -> Strided<'_> {
+    Strided { t: x, off: 0, ld: t, s1: nh * t * t, s2: t * t }
+}
+
+const NT: Gemm = Gemm { trans_a: false, trans_b: true, accumulate: false };
+const NN: Gemm = Gemm { trans_a: false, trans_b: false, accumulate: false };
+const NN_ACC: Gemm = Gemm { trans_a: false, trans_b: false, accumulate: true };
+const TN_ACC: Gemm = Gemm { trans_a: true, trans_b: false, accumulate: true };
+
+/// att (B, NH, T, T) = q·kᵀ per head, then p = softmax (saving or reading stats).
+#[allow(clippy::too_many_arguments)]
+fn record_probs(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    att: &Tensor,
+    stats: &Tensor,
+    qkv: &Tensor,
+    recompute: bool,
+    (b, t, c, nh, hs): (usize, usize, usize, usize, usize),
+) -> Result<()> {
+    matmul_batched(
+        s,
+        ctx,
+        NT,
+        scores_view(att, t, nh),
+        qkv_view(qkv, 0, t, c, hs),
+        qkv_view(qkv, 1, t, c, hs),
+        (b, nh),
+        t,
+        hs,
+        t,
+    )?;
+    let label = format!("attention_softmax_forward {} <- {}", att.label, qkv.label);
+    s.dispatch(
+        ctx,
+        &ATTENTION_SOFTMAX_FORWARD,
+        &[("RECOMPUTE", if recompute { 1.0 } else { 0.0 })],
+        &label,
+        &[att.into(), stats.into()],
+        Some(&params(b, t, c, nh, hs)),
+        groups_1d(b * nh * t, 64),
+    )
+}
 
 /// The head size C / NH, or an error naming what is wrong with (C, NH).
 fn head_size(c: usize, nh: usize) -> Result<usize> {
@@ -189,6 +275,24 @@ pub fn attention_forward(
     if b * t == 0 {
         return Ok(());
     }
+    if matmul_form(ctx, b, t, c, nh) {
+        let att = scores(ctx, &format!("{}.att", out.label), b, nh, t)?;
+        let dims = (b, t, c, nh, hs);
+        record_probs(s, ctx, &att, stats, qkv, false, dims)?;
+        // out = p·v per head, written into the head's columns of out.
+        return matmul_batched(
+            s,
+            ctx,
+            NN,
+            heads_view(out, t, c, hs),
+            scores_view(&att, t, nh),
+            qkv_view(qkv, 2, t, c, hs),
+            (b, nh),
+            t,
+            t,
+            hs,
+        );
+    }
     let wg = workgroup_size(t, hs);
     let constants = [("WG", wg as f64)];
     let chunks = batch_chunks(ctx, b, &[(out, t * c), (stats, nh * t), (qkv, t * 3 * c)])?;
@@ -241,6 +345,9 @@ pub fn attention_backward(
     expect_numel(stats, b * nh * t)?;
     if b * t == 0 {
         return Ok(());
+    }
+    if matmul_form(ctx, b, t, c, nh) {
+        return record_backward_matmul(s, ctx, dqkv, dout, qkv, stats, (b, t, c, nh, hs));
     }
     // D_t = Σ dout·out per head row, written by the dq launch and read by the dk/dv one.
     // Made once here, at record time; the bind groups keep it alive.
@@ -304,4 +411,42 @@ pub fn attention_backward(
         )?;
     }
     Ok(())
+}
+
+/// attention_backward in the matmul form: p is rebuilt from q, k and the stats, then
+/// dp = dout·vᵀ, ds·scale = softmax_backward(p, dp), and dv += pᵀ·dout,
+/// dq += ds·k, dk += dsᵀ·q, each a batched product over the heads.
+fn record_backward_matmul(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dqkv: &Tensor,
+    dout: &Tensor,
+    qkv: &Tensor,
+    stats: &Tensor,
+    dims: (usize, usize, usize, usize, usize),
+) -> Result<()> {
+    let (b, t, c, nh, hs) = dims;
+    let att = scores(ctx, &format!("{}.att", stats.label), b, nh, t)?;
+    let datt = scores(ctx, &format!("{}.datt", stats.label), b, nh, t)?;
+    record_probs(s, ctx, &att, stats, qkv, true, dims)?;
+    let bh = (b, nh);
+    let (p, ds) = (scores_view(&att, t, nh), scores_view(&datt, t, nh));
+    let dout_h = heads_view(dout, t, c, hs);
+    matmul_batched(s, ctx, NT, ds, dout_h, qkv_view(qkv, 2, t, c, hs), bh, t, hs, t)?;
+    let label = format!("attention_softmax_backward {} <- {}", datt.label, att.label);
+    s.dispatch(
+        ctx,
+        &ATTENTION_SOFTMAX_BACKWARD,
+        &[],
+        &label,
+        &[(&datt).into(), (&att).into()],
+        Some(&params(b, t, c, nh, hs)),
+        groups_1d(b * nh * t, 64),
+    )?;
+    let dv = qkv_view(dqkv, 2, t, c, hs);
+    matmul_batched(s, ctx, TN_ACC, dv, p, dout_h, bh, t, t, hs)?;
+    let dq = qkv_view(dqkv, 0, t, c, hs);
+    matmul_batched(s, ctx, NN_ACC, dq, ds, qkv_view(qkv, 1, t, c, hs), bh, t, t, hs)?;
+    let dk = qkv_view(dqkv, 1, t, c, hs);
+    matmul_batched(s, ctx, TN_ACC, dk, ds, qkv_view(qkv, 0, t, c, hs), bh, t, t, hs)
 }

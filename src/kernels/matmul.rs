@@ -35,6 +35,31 @@ struct MatmulParams {
     off_b: u32, // element of the bias binding for the block's column 0
 }
 
+/// Mirrors `SubgroupParams` in shaders/matmul_subgroup.wgsl: [`MatmulParams`] and the
+/// strides of a batch of products over the grid's z (see [`matmul_batched`]).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SubgroupParams {
+    base: MatmulParams,
+    zh: u32,  // products per outer batch index (1 when not batched)
+    so1: u32, // out: stride per outer batch index
+    so2: u32, // out: stride per inner batch index
+    sa1: u32, // a: stride per outer batch index
+    sa2: u32, // a: stride per inner batch index
+    sw1: u32, // w: stride per outer batch index
+    sw2: u32, // w: stride per inner batch index
+}
+
+impl SubgroupParams {
+    fn single(base: MatmulParams) -> Self {
+        SubgroupParams {
+            base,
+            zh: 1,
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
 /// Mirrors `BiasParams` in shaders/matmul.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -312,15 +337,13 @@ impl Gemm {
                     } else {
                         groups_1d(bn, GEMV_COLS)
                     };
-                    s.dispatch(
-                        ctx,
-                        desc,
-                        &constants,
-                        &label,
-                        &[so, sa, sw, sb],
-                        Some(&p),
-                        groups,
-                    )?;
+                    let slots = [so, sa, sw, sb];
+                    if subgroup.is_some() {
+                        let p = SubgroupParams::single(p);
+                        s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)?;
+                    } else {
+                        s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)?;
+                    }
                 }
             }
         }
@@ -498,4 +521,128 @@ pub fn classifier_backward(
         ..Gemm::default()
     };
     dwte_form.record(s, ctx, dwte, dlogits, x, None, v, m, c)
+}
+
+/// One operand of [`matmul_batched`]: `tensor` read (or written) as a batch of matrices,
+/// matrix (zb, zh) starting at element `off + zb·s1 + zh·s2`, rows `ld` apart.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub t: &'a Tensor,
+    pub off: usize,
+    pub ld: usize,
+    pub s1: usize,
+    pub s2: usize,
+}
+
+impl Strided<'_> {
+    /// One past the last element the batch touches with `rows` × `cols` matrices.
+    fn end(&self, (nb, nh): (usize, usize), rows: usize, cols: usize) -> usize {
+        self.off + (nb - 1) * self.s1 + (nh - 1) * self.s2 + (rows - 1) * self.ld + cols
+    }
+}
+
+/// The batch of products out[z] (M, N) (+)= op(a[z]) (M, K) · op(w[z]) (K, N) for
+/// z = (zb, zh) in `batch` = (outer count, inner count), one launch of
+/// `matmul_forward_subgroup`. Attention's per-(batch, head) products use it on devices
+/// whose matmuls run on the subgroup kernel; it needs that kernel, and every operand
+/// bound whole.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_batched(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    gemm: Gemm,
+    out: Strided,
+    a: Strided,
+    w: Strided,
+    batch: (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    let Some(sg) = ctx.subgroup_size() else {
+        return Err(Error::Invalid(
+            "matmul_batched runs on the subgroup kernel, which this device lacks".into(),
+        ));
+    };
+    if m == 0 || n == 0 || k == 0 || batch.0 == 0 || batch.1 == 0 {
+        return Ok(());
+    }
+    let (a_rows, a_cols) = if gemm.trans_a { (k, m) } else { (m, k) };
+    let (w_rows, w_cols) = if gemm.trans_b { (n, k) } else { (k, n) };
+    for (name, v, rows, cols) in [
+        ("out", &out, m, n),
+        ("a", &a, a_rows, a_cols),
+        ("w", &w, w_rows, w_cols),
+    ] {
+        let end = v.end(batch, rows, cols);
+        if end > v.t.numel() || cols > v.ld {
+            return Err(Error::Invalid(format!(
+                "matmul_batched: {name} {} ({} elements) is too small for {} matrices of \
+                 {rows}×{cols} with ld {}, offset {} and strides ({}, {})",
+                v.t.label,
+                v.t.numel(),
+                batch.0 * batch.1,
+                v.ld,
+                v.off,
+                v.s1,
+                v.s2
+            )));
+        }
+        if (v.t.numel() * 4) as u64 > ctx.binding_limit() {
+            return Err(Error::Invalid(format!(
+                "matmul_batched: {name} {} does not fit one binding",
+                v.t.label
+            )));
+        }
+    }
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let constants = [
+        ("TRANS_A", flag(gemm.trans_a)),
+        ("TRANS_B", flag(gemm.trans_b)),
+        ("HAS_BIAS", 0.0),
+        ("ACCUMULATE", flag(gemm.accumulate)),
+        ("SG", sg as f64),
+    ];
+    let u = |x: usize| x as u32;
+    let p = SubgroupParams {
+        base: MatmulParams {
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            ldo: u(out.ld),
+            lda: u(a.ld),
+            ldw: u(w.ld),
+            off_o: u(out.off),
+            off_a: u(a.off),
+            off_w: u(w.off),
+            off_b: 0,
+        },
+        zh: u(batch.1),
+        so1: u(out.s1),
+        so2: u(out.s2),
+        sa1: u(a.s1),
+        sa2: u(a.s2),
+        sw1: u(w.s1),
+        sw2: u(w.s2),
+    };
+    let label = format!(
+        "matmul_batched {} <- {} · {} [{}×{}]",
+        out.t.label, a.t.label, w.t.label, batch.0, batch.1
+    );
+    // Without a bias the binding still needs a buffer; a stands in, unread.
+    let slots = [out.t.into(), a.t.into(), w.t.into(), a.t.into()];
+    let groups = [
+        n.div_ceil(4 * sg as usize) as u32,
+        m.div_ceil(SUBGROUP_ROWS) as u32,
+        u(batch.0 * batch.1),
+    ];
+    s.dispatch(
+        ctx,
+        &MATMUL_FORWARD_SUBGROUP,
+        &constants,
+        &label,
+        &slots,
+        Some(&p),
+        groups,
+    )
 }
