@@ -28,7 +28,7 @@ const WG: u32 = 256u;
 const IGNORE_INDEX: i32 = -100;
 // Start of a running max: finite, so merging two empty parts gives exp(0)·0, never NaN,
 // and exp(-inf - LOWEST) is 0 for -inf logits.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -3.4028234663852886e38;  // -f32::MAX, exactly (Tint rejects a rounded literal)
 
 var<workgroup> red_m: array<f32, WG>;  // running max of each invocation's part of a row
 var<workgroup> red_s: array<f32, WG>;  // Σ exp(x - red_m) of that part

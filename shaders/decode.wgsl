@@ -41,7 +41,7 @@ struct DecodeRow {
 const WG: u32 = 64u;        // invocations per workgroup of every entry point
 const MAX_HS: u32 = 128u;   // 2·WG: each invocation of decode_attention owns 2 channels
 // Start of a running max: finite, so exp(LOWEST - m) is 0, never NaN.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -3.4028234663852886e38;  // -f32::MAX, exactly (Tint rejects a rounded literal)
 
 // ---------------------------------------------------------------------------------------
 // decode_embed: one invocation per (b, i, c). wte may be bound in row chunks (GPT-2's is

@@ -24,7 +24,7 @@ struct SamplingParams {
 const WG: u32 = 256u;
 // Start of a running max: finite, so exp(-inf - LOWEST) = 0 and merging two empty parts
 // gives exp(0)·0 = 0, never NaN.
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -3.4028234663852886e38;  // -f32::MAX, exactly (Tint rejects a rounded literal)
 // Index of "no candidate" (an invocation with no column left).
 const NONE: u32 = 0xffffffffu;
 

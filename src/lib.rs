@@ -11,6 +11,10 @@
 //! NH heads, HS head size (C / NH), V vocabulary, L layers; M, N, K for a matmul's
 //! rows, columns and reduction.
 
+// Models and devices are shared through `Arc` for the native server's threads; in the
+// browser, wgpu's objects are not `Send`, and the same `Arc`s just count references.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]

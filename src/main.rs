@@ -55,6 +55,8 @@ enum Command {
     Eval(wgformer::cli::eval::Args),
     /// Serve a model over HTTP with the OpenAI completions API.
     Serve(wgformer::cli::serve::Args),
+    /// Serve the browser demo built by scripts/build-web (target/web) on localhost.
+    Web(wgformer::cli::web::Args),
     /// Compare with a reference fixture (logits, loss, every gradient, AdamW steps, greedy
     /// decoding), printing each comparison; exits non-zero if any fails.
     Parity {
@@ -141,6 +143,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Generate(a)) => wgformer::cli::generate::run(&opts, a),
         Some(Command::Eval(a)) => wgformer::cli::eval::run(&opts, a),
         Some(Command::Serve(a)) => wgformer::cli::serve::run(&opts, a),
+        Some(Command::Web(a)) => wgformer::cli::web::run(a),
         None => wgformer::cli::train::run_default(&opts),
     }
 }

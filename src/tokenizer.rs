@@ -55,6 +55,29 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_file(path).map_err(|e| tk_err(&path.display().to_string(), e))
 }
 
+/// A character-level tokenizer over `chars`: one token per character, ids in code-point
+/// order (as nanoGPT's `sorted(set(data))`), a BPE without merges or pre-tokenization
+/// whose decoder concatenates the characters.
+pub fn char_level(chars: std::collections::BTreeSet<char>) -> Result<Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = chars
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .map_err(|e| tk_err("character tokenizer", e))?;
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_decoder(Some(tokenizers::decoders::fuse::Fuse::new()));
+    Ok(tok)
+}
+
+/// Parse the text of a `tokenizer.json`; `origin` names it in errors.
+pub fn from_json(text: &str, origin: &str) -> Result<Tokenizer> {
+    text.parse::<Tokenizer>().map_err(|e| tk_err(origin, e))
+}
+
 /// The tokenizer of the model in `dir`: its `tokenizer.json` if there is one, GPT-2's
 /// BPE for a model with GPT-2's vocabulary size, otherwise none (ids only).
 pub fn for_model_dir(dir: &Path, vocab_size: usize) -> Result<Option<Tokenizer>> {

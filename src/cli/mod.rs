@@ -7,3 +7,4 @@ pub mod finetune;
 pub mod generate;
 pub mod serve;
 pub mod train;
+pub mod web;

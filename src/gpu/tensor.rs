@@ -37,7 +37,8 @@ impl fmt::Display for DType {
     }
 }
 
-/// A buffer on the device with a row-major shape.
+/// A buffer on the device with a row-major shape. A clone shares the device buffer.
+#[derive(Clone)]
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,

@@ -48,8 +48,13 @@ fn read_f32(file: &str, name: &str, view: &TensorView, shape: &[usize]) -> Resul
 /// checkpoints carry are ignored.
 pub fn load_gpt2_safetensors(path: &Path, cfg: &Gpt2Config) -> Result<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let file = path.display().to_string();
-    let st = SafeTensors::deserialize(&bytes)
+    gpt2_values_from_bytes(&bytes, cfg, &path.display().to_string())
+}
+
+/// [`load_gpt2_safetensors`] from the bytes of the file (the browser fetches them);
+/// `file` names it in errors.
+pub fn gpt2_values_from_bytes(bytes: &[u8], cfg: &Gpt2Config, file: &str) -> Result<Vec<Vec<f32>>> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Invalid(format!("{file}: not a safetensors file: {e}")))?;
     let mut used = HashSet::new();
     let mut out = Vec::new();
@@ -67,12 +72,12 @@ pub fn load_gpt2_safetensors(path: &Path, cfg: &Gpt2Config) -> Result<Vec<Vec<f3
                 }
             },
         };
-        out.push(read_f32(&file, &key, &view, &spec.shape)?);
+        out.push(read_f32(file, &key, &view, &spec.shape)?);
         used.insert(key);
     }
     if let Ok(head) = st.tensor("lm_head.weight") {
         let head = read_f32(
-            &file,
+            file,
             "lm_head.weight",
             &head,
             &[cfg.vocab_size, cfg.n_embd],

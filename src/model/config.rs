@@ -108,10 +108,14 @@ impl Gpt2Config {
             path: path.display().to_string(),
             source: e,
         })?;
-        let c: Gpt2Config = serde_json::from_str(&text).map_err(|e| {
-            Error::Invalid(format!("{}: not a GPT-2 config.json: {e}", path.display()))
-        })?;
-        c.validate(&path.display().to_string())?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate the text of a Hugging Face `config.json`; `origin` names it.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let c: Gpt2Config = serde_json::from_str(text)
+            .map_err(|e| Error::Invalid(format!("{origin}: not a GPT-2 config.json: {e}")))?;
+        c.validate(origin)?;
         Ok(c)
     }
 

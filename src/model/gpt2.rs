@@ -33,7 +33,9 @@ use crate::model::config::Gpt2Config;
 use crate::model::params::{gpt2_param_specs, init_params};
 use crate::model::tensors::ParamTensors;
 
-/// A GPT-2's weights on the GPU.
+/// A GPT-2's weights on the GPU. A clone shares the device buffers: a generator made
+/// from a clone of a model in training sees each update.
+#[derive(Clone)]
 pub struct Gpt2 {
     pub config: Gpt2Config,
     pub params: ParamTensors,

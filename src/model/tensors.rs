@@ -9,6 +9,7 @@ use crate::model::config::Gpt2Config;
 use crate::model::params::{gpt2_param_specs, ParamSpec, TENSORS_PER_LAYER};
 
 /// One transformer block's parameters (Conv1D layout: weights are (in, out)).
+#[derive(Clone)]
 pub struct LayerTensors {
     pub ln_1_w: Tensor,     // (C)
     pub ln_1_b: Tensor,     // (C)
@@ -25,6 +26,7 @@ pub struct LayerTensors {
 }
 
 /// Every parameter-shaped tensor of a GPT-2 (weights, or their gradients, or a moment).
+#[derive(Clone)]
 pub struct ParamTensors {
     pub wte: Tensor,               // (V, C), also the output head (tied)
     pub wpe: Tensor,               // (maxT, C)

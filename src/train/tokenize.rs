@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence, NFC, NFKC};
@@ -202,18 +201,7 @@ fn char_level(norm: Option<&NormalizerWrapper>, docs: &[String]) -> Result<Token
             "the corpus has no characters to build a character-level tokenizer from".into(),
         ));
     }
-    let vocab: tokenizers::models::bpe::Vocab = chars
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .map_err(|e| tk_err("character tokenizer", e))?;
-    let mut tok = Tokenizer::new(bpe);
-    tok.with_decoder(Some(Fuse::new()));
-    Ok(tok)
+    crate::tokenizer::char_level(chars)
 }
 
 /// GPT-2's map from bytes to printable characters (`bytes_to_unicode` of its encoder.py),
