@@ -207,6 +207,12 @@ async function start() {
     $('status-help').hidden = false;
     return;
   }
+  // The browser names its adapter in GPUAdapter.info (wgpu's name is empty there).
+  if (!demo.adapter.name) {
+    const a = await navigator.gpu.requestAdapter();
+    const i = a && a.info;
+    demo.adapter.name = i ? [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') : '';
+  }
   setStatus(`Running on ${demo.adapter.name || 'an unnamed adapter'} through WebGPU.`);
   showLimits(demo.adapter);
   $('train-text').value = (await fetchOk(TRAIN_TEXT, 'text')).slice(0, TRAIN_TEXT_CHARS);

@@ -3,7 +3,8 @@
 //
 //   node tests/web/demo.mjs --site target/web --expect E.json --out DIR
 //
-// In headless Chromium on WebGPU it checks that the page gets an adapter, that greedy
+// In headless Chromium on WebGPU it checks that the page gets an adapter, that every
+// shader compiles under the browser's WGSL compiler, that greedy
 // generation from the shipped model equals the native CLI's (ids and text) and that the
 // first step's logits agree within 1e-3, and that 20 training steps in the page lower the
 // loss. It saves a screenshot of each panel (status.png, generate.png, train.png) and of
@@ -49,6 +50,26 @@ try {
   await page.locator("#status").screenshot({ path: path.join(out, "status.png") });
   if (!status.adapter) throw new Error(`no adapter: ${status.error}`);
 
+  // Every shader (but the subgroup matmul, native only: browsers want `enable subgroups`)
+  // must compile under the browser's own WGSL compiler, not only under naga.
+  const shaders = fs.readdirSync(path.join(site, "shaders"))
+    .filter((f) => f.endsWith(".wgsl") && f !== "matmul_subgroup.wgsl");
+  const compile = await page.evaluate(async (files) => {
+    const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+    const errors = [];
+    for (const f of files) {
+      const code = await (await fetch(`shaders/${f}`)).text();
+      const info = await device.createShaderModule({ code }).getCompilationInfo();
+      for (const m of info.messages) {
+        if (m.type === "error") errors.push(`${f}:${m.lineNum}:${m.linePos}: ${m.message}`);
+      }
+    }
+    device.destroy();
+    return errors;
+  }, shaders);
+  check("shaders compile in the browser", shaders.length > 10 && compile.length === 0,
+    compile.length ? compile.join("; ") : `${shaders.length} files, no errors`);
+
   // Generation: the shipped model, greedy, against the native CLI.
   await page.waitForFunction(() => demo.generator, null, { timeout: 120_000 });
   const gen = await page.evaluate(
@@ -91,7 +112,7 @@ summary.seconds = (Date.now() - t0) / 1000;
 summary.console = logs;
 fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2));
 const failed = summary.checks.filter((c) => !c.ok);
-if (failed.length || summary.checks.length < 5) {
+if (failed.length || summary.checks.length < 6) {
   console.error(`browser test failed (${failed.map((c) => c.name).join(", ") || "checks missing"}); console:\n${logs.join("\n")}`);
   process.exitCode = 1;
 } else {

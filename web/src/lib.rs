@@ -132,14 +132,15 @@ async fn run_generate(
     if ids.is_empty() {
         return Err(js_err("the prompt is empty (or has no character the model knows)"));
     }
-    // At most the context less one token of prompt; the end of a longer prompt is kept.
-    let mut opts = opts.clone();
-    opts.max_tokens = opts.max_tokens.min(gen.context() - 1);
-    let opts = &opts;
-    let room = gen.context() - opts.max_tokens;
-    if ids.len() > room {
-        ids.drain(..ids.len() - room);
+    // The prompt keeps its last context - 1 tokens at most, and the completion gets
+    // what room the context has left after it.
+    let ctx_len = gen.context();
+    if ids.len() >= ctx_len {
+        ids.drain(..ids.len() - (ctx_len - 1));
     }
+    let mut opts = opts.clone();
+    opts.max_tokens = opts.max_tokens.min(ctx_len - ids.len());
+    let opts = &opts;
     let prompt_tokens = ids.len();
     let start = now_ms();
     let mut first = None;
