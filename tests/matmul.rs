@@ -580,14 +580,27 @@ fn every_matmul_kernel_matches_reference() {
             "{}: a Vulkan CPU adapter without fixed-size subgroups",
             ctx.adapter_name()
         );
-        for kernel in [MatmulKernel::Tiled, MatmulKernel::Rows, MatmulKernel::Subgroup] {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::Rows,
+            MatmulKernel::Subgroup,
+        ] {
             let ctx = ctx_with(&ctx, kernel);
             if ctx.matmul_kernel() != kernel {
-                eprintln!("{}: no fixed-size subgroups, {kernel:?} not run", ctx.adapter_name());
+                eprintln!(
+                    "{}: no fixed-size subgroups, {kernel:?} not run",
+                    ctx.adapter_name()
+                );
                 continue;
             }
             let mut rng = Rng::new(21);
-            for size in [(17, 64, 48), (65, 132, 68), (40, 48, 101), (33, 96, 12), (16, 7, 5)] {
+            for size in [
+                (17, 64, 48),
+                (65, 132, 68),
+                (40, 48, 101),
+                (33, 96, 12),
+                (16, 7, 5),
+            ] {
                 check_gemm_forms(&ctx, &mut rng, size);
             }
             let (m, k, n) = (37, 80, 144);

@@ -27,7 +27,13 @@ fn cli_generate(model: &Path, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wgformer"))
         .args(["generate", "--model"])
         .arg(model)
-        .args(["--prompt", PROMPT, "--max-tokens", &TOKENS.to_string(), "--greedy"])
+        .args([
+            "--prompt",
+            PROMPT,
+            "--max-tokens",
+            &TOKENS.to_string(),
+            "--greedy",
+        ])
         .args(extra)
         .output()
         .expect("running wgformer generate");
@@ -75,13 +81,20 @@ fn browser_demo_matches_native_and_trains() {
     let ctx = test_contexts(&Needs::default()).remove(0);
     let model = Arc::new(Model::load_on(Arc::new(ctx), &model_dir).unwrap());
     let mut gen = Generator::new(model.clone()).unwrap();
-    let prompt_ids = wgformer::tokenizer::encode(model.tokenizer.as_ref().unwrap(), PROMPT).unwrap();
+    let prompt_ids =
+        wgformer::tokenizer::encode(model.tokenizer.as_ref().unwrap(), PROMPT).unwrap();
     let first = model
         .ctx
         .block_on(gen.generate(&prompt_ids, &GenerateOptions::greedy(1)))
         .unwrap();
-    assert_eq!(first.ids[0], ids[0], "library and CLI disagree on the first token");
-    let logits = model.ctx.block_on(gen.decoder().logits(&model.ctx)).unwrap();
+    assert_eq!(
+        first.ids[0], ids[0],
+        "library and CLI disagree on the first token"
+    );
+    let logits = model
+        .ctx
+        .block_on(gen.decoder().logits(&model.ctx))
+        .unwrap();
 
     let out = root.join("target/web-test");
     std::fs::create_dir_all(&out).unwrap();

@@ -26,7 +26,11 @@ pub fn run(args: Args) -> Result<bool> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .map_err(|e| Error::Invalid(format!("--host {} --port {}: {e}", args.host, args.port)))?;
-    for needed in ["index.html", "pkg/wgformer_web.js", "pkg/wgformer_web_bg.wasm"] {
+    for needed in [
+        "index.html",
+        "pkg/wgformer_web.js",
+        "pkg/wgformer_web_bg.wasm",
+    ] {
         if !args.dir.join(needed).is_file() {
             return Err(Error::Invalid(format!(
                 "--dir {}: no {needed}; build the page first with scripts/build-web",
@@ -40,9 +44,9 @@ pub fn run(args: Args) -> Result<bool> {
         .build()
         .map_err(|e| Error::Invalid(format!("starting the HTTP runtime: {e}")))?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Invalid(format!("--host {} --port {}: {e}", args.host, args.port)))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::Invalid(format!("--host {} --port {}: {e}", args.host, args.port))
+        })?;
         let local = listener
             .local_addr()
             .map_err(|e| Error::Invalid(format!("listening on {addr}: {e}")))?;
@@ -50,7 +54,8 @@ pub fn run(args: Args) -> Result<bool> {
             "serving the demo in {} on http://{local}/ (open it in a browser with WebGPU)",
             args.dir.display()
         );
-        let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(&args.dir));
+        let app =
+            axum::Router::new().fallback_service(tower_http::services::ServeDir::new(&args.dir));
         axum::serve(listener, app)
             .await
             .map_err(|e| Error::Invalid(format!("serving on {local}: {e}")))

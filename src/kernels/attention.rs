@@ -122,21 +122,55 @@ fn scores(ctx: &GpuContext, label: &str, b: usize, nh: usize, t: usize) -> Resul
 /// The per-head views the matmul form multiplies: q, k or v of qkv (B, T, 3C) at
 /// channel offset `part`·C, a (B, T, C) tensor's head columns, and a (B, NH, T, T) one.
 fn qkv_view(qkv: &Tensor, part: usize, t: usize, c: usize, hs: usize) -> Strided<'_> {
-    Strided { t: qkv, off: part * c, ld: 3 * c, s1: t * 3 * c, s2: hs }
+    Strided {
+        t: qkv,
+        off: part * c,
+        ld: 3 * c,
+        s1: t * 3 * c,
+        s2: hs,
+    }
 }
 
 fn heads_view(x: &Tensor, t: usize, c: usize, hs: usize) -> Strided<'_> {
-    Strided { t: x, off: 0, ld: c, s1: t * c, s2: hs }
+    Strided {
+        t: x,
+        off: 0,
+        ld: c,
+        s1: t * c,
+        s2: hs,
+    }
 }
 
 fn scores_view(x: &Tensor, t: usize, nh: usize) -> Strided<'_> {
-    Strided { t: x, off: 0, ld: t, s1: nh * t * t, s2: t * t }
+    Strided {
+        t: x,
+        off: 0,
+        ld: t,
+        s1: nh * t * t,
+        s2: t * t,
+    }
 }
 
-const NT: Gemm = Gemm { trans_a: false, trans_b: true, accumulate: false };
-const NN: Gemm = Gemm { trans_a: false, trans_b: false, accumulate: false };
-const NN_ACC: Gemm = Gemm { trans_a: false, trans_b: false, accumulate: true };
-const TN_ACC: Gemm = Gemm { trans_a: true, trans_b: false, accumulate: true };
+const NT: Gemm = Gemm {
+    trans_a: false,
+    trans_b: true,
+    accumulate: false,
+};
+const NN: Gemm = Gemm {
+    trans_a: false,
+    trans_b: false,
+    accumulate: false,
+};
+const NN_ACC: Gemm = Gemm {
+    trans_a: false,
+    trans_b: false,
+    accumulate: true,
+};
+const TN_ACC: Gemm = Gemm {
+    trans_a: true,
+    trans_b: false,
+    accumulate: true,
+};
 
 /// att (B, NH, T, T) = q·kᵀ per head, then p = softmax (saving or reading stats).
 #[allow(clippy::too_many_arguments)]
@@ -432,7 +466,18 @@ fn record_backward_matmul(
     let bh = (b, nh);
     let (p, ds) = (scores_view(&att, t, nh), scores_view(&datt, t, nh));
     let dout_h = heads_view(dout, t, c, hs);
-    matmul_batched(s, ctx, NT, ds, dout_h, qkv_view(qkv, 2, t, c, hs), bh, t, hs, t)?;
+    matmul_batched(
+        s,
+        ctx,
+        NT,
+        ds,
+        dout_h,
+        qkv_view(qkv, 2, t, c, hs),
+        bh,
+        t,
+        hs,
+        t,
+    )?;
     let label = format!("attention_softmax_backward {} <- {}", datt.label, att.label);
     s.dispatch(
         ctx,
@@ -446,7 +491,29 @@ fn record_backward_matmul(
     let dv = qkv_view(dqkv, 2, t, c, hs);
     matmul_batched(s, ctx, TN_ACC, dv, p, dout_h, bh, t, t, hs)?;
     let dq = qkv_view(dqkv, 0, t, c, hs);
-    matmul_batched(s, ctx, NN_ACC, dq, ds, qkv_view(qkv, 1, t, c, hs), bh, t, t, hs)?;
+    matmul_batched(
+        s,
+        ctx,
+        NN_ACC,
+        dq,
+        ds,
+        qkv_view(qkv, 1, t, c, hs),
+        bh,
+        t,
+        t,
+        hs,
+    )?;
     let dk = qkv_view(dqkv, 1, t, c, hs);
-    matmul_batched(s, ctx, TN_ACC, dk, ds, qkv_view(qkv, 0, t, c, hs), bh, t, t, hs)
+    matmul_batched(
+        s,
+        ctx,
+        TN_ACC,
+        dk,
+        ds,
+        qkv_view(qkv, 0, t, c, hs),
+        bh,
+        t,
+        t,
+        hs,
+    )
 }

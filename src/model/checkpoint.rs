@@ -76,12 +76,7 @@ pub fn gpt2_values_from_bytes(bytes: &[u8], cfg: &Gpt2Config, file: &str) -> Res
         used.insert(key);
     }
     if let Ok(head) = st.tensor("lm_head.weight") {
-        let head = read_f32(
-            file,
-            "lm_head.weight",
-            &head,
-            &[cfg.vocab_size, cfg.n_embd],
-        )?;
+        let head = read_f32(file, "lm_head.weight", &head, &[cfg.vocab_size, cfg.n_embd])?;
         if head != out[0] {
             return Err(Error::Invalid(format!(
                 "{file}: lm_head.weight differs from wte; wgformer ties the output head to the \

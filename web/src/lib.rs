@@ -130,7 +130,9 @@ async fn run_generate(
         .ok_or_else(|| js_err("this model has no tokenizer"))?;
     let mut ids = tokenizer::encode(&tok, prompt).map_err(js_err)?;
     if ids.is_empty() {
-        return Err(js_err("the prompt is empty (or has no character the model knows)"));
+        return Err(js_err(
+            "the prompt is empty (or has no character the model knows)",
+        ));
     }
     // The prompt keeps its last context - 1 tokens at most, and the completion gets
     // what room the context has left after it.
@@ -152,7 +154,11 @@ async fn run_generate(
         out_ids.push(t.id);
         text.push_str(&t.text);
         if let Some(f) = on_token {
-            f.call2(&JsValue::NULL, &JsValue::from_str(&t.text), &JsValue::from(t.id))?;
+            f.call2(
+                &JsValue::NULL,
+                &JsValue::from_str(&t.text),
+                &JsValue::from(t.id),
+            )?;
         }
     }
     let end = now_ms();
@@ -285,7 +291,9 @@ impl TrainOptions {
                     .as_u64()
                     .filter(|&n| n > 0)
                     .map(|n| n as usize)
-                    .ok_or_else(|| js_err(format!("trainer option {k}: expected a positive integer"))),
+                    .ok_or_else(|| {
+                        js_err(format!("trainer option {k}: expected a positive integer"))
+                    }),
             }
         };
         Ok(TrainOptions {
@@ -328,7 +336,7 @@ impl WebTrainer {
             let ctx = Arc::new(open_device(&need).await?);
             let model = Gpt2::init(&ctx, cfg, o.seed).map_err(js_err)?;
             let opt = OptimConfig::default(); // β (0.9, 0.95), weight decay 0.1, clip 1
-            // The generator shares the model's buffers, so it samples the latest weights.
+                                              // The generator shares the model's buffers, so it samples the latest weights.
             let shared = Model::from_parts(ctx.clone(), model.clone(), Some(tok), "page".into());
             let gen = Generator::new(Arc::new(shared)).map_err(js_err)?;
             let trainer =
