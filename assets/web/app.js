@@ -202,8 +202,11 @@ async function start() {
   try {
     demo.adapter = await adapterInfo();
   } catch (e) {
+    // The library's message is written for the native CLI (it suggests Mesa's drivers);
+    // here the help below says what to do, and the message goes to the console.
     demo.error = `no WebGPU adapter: ${e.message || e}`;
-    setStatus(`Error: ${demo.error}`, 'error');
+    console.warn(demo.error);
+    setStatus('Error: no WebGPU adapter.', 'error');
     $('status-help').hidden = false;
     return;
   }

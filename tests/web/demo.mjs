@@ -7,8 +7,9 @@
 // shader compiles under the browser's WGSL compiler, that greedy
 // generation from the shipped model equals the native CLI's (ids and text) and that the
 // first step's logits agree within 1e-3, and that 20 training steps in the page lower the
-// loss. It saves a screenshot of each panel (status.png, generate.png, train.png) and of
-// the whole page (page.png) in DIR, prints a JSON summary and exits 0 only if every
+// loss; then, in a browser without WebGPU, that the page says which browsers and flags
+// provide it. It saves a screenshot of each panel (status.png, generate.png, train.png,
+// status-no-webgpu.png) and of the whole page (page.png) in DIR, prints a JSON summary and exits 0 only if every
 // check passed.
 import fs from "node:fs";
 import path from "node:path";
@@ -102,6 +103,22 @@ try {
   summary.train_sample = sample.text;
   await page.locator("#train").screenshot({ path: path.join(out, "train.png") });
   await page.screenshot({ path: path.join(out, "page.png"), fullPage: true });
+  await browser.close();
+
+  // The same page in a browser without WebGPU must say which browsers and flags have it.
+  browser = await launchBrowser({ webgpu: false });
+  const bare = await browser.newPage({ viewport: { width: 900, height: 900 } });
+  await bare.goto(`${srv.url}/index.html`);
+  await bare.waitForFunction(() => window.demo && window.demo.ready, null, { timeout: 60_000 });
+  await bare.evaluate(() => window.demo.ready);
+  const missing = await bare.evaluate(() => ({
+    error: demo.error,
+    helpShown: !document.getElementById("status-help").hidden,
+    help: document.getElementById("status-help").textContent,
+  }));
+  check("no-WebGPU message", !!missing.error && missing.helpShown && /--enable-unsafe-webgpu/.test(missing.help),
+    `${missing.error}; help ${missing.helpShown ? "shown" : "hidden"}`);
+  await bare.locator("#status").screenshot({ path: path.join(out, "status-no-webgpu.png") });
 } catch (e) {
   check("run", false, e.message);
 } finally {
@@ -112,7 +129,7 @@ summary.seconds = (Date.now() - t0) / 1000;
 summary.console = logs;
 fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2));
 const failed = summary.checks.filter((c) => !c.ok);
-if (failed.length || summary.checks.length < 6) {
+if (failed.length || summary.checks.length < 7) {
   console.error(`browser test failed (${failed.map((c) => c.name).join(", ") || "checks missing"}); console:\n${logs.join("\n")}`);
   process.exitCode = 1;
 } else {

@@ -155,7 +155,8 @@ export async function launchBrowser(opts = {}) {
     return await chromium.launch({
       executablePath: CHROMIUM_PATH,
       headless: opts.headless ?? true,
-      args: [...WEBGPU_FLAGS, ...(opts.args || []), ...extra],
+      // opts.webgpu === false: a browser without WebGPU (the page must say what to do).
+      args: [...(opts.webgpu === false ? ["--no-sandbox"] : WEBGPU_FLAGS), ...(opts.args || []), ...extra],
     });
   } catch (e) {
     throw new Error(`could not launch ${CHROMIUM_PATH} (try scripts/ensure-browser): ${e.message}`);
