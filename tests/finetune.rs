@@ -54,9 +54,9 @@ fn finetuning_learns_prompt_to_completion_pairs() {
         #[rustfmt::skip]
         let flags = [
             "--init-from", pre.to_str().unwrap(), "--data", pairs.to_str().unwrap(),
-            "--out", sft.to_str().unwrap(), "--steps", "120", "--lr", "1e-2",
+            "--out", sft.to_str().unwrap(), "--steps", "240", "--lr", "1e-2",
             "--warmup-steps", "10", "--val-fraction", "0", "--batch-size", "6",
-            "--eval-every", "60", "--eval-batches", "1",
+            "--eval-every", "120", "--eval-batches", "1",
         ];
         let plan = wgformer::cli::finetune::parse(&flags)
             .unwrap()

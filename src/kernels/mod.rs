@@ -15,6 +15,7 @@ pub mod gelu;
 pub mod gradnorm;
 pub mod layernorm;
 pub mod matmul;
+pub mod mha;
 pub mod peak;
 pub mod residual;
 pub mod sampling;
@@ -49,6 +50,10 @@ pub mod shaders {
     pub static ATTENTION: Shader = Shader {
         name: "attention",
         source: include_str!("../../shaders/attention.wgsl"),
+    };
+    pub static MHA: Shader = Shader {
+        name: "mha",
+        source: include_str!("../../shaders/mha.wgsl"),
     };
     pub static GELU: Shader = Shader {
         name: "gelu",
@@ -88,8 +93,8 @@ pub mod shaders {
         source: include_str!("../../shaders/peak.wgsl"),
     };
 
-    /// All shaders, for `wgformer selfcheck` and the compile-everything test.
-    pub fn all() -> [&'static Shader; 14] {
+    /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups).
+    pub fn all() -> [&'static Shader; 15] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -105,6 +110,7 @@ pub mod shaders {
             &DROPOUT,
             &DECODE,
             &PEAK,
+            &MHA,
         ]
     }
 }

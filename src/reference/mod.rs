@@ -16,5 +16,6 @@ pub mod gelu;
 pub mod gradnorm;
 pub mod layernorm;
 pub mod matmul;
+pub mod mha;
 pub mod residual;
 pub mod sampling;
