@@ -243,3 +243,25 @@ fn clear_zeroes_inside_the_same_submit() {
         assert_eq!(ctx.block_on(out.read_f32(ctx)).unwrap(), vec![1.0; 300]);
     });
 }
+
+/// A GPU error no error scope catches (in a browser, every validation error) is not lost:
+/// the next readback fails with it, and the one after works again.
+#[test]
+fn uncaught_gpu_errors_fail_the_next_readback() {
+    on_each_adapter(|ctx| {
+        let a = Tensor::from_f32(ctx, "a", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::zeros(ctx, "b", &[4], DType::F32).unwrap();
+        // A copy past the end of b: invalid, and outside any error scope.
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&a.buffer, 0, &b.buffer, 8, 16);
+        ctx.submit(enc.finish());
+        let err = ctx.block_on(a.read_f32(ctx)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("the work before this readback failed"),
+            "{}: {msg}",
+            ctx.adapter_name()
+        );
+        assert_eq!(ctx.block_on(a.read_f32(ctx)).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    });
+}

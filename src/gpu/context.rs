@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result, NO_ADAPTER_HINT};
 use crate::gpu::pipeline::PipelineCache;
@@ -220,6 +221,9 @@ pub struct GpuContext {
     /// The subgroup size when the device has subgroups of one fixed size (and the shaders
     /// may use them: not in a browser, whose WGSL wants `enable subgroups`).
     subgroup_size: Option<u32>,
+    /// Errors no error scope caught (in a browser: every validation error), oldest first;
+    /// the next readback reports them.
+    device_errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl GpuContext {
@@ -302,6 +306,14 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
+        let device_errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = device_errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("GPU error: {e}");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
         Ok(GpuContext {
             adapter,
             device,
@@ -315,6 +327,7 @@ impl GpuContext {
                 Err(_) => MatmulKernel::Auto,
             },
             subgroup_size,
+            device_errors,
         }
         .resolve_matmul())
     }
@@ -342,6 +355,21 @@ impl GpuContext {
             k => k,
         };
         self
+    }
+
+    /// The oldest GPU error no error scope caught since the last call (with a count of
+    /// any later ones), if there was one. Readbacks check it, so such an error fails the
+    /// next read instead of passing unnoticed.
+    pub fn take_device_error(&self) -> Option<String> {
+        let mut v = self.device_errors.lock().ok()?;
+        let first = v.first()?.clone();
+        let more = v.len() - 1;
+        v.clear();
+        Some(if more > 0 {
+            format!("{first} (and {more} more errors)")
+        } else {
+            first
+        })
     }
 
     /// The subgroup size, when the device has subgroups of one fixed size that shaders

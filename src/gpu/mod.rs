@@ -17,8 +17,30 @@ pub use plan::{BufferPlanner, TensorSet, TensorSpec};
 pub use schedule::{KernelTime, Profiler, Schedule, Slot};
 pub use tensor::{DType, Readback, Tensor};
 
-/// Poll a future once; `None` if it is not ready. wgpu-core settles error scopes
-/// synchronously, so on native this sees every validation error at once.
+/// Run `f` inside a validation error scope and return its error, if any. wgpu-core
+/// settles scopes synchronously, so on native this sees every validation error at once.
+/// A browser settles them only later, so there no scope is pushed: the error reaches the
+/// device's uncaptured-error handler, which [`GpuContext`] installs, and the next readback
+/// fails with it (see [`GpuContext::take_device_error`]).
+pub(crate) fn validated<T>(
+    device: &wgpu::Device,
+    f: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        (value, poll_now(scope.pop()))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = device;
+        (f(), None)
+    }
+}
+
+/// Poll a future once; `None` if it is not ready.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn poll_now<F: std::future::Future<Output = Option<wgpu::Error>>>(
     fut: F,
 ) -> Option<wgpu::Error> {

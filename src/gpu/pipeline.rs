@@ -102,62 +102,66 @@ impl PipelineCache {
             message,
         };
 
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = {
-            let mut modules = self.modules.lock().unwrap();
-            modules
-                .entry(desc.shader.name)
-                .or_insert_with(|| {
-                    let source = format!("{COMMON_WGSL}\n{}", desc.shader.source);
-                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(desc.shader.name),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
+        let ((layout, pipeline), err) = crate::gpu::validated(device, || {
+            let module = {
+                let mut modules = self.modules.lock().unwrap();
+                modules
+                    .entry(desc.shader.name)
+                    .or_insert_with(|| {
+                        let source = format!("{COMMON_WGSL}\n{}", desc.shader.source);
+                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(desc.shader.name),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        })
                     })
-                })
-                .clone()
-        };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = desc
-            .bindings
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match b {
-                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                    .clone()
+            };
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = desc
+                .bindings
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match b {
+                            Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Binding::ReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                            Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
                     },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(desc.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
                 },
-                count: None,
-            })
-            .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(&label),
-            entries: &entries,
+                cache: None,
+            });
+            (layout, pipeline)
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(&label),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(desc.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        // On native backends validation is synchronous, so the scope is already settled;
-        // in the browser errors surface through the device's uncaptured-error handler.
-        if let Some(err) = crate::gpu::poll_now(scope.pop()) {
+        // On native backends validation is synchronous, so the error is already known;
+        // in the browser it surfaces through the device's uncaptured-error handler.
+        if let Some(err) = err {
             self.modules.lock().unwrap().remove(desc.shader.name);
             return Err(shader_err(err.to_string()));
         }

@@ -166,13 +166,14 @@ impl Schedule {
                 resource: uniform.as_entire_binding(),
             });
         }
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &kernel.layout,
-            entries: &entries,
+        let (bind_group, err) = crate::gpu::validated(&ctx.device, || {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
         });
-        if let Some(e) = crate::gpu::poll_now(scope.pop()) {
+        if let Some(e) = err {
             return Err(Error::Gpu {
                 label: label.to_string(),
                 message: e.to_string(),

@@ -233,7 +233,7 @@ impl Readback {
     }
 
     /// Await the buffer's contents after a submit that copied into it.
-    pub async fn read<T: Pod>(&self, _ctx: &GpuContext) -> Result<Vec<T>> {
+    pub async fn read<T: Pod>(&self, ctx: &GpuContext) -> Result<Vec<T>> {
         let (tx, rx) = futures_channel::oneshot::channel();
         self.buffer
             .slice(..)
@@ -247,6 +247,13 @@ impl Readback {
         rx.await
             .map_err(|_| fail("the device dropped the map request".into()))?
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(e) = ctx.take_device_error() {
+            self.buffer.unmap();
+            return Err(Error::Gpu {
+                label: self.label.clone(),
+                message: format!("the work before this readback failed: {e}"),
+            });
+        }
         let data = {
             let view = self
                 .buffer
