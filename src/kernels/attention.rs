@@ -8,12 +8,10 @@
 //! `workgroup_size`); head sizes up to [`MAX_HEAD_SIZE`]. Batches are split into
 //! chunks when a tensor exceeds one binding. CPU references: `crate::reference::attention`.
 
-use std::ops::Range;
-
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{matmul_batched, Gemm, Strided};
-use super::{expect_numel, groups_1d, shaders::ATTENTION};
+use super::{batch_chunks, expect_numel, groups_1d, shaders::ATTENTION};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Tensor};
 
@@ -224,59 +222,6 @@ fn head_size(c: usize, nh: usize) -> Result<usize> {
     Ok(hs)
 }
 
-/// Split the batch into ranges such that every tensor, bound as `(B, elems)` with
-/// `elems` from `per_batch` (tensor, elements per batch row), fits the context's binding
-/// limit and starts at an aligned offset. Usually one range holding the whole batch.
-fn batch_chunks(
-    ctx: &GpuContext,
-    b: usize,
-    per_batch: &[(&Tensor, usize)],
-) -> Result<Vec<Range<usize>>> {
-    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-    let limit = ctx.binding_limit();
-    let gcd = |mut a: u64, mut b: u64| {
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
-    // Smallest batch count whose byte size is a multiple of `align` for every tensor.
-    let mut quantum = 1u64;
-    let mut fit = u64::MAX;
-    for &(tensor, elems) in per_batch {
-        let bytes = (elems * tensor.dtype.size()) as u64;
-        if bytes > limit {
-            return Err(Error::TooLarge {
-                tensor: format!("{} (one batch row of it)", tensor.label),
-                bytes,
-                limit,
-                what: "max_storage_buffer_binding_size",
-            });
-        }
-        let q = align / gcd(align, bytes.max(1));
-        quantum = quantum / gcd(quantum, q) * q;
-        fit = fit.min(limit / bytes.max(1));
-    }
-    // The first chunk starts at offset 0, so a batch that fits whole needs no alignment.
-    if b as u64 <= fit {
-        return Ok(std::iter::once(0..b).collect());
-    }
-    // Otherwise whole quanta per chunk; if not even one fits, one batch row per chunk
-    // would, but at misaligned offsets: refuse rather than bind them.
-    let per_chunk = (fit / quantum) * quantum;
-    if per_chunk == 0 {
-        return Err(Error::Invalid(format!(
-            "attention: no batch chunk fits the {limit}-byte binding limit at the device's \
-             {align}-byte offset alignment ({quantum} batch rows needed per chunk)"
-        )));
-    }
-    let per_chunk = per_chunk as usize;
-    Ok((0..b)
-        .step_by(per_chunk)
-        .map(|r| r..(r + per_chunk).min(b))
-        .collect())
-}
-
 fn params(b: usize, t: usize, c: usize, nh: usize, hs: usize) -> AttentionParams {
     AttentionParams {
         b: b as u32,
@@ -329,7 +274,12 @@ pub fn attention_forward(
     }
     let wg = workgroup_size(t, hs);
     let constants = [("WG", wg as f64)];
-    let chunks = batch_chunks(ctx, b, &[(out, t * c), (stats, nh * t), (qkv, t * 3 * c)])?;
+    let chunks = batch_chunks(
+        ctx,
+        "attention",
+        b,
+        &[(out, t * c), (stats, nh * t), (qkv, t * 3 * c)],
+    )?;
     for rows in chunks {
         let n = rows.len();
         let label = format!(
@@ -395,6 +345,7 @@ pub fn attention_backward(
     let constants = [("WG", wg as f64)];
     let chunks = batch_chunks(
         ctx,
+        "attention",
         b,
         &[
             (dqkv, t * 3 * c),

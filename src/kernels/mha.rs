@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, expect_numel, groups_1d, shaders::MHA};
+use super::{batch_chunks, expect_dtype, expect_numel, groups_1d, shaders::MHA};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Slot, Tensor};
 
@@ -232,58 +232,6 @@ fn params(n: usize, d: Dims, layout: &MhaLayout, has_mask: bool) -> MhaParams {
     }
 }
 
-/// Split the batch into ranges such that every tensor, bound as `(B, elems)` with
-/// `elems` from `per_batch` (tensor, elements per batch row), fits the context's binding
-/// limit and starts at an aligned offset. Usually one range holding the whole batch.
-/// (The same rule as `attention`'s, whose helper is private to it.)
-fn batch_chunks(
-    ctx: &GpuContext,
-    b: usize,
-    per_batch: &[(&Tensor, usize)],
-) -> Result<Vec<Range<usize>>> {
-    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-    let limit = ctx.binding_limit();
-    let gcd = |mut a: u64, mut b: u64| {
-        while b != 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
-    // Smallest batch count whose byte size is a multiple of `align` for every tensor.
-    let mut quantum = 1u64;
-    let mut fit = u64::MAX;
-    for &(tensor, elems) in per_batch {
-        let bytes = (elems * tensor.dtype.size()) as u64;
-        if bytes > limit {
-            return Err(Error::TooLarge {
-                tensor: format!("{} (one batch row of it)", tensor.label),
-                bytes,
-                limit,
-                what: "max_storage_buffer_binding_size",
-            });
-        }
-        let q = align / gcd(align, bytes.max(1));
-        quantum = quantum / gcd(quantum, q) * q;
-        fit = fit.min(limit / bytes.max(1));
-    }
-    // The first chunk starts at offset 0, so a batch that fits whole needs no alignment.
-    if b as u64 <= fit {
-        return Ok(std::iter::once(0..b).collect());
-    }
-    let per_chunk = (fit / quantum) * quantum;
-    if per_chunk == 0 {
-        return Err(Error::Invalid(format!(
-            "mha: no batch chunk fits the {limit}-byte binding limit at the device's \
-             {align}-byte offset alignment ({quantum} batch rows needed per chunk)"
-        )));
-    }
-    let per_chunk = per_chunk as usize;
-    Ok((0..b)
-        .step_by(per_chunk)
-        .map(|r| r..(r + per_chunk).min(b))
-        .collect())
-}
-
 /// The mask's binding for batch rows `rows`, or, without a mask, `stand_in` (a read-only
 /// input of the same launch: the kernel reads the mask only when `has_mask` is set, and a
 /// binding cannot be left out).
@@ -335,7 +283,7 @@ pub fn mha_forward(
     per_batch.extend(mask.map(|m| (m, tk)));
     let wg = workgroup_size(tq, d.hs);
     let constants = [("WG", wg as f64)];
-    for rows in batch_chunks(ctx, b, &per_batch)? {
+    for rows in batch_chunks(ctx, "mha", b, &per_batch)? {
         let n = rows.len();
         let label = format!(
             "mha_forward {} <- {}, {} [batch {rows:?}]",
@@ -418,7 +366,7 @@ pub fn mha_backward(
     ];
     per_batch.extend(mask.map(|m| (m, tk)));
     let (wg_q, wg_k) = (workgroup_size(tq, d.hs), workgroup_size(tk, d.hs));
-    for rows in batch_chunks(ctx, b, &per_batch)? {
+    for rows in batch_chunks(ctx, "mha", b, &per_batch)? {
         let n = rows.len();
         let p = params(n, d, &layout, mask.is_some());
         let dq_slot = dq.rows_slot(rows.clone(), q_row);
