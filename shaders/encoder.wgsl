@@ -1,6 +1,7 @@
-// encoder.wgsl: GPT-2's input embedding, out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :],
-// and its backward, which adds dout into the token rows of dwte and the position rows
-// of dwpe. Four entry points:
+// encoder.wgsl: the input embedding, out[b, t, :] = wte[tokens[b, t], :]·scale + wpe[t, :],
+// and its backward, which adds scale·dout into the token rows of dwte and dout into the
+// position rows of dwpe. GPT-2 has scale 1 and a learned wpe; torch's Transformer has
+// scale √C and a fixed sinusoidal wpe (no dwpe launch). Four entry points:
 //   encoder_forward          one invocation per (b, t, c)
 //   encoder_backward_links   one invocation per position: first occurrence and next
 //                            position of its token, into an i32 scratch tensor
@@ -26,6 +27,8 @@ struct EncoderParams {
     v: u32,     // vocabulary V, rows of the whole wte
     row0: u32,  // first wte row of the bound chunk
     rows: u32,  // wte rows in the bound chunk
+    scale: f32, // multiplies the token embedding (1 for GPT-2, √C for torch's Transformer)
+    _pad: u32,  // to 32 bytes
 }
 
 const WG: u32 = 256u;
@@ -60,7 +63,7 @@ fn encoder_forward(@builtin(workgroup_id) wg: vec3<u32>,
     let token = fwd_tokens[bt];
     let row = chunk_row(token, p);
     if (row >= 0) {
-        fwd_out[i] = fwd_wte[u32(row) * p.c + ch] + pos;
+        fwd_out[i] = fwd_wte[u32(row) * p.c + ch] * p.scale + pos;
     } else if ((token < 0 || token >= i32(p.v)) && p.row0 == 0u) {
         fwd_out[i] = pos;  // out of range: no token embedding
     }
@@ -118,9 +121,12 @@ fn encoder_backward_links(@builtin(workgroup_id) wg: vec3<u32>,
 @group(0) @binding(3) var<storage, read> dte_links: array<i32>;       // (B·T, 2): (next, first)
 @group(0) @binding(4) var<uniform> dte_p: EncoderParams;
 
-// dwte[token, c] += Σ dout[i, c] over the positions i holding token, in position order.
-// The invocation of the token's first position owns the element; the others return.
-// Added into, like every gradient; the training step zeroes them once per step.
+// dwte[token, c] += scale·Σ dout[i, c] over the positions i holding token, in position
+// order. The invocation of the token's first position owns the element; the others
+// return. Added into, like every gradient; the training step zeroes them once per step.
+// At scale 1 (GPT-2) each dout is added straight into the old value, as the kernel did
+// before it had a scale, so GPT-2's gradients keep their bits; otherwise Σ starts from 0
+// and the finished sum is scaled once: old + scale·Σ.
 @compute @workgroup_size(WG)
 fn encoder_backward_dwte(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
@@ -137,20 +143,23 @@ fn encoder_backward_dwte(@builtin(workgroup_id) wg: vec3<u32>,
         return;
     }
     let at = u32(row) * p.c + ch;
-    var acc = dte_dwte[at];
+    let old = dte_dwte[at];
+    let unit = p.scale == 1.0;
+    var acc = select(0.0, old, unit);
     var q = i32(bt);
     while (q >= 0) {
         acc += dte_dout[u32(q) * p.c + ch];
         q = dte_links[2u * u32(q)];
     }
-    dte_dwte[at] = acc;
+    dte_dwte[at] = select(old + p.scale * acc, acc, unit);
 }
 
 @group(0) @binding(0) var<storage, read_write> dpe_dwpe: array<f32>;  // (maxT, C)
 @group(0) @binding(1) var<storage, read> dpe_dout: array<f32>;        // (B, T, C)
 @group(0) @binding(2) var<uniform> dpe_p: EncoderParams;
 
-// dwpe[t, c] += Σ_b dout[b, t, c], b in order. Added into, like every gradient.
+// dwpe[t, c] += Σ_b dout[b, t, c], b in order (not scaled). Added into, like every
+// gradient.
 @compute @workgroup_size(WG)
 fn encoder_backward_dwpe(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,

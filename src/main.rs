@@ -46,11 +46,16 @@ enum Command {
     /// Run every kernel on the selected adapter and compare it with the CPU reference.
     Selfcheck,
     /// Pretrain a model on text (by default: tiny Shakespeare, character level).
-    Train(wgformer::cli::train::Args),
+    Train(Box<wgformer::cli::train::Args>),
     /// Supervised fine-tuning on prompt → completion pairs.
     Finetune(wgformer::cli::finetune::Args),
     /// Generate text from a model, streaming tokens as they are sampled.
     Generate(wgformer::cli::generate::Args),
+    /// Translate with an encoder–decoder (--arch seq2seq): greedy or beam search, from
+    /// --text or stdin line by line.
+    Translate(wgformer::cli::seq2seq::TranslateArgs),
+    /// Write a generated toy task (reverse, sort, copy) as source → target pairs in JSONL.
+    MakePairs(wgformer::cli::seq2seq::MakePairsArgs),
     /// Perplexity and mean loss of a model over a text file.
     Eval(wgformer::cli::eval::Args),
     /// Serve a model over HTTP with the OpenAI completions API.
@@ -58,7 +63,9 @@ enum Command {
     /// Serve the browser demo built by scripts/build-web (target/web) on localhost.
     Web(wgformer::cli::web::Args),
     /// Compare with a reference fixture (logits, loss, every gradient, AdamW steps, greedy
-    /// decoding), printing each comparison; exits non-zero if any fails.
+    /// decoding), printing each comparison; exits non-zero if any fails. GPT-2 fixtures
+    /// (transformers) and encoder–decoder ones (torch.nn.Transformer) are recognised by
+    /// their config.json.
     Parity {
         /// Fixture directory (config.json, model.safetensors, reference.safetensors,
         /// reference.json), e.g. ../shared/fixtures/gpt2-tiny
@@ -138,9 +145,11 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Selfcheck) => selfcheck(&opts),
         Some(Command::Bench { what }) => bench(&opts, what),
         Some(Command::Parity { dir }) => parity(&opts, &dir),
-        Some(Command::Train(a)) => wgformer::cli::train::run(&opts, a),
+        Some(Command::Train(a)) => wgformer::cli::train::run(&opts, *a),
         Some(Command::Finetune(a)) => wgformer::cli::finetune::run(&opts, a),
         Some(Command::Generate(a)) => wgformer::cli::generate::run(&opts, a),
+        Some(Command::Translate(a)) => wgformer::cli::seq2seq::translate(&opts, a),
+        Some(Command::MakePairs(a)) => wgformer::cli::seq2seq::make_pairs(a),
         Some(Command::Eval(a)) => wgformer::cli::eval::run(&opts, a),
         Some(Command::Serve(a)) => wgformer::cli::serve::run(&opts, a),
         Some(Command::Web(a)) => wgformer::cli::web::run(a),
@@ -267,7 +276,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
 fn parity(opts: &GpuOptions, dir: &std::path::Path) -> Result<bool> {
     let ctx = pollster::block_on(GpuContext::new(opts))?;
     println!("parity of {} on {}", dir.display(), ctx.adapter_name());
-    let report = ctx.block_on(wgformer::parity::parity_gpt2(&ctx, dir))?;
+    let report = ctx.block_on(wgformer::parity::parity(&ctx, dir))?;
     for c in &report {
         println!("  {c}");
     }

@@ -15,8 +15,12 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::infer::decoder::generate_greedy_cached;
+use crate::infer::translate::{translate, TranslateOptions};
 use crate::model::gpt2::{Gpt2, OptimConfig, Trainer};
 use crate::model::params::gpt2_param_specs;
+use crate::model::seq2seq::params::values_to_torch;
+use crate::model::seq2seq::trainer::Seq2seqBatchRef;
+use crate::model::seq2seq::{Seq2seq, Seq2seqConfig, Seq2seqTrainer};
 
 /// One line of a parity report.
 #[derive(Clone, Debug)]
@@ -247,6 +251,122 @@ pub async fn parity_gpt2(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparison>
         note: match first_diff {
             Some(i) => format!("first differs at {i}: got {} want {}", got[i], greedy[i]),
             None => "identical".into(),
+        },
+    });
+    Ok(out)
+}
+
+/// Run the parity check the fixture in `dir` calls for: an encoder–decoder when its
+/// `config.json` describes one (`d_model`, `decoder_layers`), else a GPT-2.
+pub async fn parity(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparison>> {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| Error::Io {
+        path: config.display().to_string(),
+        source: e,
+    })?;
+    if Seq2seqConfig::is_seq2seq_json(&text) {
+        parity_seq2seq(ctx, dir).await
+    } else {
+        parity_gpt2(ctx, dir).await
+    }
+}
+
+/// Run every comparison of an encoder–decoder fixture (`torch.nn.Transformer`): logits,
+/// loss, every gradient (torch names and layouts), and greedy decoding of every row
+/// through the KV-cached translator.
+pub async fn parity_seq2seq(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparison>> {
+    let path = dir.join("reference.safetensors");
+    let reference = Reference {
+        bytes: std::fs::read(&path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?,
+        file: path.display().to_string(),
+    };
+    let (sshape, src) = reference.i32("src")?;
+    let (_, src_pad) = reference.i32("src_pad_mask")?;
+    let (tshape, tgt_in) = reference.i32("tgt_in")?;
+    let (_, tgt_out) = reference.i32("tgt_out")?;
+    if sshape.len() != 2 || tshape.len() != 2 || sshape[0] != tshape[0] {
+        return Err(Error::Invalid(format!(
+            "{}: src must be (B, S) and tgt_in (B, T) with the same B; found {sshape:?} and {tshape:?}",
+            reference.file
+        )));
+    }
+    let (b, s, t) = (sshape[0], sshape[1], tshape[1]);
+    let model = Seq2seq::load(ctx, dir)?;
+    let cfg = model.config.clone();
+    let trainer = Seq2seqTrainer::new(ctx, model.clone(), (b, s, t), OptimConfig::default(), 1)?;
+    let batch = Seq2seqBatchRef {
+        src: &src,
+        src_pad: &src_pad,
+        tgt_in: &tgt_in,
+        tgt_out: &tgt_out,
+    };
+    let mut out = Vec::new();
+    let loss = trainer.eval_loss(ctx, &batch).await?;
+    let logits = trainer.acts.logits.read_f32(ctx).await?;
+    let (_, want_logits) = reference.f32("logits")?;
+    out.push(compare("logits".into(), &logits, &want_logits, 1e-3));
+    let (_, want_loss) = reference.f32("loss")?;
+    out.push(compare("loss".into(), &[loss], &want_loss, 1e-4));
+
+    trainer.forward_backward(ctx, &batch).await?;
+    let grads = trainer.grads.read_all(ctx).await?;
+    for (name, _, g) in values_to_torch(&cfg, &grads) {
+        let (_, want) = reference.f32(&format!("grad.{name}"))?;
+        let max_ref = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        out.push(compare(
+            format!("grad {name}"),
+            &g,
+            &want,
+            1e-4 + 1e-3 * max_ref,
+        ));
+    }
+
+    // Greedy decoding from BOS for T steps, every row, through the KV cache.
+    let (gshape, greedy) = reference.i32("greedy")?;
+    let steps = gshape.get(1).copied().unwrap_or(0);
+    let sources: Vec<Vec<u32>> = (0..b)
+        .map(|r| {
+            (0..s)
+                .filter(|&j| src_pad[r * s + j] == 0)
+                .map(|j| src[r * s + j] as u32)
+                .collect()
+        })
+        .collect();
+    let opts = TranslateOptions {
+        beam: 1,
+        max_len: steps,
+        length_penalty: 0.0,
+        stop_at_eos: false,
+    };
+    let hyps = translate(ctx, &model, &sources, &opts, b).await?;
+    let mut differ = Vec::new();
+    for (r, h) in hyps.iter().enumerate() {
+        let want: Vec<u32> = greedy[r * steps..(r + 1) * steps]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        if h.tokens != want {
+            let i = h
+                .tokens
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            differ.push(format!("row {r} first differs at {i}"));
+        }
+    }
+    out.push(Comparison {
+        what: format!("greedy decoding ({b} rows × {steps} tokens, KV cache)"),
+        max_err: differ.len() as f64,
+        tol: 0.0,
+        pass: differ.is_empty(),
+        note: if differ.is_empty() {
+            "identical".into()
+        } else {
+            differ.join("; ")
         },
     });
     Ok(out)

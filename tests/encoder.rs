@@ -2,10 +2,15 @@
 //! (T = 1; C = 48, 80, 768; V = 101, 509), many repeated tokens (summed in a fixed order:
 //! the same bits every run), the row-chunked path at small V under a lowered binding
 //! limit, GPT-2's real 50257×768 table split across two bindings, and tokens outside
-//! the vocabulary. The backward reference is checked by finite differences.
+//! the vocabulary; at scale 1 they give exactly the bits of f32 sums in position order.
+//! embed_forward and embed_backward (scale √C, odd C, with and without a position
+//! gradient, also in row chunks) against theirs, and sinusoidal_positions against hand
+//! values. The backward references are checked by finite differences.
 
 use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
-use wgformer::kernels::encoder::{encoder_backward, encoder_forward};
+use wgformer::kernels::encoder::{
+    embed_backward, embed_forward, encoder_backward, encoder_forward, sinusoidal_positions,
+};
 use wgformer::reference::encoder as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
@@ -346,5 +351,253 @@ fn encoder_rejects_wrong_tensors() {
         let e =
             encoder_backward(&mut s, ctx, &wte, &wpe, &out, &tokens, b, t, c, v + 1).unwrap_err();
         assert!(e.to_string().contains("wte"), "{e}");
+    });
+}
+
+#[test]
+fn encoder_at_scale_one_gives_the_bits_of_position_ordered_f32_sums() {
+    // GPT-2's results must not move with the scale: out = wte + wpe is one f32 add, dwte
+    // adds each position's dout into the old value in position order, dwpe adds over b in
+    // order. Vulkan and WebGPU round f32 adds correctly, so those bits are fixed.
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(37);
+        let k = Case::new(&mut rng, (3, 64, 80, 101), 5);
+        let (b, t, c) = (k.b, k.t, k.c);
+        let (out, dwte, dwpe) = run(ctx, &k);
+        let (mut want_out, mut want_dwte, mut want_dwpe) =
+            (vec![0f32; b * t * c], k.dwte.clone(), k.dwpe.clone());
+        for bt in 0..b * t {
+            let (r, pos) = (k.tokens[bt] as usize, bt % t);
+            for i in 0..c {
+                want_out[bt * c + i] = k.wte[r * c + i] + k.wpe[pos * c + i];
+                want_dwte[r * c + i] += k.dout[bt * c + i];
+            }
+        }
+        for bt in 0..b * t {
+            for i in 0..c {
+                want_dwpe[(bt % t) * c + i] += k.dout[bt * c + i];
+            }
+        }
+        assert!(same_bits(&out, &want_out), "encoder out bits moved");
+        assert!(same_bits(&dwte, &want_dwte), "encoder dwte bits moved");
+        assert!(same_bits(&dwpe, &want_dwpe), "encoder dwpe bits moved");
+    });
+}
+
+/// GPU results of embed_forward and embed_backward: (out, demb, dpe), dpe `None` when
+/// `with_dpe` is false (no position gradient: the table is fixed).
+fn run_embed(
+    ctx: &GpuContext,
+    k: &Case,
+    scale: f32,
+    with_dpe: bool,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let (b, t, c, v) = (k.b, k.t, k.c, k.v);
+    let f = |name: &str, shape: &[usize], data: &[f32]| {
+        Tensor::from_f32(ctx, name, shape, data).unwrap()
+    };
+    let tokens = Tensor::from_i32(ctx, "tokens", &[b, t], &k.tokens).unwrap();
+    let emb = f("emb", &[v, c], &k.wte);
+    let pe = f("pe", &[k.max_t, c], &k.wpe);
+    let dout = f("dout", &[b, t, c], &k.dout);
+    let out = f("out", &[b, t, c], &vec![f32::NAN; b * t * c]);
+    let demb = f("demb", &[v, c], &k.dwte);
+    let dpe = f("dpe", &[k.max_t, c], &k.dwpe);
+    let dpe_opt = with_dpe.then_some(&dpe);
+    let mut s = Schedule::new("embed");
+    embed_forward(&mut s, ctx, &out, &tokens, &emb, &pe, b, t, c, v, scale).unwrap();
+    embed_backward(
+        &mut s, ctx, &demb, dpe_opt, &dout, &tokens, b, t, c, v, scale,
+    )
+    .unwrap();
+    s.run(ctx);
+    let read = |x: &Tensor| ctx.block_on(x.read_f32(ctx)).unwrap();
+    let got_dpe = read(&dpe);
+    if !with_dpe {
+        assert!(
+            same_bits(&got_dpe, &k.dwpe),
+            "dpe changed with no dpe given"
+        );
+    }
+    (read(&out), read(&demb), with_dpe.then_some(got_dpe))
+}
+
+/// Compare [`run_embed`]'s results with the references: out elementwise (atol 1e-5),
+/// demb and dpe as sums (1e-4 / 1e-3).
+fn check_embed(name: &str, got: &(Vec<f32>, Vec<f32>, Option<Vec<f32>>), k: &Case, scale: f32) {
+    let (b, t, c, v) = (k.b, k.t, k.c, k.v);
+    let scale = scale as f64;
+    let mut out = vec![0f64; b * t * c];
+    let (emb, pe) = (to_f64(&k.wte), to_f64(&k.wpe));
+    cpu::embed_forward(&mut out, &k.tokens, &emb, &pe, b, t, c, v, scale);
+    let (mut demb, mut dpe) = (to_f64(&k.dwte), to_f64(&k.dwpe));
+    let dpe_opt = got.2.is_some().then_some(&mut dpe[..]);
+    let dout = to_f64(&k.dout);
+    cpu::embed_backward(&mut demb, dpe_opt, &dout, &k.tokens, b, t, c, v, scale);
+    let o = assert_close64(&format!("embed out {name}"), &got.0, &out, 1e-5, 1e-4);
+    let e = assert_close64(&format!("embed demb {name}"), &got.1, &demb, 1e-4, 1e-3);
+    let p = got.2.as_ref().map_or("none".to_string(), |got_dpe| {
+        let p = assert_close64(&format!("embed dpe {name}"), got_dpe, &dpe, 1e-4, 1e-3);
+        format!("{:.1e}", p.max_abs)
+    });
+    eprintln!(
+        "embed {name}: max |Δ| out {:.1e}, demb {:.1e}, dpe {p}",
+        o.max_abs, e.max_abs
+    );
+}
+
+/// (B, T, C, V) with odd C and V for the scaled embedding.
+const EMBED_SIZES: [(usize, usize, usize, usize); 4] = [
+    (1, 1, 33, 61),
+    (3, 1, 33, 61),
+    (2, 11, 33, 61),
+    (3, 11, 80, 509),
+];
+
+#[test]
+fn embed_scaled_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(38);
+        for size in EMBED_SIZES {
+            // Few distinct tokens: repeated rows are summed before the scale.
+            let k = Case::new(&mut rng, size, 7);
+            let scale = (k.c as f32).sqrt();
+            for with_dpe in [true, false] {
+                let name = format!("{} scale {scale} dpe {with_dpe}", k.name());
+                let first = run_embed(ctx, &k, scale, with_dpe);
+                check_embed(&name, &first, &k, scale);
+                let again = run_embed(ctx, &k, scale, with_dpe);
+                assert!(same_bits(&first.0, &again.0), "{name}: out bits differ");
+                assert!(same_bits(&first.1, &again.1), "{name}: demb bits differ");
+            }
+        }
+    });
+}
+
+#[test]
+fn embed_row_chunks_match_one_binding() {
+    // As encoder_row_chunks_match_one_binding, at scale √C and without dpe too. With
+    // C = 33 a row is 132 bytes, so an aligned chunk (256 bytes) holds a multiple of 64
+    // rows: a 9 KiB limit gives 8 chunks of V = 509.
+    const LIMIT: u64 = 9 << 10;
+    for ctx in test_contexts(&Needs::default()) {
+        let mut rng = Rng::new(39);
+        let cases: Vec<Case> = [(2, 11, 33, 509), (3, 11, 48, 509)]
+            .into_iter()
+            .map(|size| Case::new(&mut rng, size, 9))
+            .collect();
+        // Single-binding results first: with_binding_limit takes the context.
+        let mut whole = Vec::new();
+        for k in &cases {
+            for with_dpe in [true, false] {
+                whole.push(run_embed(&ctx, k, (k.c as f32).sqrt(), with_dpe));
+            }
+        }
+        let small = ctx.with_binding_limit(LIMIT);
+        let mut whole = whole.into_iter();
+        for k in &cases {
+            let scale = (k.c as f32).sqrt();
+            let chunks = small.row_chunks(k.v, k.c).len();
+            assert!(chunks >= 5, "{}: only {chunks} chunks", k.name());
+            for with_dpe in [true, false] {
+                let whole = whole.next().unwrap();
+                let name = format!(
+                    "{} scale {scale} dpe {with_dpe} in {chunks} chunks",
+                    k.name()
+                );
+                let got = run_embed(&small, k, scale, with_dpe);
+                check_embed(&name, &got, k, scale);
+                assert!(same_bits(&got.0, &whole.0), "{name}: out differs");
+                assert!(same_bits(&got.1, &whole.1), "{name}: demb differs");
+                assert_eq!(got.2.is_some(), whole.2.is_some());
+                if let (Some(g), Some(w)) = (&got.2, &whole.2) {
+                    assert!(same_bits(g, w), "{name}: dpe differs");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_backward_reference_is_the_gradient() {
+    let (b, t, c, v, max_t) = (2, 3, 5, 4, 4);
+    let scale = (c as f64).sqrt();
+    let tokens = vec![1, 3, 1, 1, 0, 3];
+    let mut rng = Rng::new(40);
+    let emb = to_f64(&rng.vec_normal(v * c, 1.0));
+    let pe = to_f64(&rng.vec_normal(max_t * c, 1.0));
+    let dout = to_f64(&rng.vec_normal(b * t * c, 1.0));
+    let loss = |emb: &[f64], pe: &[f64]| {
+        let mut out = vec![0f64; b * t * c];
+        cpu::embed_forward(&mut out, &tokens, emb, pe, b, t, c, v, scale);
+        out.iter().zip(&dout).map(|(o, d)| o * d).sum::<f64>()
+    };
+    let (mut demb, mut dpe) = (vec![0f64; v * c], vec![0f64; max_t * c]);
+    cpu::embed_backward(&mut demb, Some(&mut dpe), &dout, &tokens, b, t, c, v, scale);
+    assert_gradient("embed demb", &emb, &demb, |x| loss(x, &pe), 100);
+    assert_gradient("embed dpe", &pe, &dpe, |x| loss(&emb, x), 100);
+    // Without dpe, demb is the same.
+    let mut demb_alone = vec![0f64; v * c];
+    cpu::embed_backward(&mut demb_alone, None, &dout, &tokens, b, t, c, v, scale);
+    assert_eq!(demb_alone, demb);
+}
+
+#[test]
+fn sinusoidal_positions_match_hand_values() {
+    for c in [8, 33, 768] {
+        let max_t = 5;
+        let pe = sinusoidal_positions(max_t, c);
+        assert_eq!(pe.len(), max_t * c);
+        // Position 0: sin 0 = 0 in even columns, cos 0 = 1 in odd ones.
+        let zero: Vec<f32> = (0..c).map(|j| (j % 2) as f32).collect();
+        assert!(same_bits(&pe[..c], &zero), "C={c}: pe[0] = {:?}", &pe[..c]);
+        let near = |got: f32, want: f64, at: &str| {
+            assert!(
+                (got as f64 - want).abs() <= 1e-7,
+                "C={c}: pe{at} = {got}, expected {want}"
+            );
+        };
+        near(pe[c], 1f64.sin(), "[1][0]");
+        near(pe[c + 1], 1f64.cos(), "[1][1]");
+        let w = 10000f64.powf(-2.0 / c as f64);
+        near(pe[3 * c + 2], (3.0 * w).sin(), "[3][2]");
+        near(pe[3 * c + 3], (3.0 * w).cos(), "[3][3]");
+        // The last column: a sine when C is odd, a cosine when even.
+        let j = (c - 1) & !1;
+        let last = (4.0 * 10000f64.powf(-(j as f64) / c as f64)).sin();
+        let last = if c % 2 == 1 {
+            last
+        } else {
+            (4.0 * 10000f64.powf(-(j as f64) / c as f64)).cos()
+        };
+        near(pe[4 * c + c - 1], last, "[4][C-1]");
+        assert!(pe.iter().all(|x| x.abs() <= 1.0));
+    }
+    // C = 1: the one column is sin(p).
+    let pe = sinusoidal_positions(3, 1);
+    assert_eq!(pe, vec![0.0, 1f64.sin() as f32, 2f64.sin() as f32]);
+}
+
+#[test]
+fn embed_rejects_wrong_tensors() {
+    on_each_adapter(|ctx| {
+        let (b, t, c, v) = (2, 3, 33, 61);
+        let z = |name: &str, shape: &[usize]| Tensor::zeros(ctx, name, shape, DType::F32).unwrap();
+        let out = z("out", &[b, t, c]);
+        let emb = z("emb", &[v, c]);
+        let pe = z("pe", &[t, c]);
+        let narrow_dpe = z("narrow_dpe", &[t, c - 1]);
+        let tokens = Tensor::zeros(ctx, "tokens", &[b, t], DType::I32).unwrap();
+        let mut s = Schedule::new("embed");
+        let e =
+            embed_forward(&mut s, ctx, &out, &tokens, &emb, &pe, b, t, c, v + 1, 2.0).unwrap_err();
+        assert!(e.to_string().contains("emb"), "{e}");
+        let dpe = Some(&narrow_dpe);
+        let e = embed_backward(&mut s, ctx, &emb, dpe, &out, &tokens, b, t, c, v, 2.0).unwrap_err();
+        assert!(e.to_string().contains("narrow_dpe"), "{e}");
+        let e =
+            embed_backward(&mut s, ctx, &emb, None, &emb, &tokens, b, t, c, v, 2.0).unwrap_err();
+        assert!(e.to_string().contains("emb"), "{e}");
+        assert_eq!(s.launches(), 0);
     });
 }

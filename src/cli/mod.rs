@@ -5,6 +5,7 @@
 pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod seq2seq;
 pub mod serve;
 pub mod train;
 pub mod web;

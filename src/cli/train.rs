@@ -35,8 +35,13 @@ loss.svg (redrawn at each evaluation), checkpoint/ (latest: model.safetensors, c
 tokenizer.json, optimizer.safetensors, trainer.json) and best/ (lowest validation loss).";
 
 /// Flags that define a run; `--resume` takes them from the run's run.json instead.
-const RUN_DEFINING: [&str; 24] = [
+const RUN_DEFINING: [&str; 29] = [
     "data",
+    "arch",
+    "encoder_layers",
+    "decoder_layers",
+    "ffn",
+    "target_tokenizer",
     "tokenizer",
     "normalize",
     "val_fraction",
@@ -118,6 +123,34 @@ pub struct Args {
     /// or the checkpoint's].
     #[arg(long, value_name = "T", help_heading = "Model")]
     pub block_size: Option<usize>,
+
+    /// Architecture: gpt2 (a decoder trained on text) or seq2seq (an encoder–decoder,
+    /// torch.nn.Transformer's, trained on a JSONL of {"source": ..., "target": ...} pairs
+    /// given by --data; --n-embd, --n-head, --n-layer size it).
+    #[arg(
+        long,
+        default_value = "gpt2",
+        value_name = "ARCH",
+        help_heading = "Model"
+    )]
+    pub arch: String,
+
+    /// seq2seq: encoder blocks [default: --n-layer, or 2].
+    #[arg(long, value_name = "L", help_heading = "Model")]
+    pub encoder_layers: Option<usize>,
+
+    /// seq2seq: decoder blocks [default: --n-layer, or 2].
+    #[arg(long, value_name = "L", help_heading = "Model")]
+    pub decoder_layers: Option<usize>,
+
+    /// seq2seq: width of the ReLU feed-forward [default: 4·C].
+    #[arg(long, value_name = "F", help_heading = "Model")]
+    pub ffn: Option<usize>,
+
+    /// seq2seq: a separate tokenizer for the targets (same kinds as --tokenizer, built from
+    /// the targets); by default one tokenizer, built from both sides, serves both.
+    #[arg(long, value_name = "KIND", help_heading = "Data")]
+    pub target_tokenizer: Option<String>,
 
     /// Start from a checkpoint instead of a fresh model: a model directory (config.json,
     /// model.safetensors, tokenizer.json) or a run directory (its best/ model). Its
@@ -295,7 +328,7 @@ impl Args {
         PathBuf::from("runs").join(name)
     }
 
-    fn settings(&self) -> TrainSettings {
+    pub(crate) fn settings(&self) -> TrainSettings {
         let steps = self.steps.unwrap_or(DEFAULT_STEPS);
         TrainSettings {
             steps,
@@ -410,6 +443,29 @@ pub(crate) fn print_sample(
 pub fn run(opts: &GpuOptions, args: Args) -> Result<bool> {
     if args.stop_at == Some(0) {
         return Err(Error::Invalid("--stop-at must be at least 1".into()));
+    }
+    let resuming_seq2seq = args.resume && crate::train::seq2seq::is_seq2seq_run(&args.out_dir());
+    match args.arch.as_str() {
+        "seq2seq" => return crate::cli::seq2seq::train(opts, &args),
+        _ if resuming_seq2seq => return crate::cli::seq2seq::train(opts, &args),
+        "gpt2" => {}
+        other => {
+            return Err(Error::Invalid(format!(
+                "--arch {other:?}: expected gpt2 or seq2seq"
+            )))
+        }
+    }
+    for (flag, given) in [
+        ("--encoder-layers", args.encoder_layers.is_some()),
+        ("--decoder-layers", args.decoder_layers.is_some()),
+        ("--ffn", args.ffn.is_some()),
+        ("--target-tokenizer", args.target_tokenizer.is_some()),
+    ] {
+        if given {
+            return Err(Error::Invalid(format!(
+                "{flag} applies to --arch seq2seq only"
+            )));
+        }
     }
     let plan = args.plan()?;
     let ctx = pollster::block_on(GpuContext::with_needs(opts, &plan.needs()))?;

@@ -27,6 +27,7 @@ pub mod generator;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod server;
+pub mod translate;
 
 pub use generator::{
     Completion, FinishReason, GenerateOptions, GenerateStats, Generator, Token, TokenStream,

@@ -17,6 +17,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod mha;
 pub mod peak;
+pub mod relu;
 pub mod residual;
 pub mod sampling;
 
@@ -62,6 +63,10 @@ pub mod shaders {
         name: "gelu",
         source: include_str!("../../shaders/gelu.wgsl"),
     };
+    pub static RELU: Shader = Shader {
+        name: "relu",
+        source: include_str!("../../shaders/relu.wgsl"),
+    };
     pub static RESIDUAL: Shader = Shader {
         name: "residual",
         source: include_str!("../../shaders/residual.wgsl"),
@@ -97,7 +102,7 @@ pub mod shaders {
     };
 
     /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups).
-    pub fn all() -> [&'static Shader; 15] {
+    pub fn all() -> [&'static Shader; 16] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -114,6 +119,7 @@ pub mod shaders {
             &DECODE,
             &PEAK,
             &MHA,
+            &RELU,
         ]
     }
 }

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
 pub mod params;
+pub mod seq2seq;
 pub mod tensors;
 
 pub use config::Gpt2Config;

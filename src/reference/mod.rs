@@ -17,5 +17,6 @@ pub mod gradnorm;
 pub mod layernorm;
 pub mod matmul;
 pub mod mha;
+pub mod relu;
 pub mod residual;
 pub mod sampling;

@@ -6,6 +6,8 @@
 //!
 //! - [`data`]: corpora, the token cache, pretraining and fine-tuning batches.
 //! - [`tokenize`]: char, byte, GPT-2 and trained BPE tokenizers, normalization.
+//! - [`pairs`]: seq2seq source → target pairs, tokenizers with `<pad>`/`<s>`/`</s>`, batches.
+//! - [`tasks`]: generated toy seq2seq tasks (reverse, sort, copy).
 //! - [`schedule`]: warmup then cosine decay of the learning rate.
 //! - [`state`]: the run directory, checkpoints, resume.
 //! - [`metrics`]: `metrics.jsonl` and `loss.svg`.
@@ -15,11 +17,14 @@
 
 pub mod data;
 pub mod metrics;
+pub mod pairs;
 pub mod progress;
 pub mod run;
 pub mod sample;
 pub mod schedule;
+pub mod seq2seq;
 pub mod state;
+pub mod tasks;
 pub mod tokenize;
 
 pub use run::{

@@ -114,7 +114,7 @@ impl TrainSettings {
         Ok(())
     }
 
-    fn optim(&self) -> OptimConfig {
+    pub(crate) fn optim(&self) -> OptimConfig {
         OptimConfig {
             beta1: self.beta1,
             beta2: self.beta2,
@@ -261,7 +261,7 @@ pub struct FinetuneOptions {
     pub overwrite: bool,
 }
 
-fn check_val_fraction(f: f64) -> Result<()> {
+pub(crate) fn check_val_fraction(f: f64) -> Result<()> {
     if !(0.0..1.0).contains(&f) {
         return Err(Error::Invalid(format!(
             "--val-fraction {f} must lie in [0, 1)"
@@ -272,7 +272,7 @@ fn check_val_fraction(f: f64) -> Result<()> {
 
 /// Open `out` for a new run: refuse one that holds a checkpoint unless `overwrite`, in
 /// which case the previous run's checkpoints, log and plot are removed.
-fn fresh_run_dir(out: &Path, overwrite: bool) -> Result<RunDir> {
+pub(crate) fn fresh_run_dir(out: &Path, overwrite: bool) -> Result<RunDir> {
     let run = RunDir::create(out)?;
     if let Some(ck) = find_checkpoint(&run.latest()) {
         if !overwrite {
@@ -464,7 +464,7 @@ fn sft_batches(path: &Path, tok: &Tokenizer, spec: &RunSpec) -> Result<(SftBatch
     Ok((batches, tr.len(), va.len()))
 }
 
-fn file_fingerprint(path: &Path) -> Result<u64> {
+pub(crate) fn file_fingerprint(path: &Path) -> Result<u64> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
         path: path.display().to_string(),
         source: e,

@@ -150,7 +150,7 @@ pub fn find_checkpoint(dir: &Path) -> Option<PathBuf> {
         .find(|d| d.join("config.json").is_file() && d.join("model.safetensors").is_file())
 }
 
-fn sibling(dir: &Path, ext: &str) -> PathBuf {
+pub fn sibling(dir: &Path, ext: &str) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -183,15 +183,29 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Names and shapes of a model's parameters, in the order its moments are listed.
+pub type ParamShapes = Vec<(String, Vec<usize>)>;
+
+fn gpt2_shapes(cfg: &Gpt2Config) -> ParamShapes {
+    gpt2_param_specs(cfg)
+        .into_iter()
+        .map(|s| (s.name, s.shape))
+        .collect()
+}
+
 /// Serialize AdamW's moments as safetensors: `m.<name>` and `v.<name>` per parameter.
-fn optimizer_bytes(cfg: &Gpt2Config, m: &[Vec<f32>], v: &[Vec<f32>], step: u64) -> Result<Vec<u8>> {
-    let specs = gpt2_param_specs(cfg);
+pub fn optimizer_bytes(
+    shapes: &ParamShapes,
+    m: &[Vec<f32>],
+    v: &[Vec<f32>],
+    step: u64,
+) -> Result<Vec<u8>> {
     let mut views = BTreeMap::new();
     for (kind, values) in [("m", m), ("v", v)] {
-        for (spec, vals) in specs.iter().zip(values) {
-            let view = TensorView::new(Dtype::F32, spec.shape.clone(), bytemuck::cast_slice(vals))
-                .map_err(|e| Error::Invalid(format!("{kind}.{}: {e}", spec.name)))?;
-            views.insert(format!("{kind}.{}", spec.name), view);
+        for ((name, shape), vals) in shapes.iter().zip(values) {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(vals))
+                .map_err(|e| Error::Invalid(format!("{kind}.{name}: {e}")))?;
+            views.insert(format!("{kind}.{name}"), view);
         }
     }
     let meta = HashMap::from([
@@ -202,32 +216,31 @@ fn optimizer_bytes(cfg: &Gpt2Config, m: &[Vec<f32>], v: &[Vec<f32>], step: u64) 
         .map_err(|e| Error::Invalid(format!("optimizer state: {e}")))
 }
 
-/// Host values of every parameter-shaped tensor, in `gpt2_param_specs` order.
+/// Host values of every parameter-shaped tensor, in the model's canonical order.
 type ParamValues = Vec<Vec<f32>>;
 
-/// Read AdamW's moments (m, v) for `cfg` from `path`, checking every name and shape.
-fn read_optimizer(path: &Path, cfg: &Gpt2Config) -> Result<(ParamValues, ParamValues)> {
+/// Read AdamW's moments (m, v) for parameters `shapes` from `path`, checking every name
+/// and shape.
+pub fn read_optimizer(path: &Path, shapes: &ParamShapes) -> Result<(ParamValues, ParamValues)> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let file = path.display().to_string();
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Invalid(format!("{file}: not a safetensors file: {e}")))?;
-    let specs = gpt2_param_specs(cfg);
     let read = |kind: &str| -> Result<ParamValues> {
-        specs
+        shapes
             .iter()
-            .map(|spec| {
-                let name = format!("{kind}.{}", spec.name);
+            .map(|(pname, shape)| {
+                let name = format!("{kind}.{pname}");
                 let view = st.tensor(&name).map_err(|_| {
                     Error::Invalid(format!(
-                        "{file}: missing tensor {name} (shape {:?}); the optimizer state does \
-                         not match the model",
-                        spec.shape
+                        "{file}: missing tensor {name} (shape {shape:?}); the optimizer state does \
+                         not match the model"
                     ))
                 })?;
-                if view.dtype() != Dtype::F32 || view.shape() != spec.shape.as_slice() {
+                if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
                     return Err(Error::Shape {
                         tensor: format!("{file}: {name}"),
-                        expected: spec.shape.clone(),
+                        expected: shape.clone(),
                         found: view.shape().to_vec(),
                     });
                 }
@@ -244,6 +257,39 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// A fresh `<dir>.tmp/` to write a checkpoint into; [`commit_checkpoint`] swaps it in.
+pub fn begin_checkpoint(dir: &Path) -> Result<PathBuf> {
+    let tmp = sibling(dir, "tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    Ok(tmp)
+}
+
+/// Write `state` into `tmp` (from [`begin_checkpoint`]) and swap `tmp` in as `dir` by two
+/// renames, so a crash at any moment leaves a complete checkpoint (see the module comment).
+pub fn commit_checkpoint(tmp: &Path, dir: &Path, state: &TrainerState) -> Result<()> {
+    let json = serde_json::to_string_pretty(state).expect("state serializes");
+    write_atomic(&tmp.join("trainer.json"), json.as_bytes())?;
+    sync_dir(tmp);
+    let old = sibling(dir, "old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
+    }
+    std::fs::rename(tmp, dir).map_err(|e| io_err(tmp, e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent);
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+    }
+    Ok(())
+}
+
 /// Write a checkpoint into `dir` (see the module comment): the model as a Hugging Face
 /// directory, the tokenizer, and with `full` the optimizer state; always `trainer.json`.
 pub async fn save_checkpoint(
@@ -254,37 +300,16 @@ pub async fn save_checkpoint(
     dir: &Path,
     full: bool,
 ) -> Result<()> {
-    let tmp = sibling(dir, "tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    let tmp = begin_checkpoint(dir)?;
     trainer.model.save(ctx, &tmp).await?;
     crate::train::tokenize::save(tok, &tmp.join("tokenizer.json"))?;
     if full {
         let m = trainer.m.read_all(ctx).await?;
         let v = trainer.v.read_all(ctx).await?;
-        let bytes = optimizer_bytes(&trainer.model.config, &m, &v, state.step)?;
+        let bytes = optimizer_bytes(&gpt2_shapes(&trainer.model.config), &m, &v, state.step)?;
         write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
     }
-    let json = serde_json::to_string_pretty(state).expect("state serializes");
-    write_atomic(&tmp.join("trainer.json"), json.as_bytes())?;
-    sync_dir(&tmp);
-    let old = sibling(dir, "old");
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| io_err(&tmp, e))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent);
-    }
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
-    }
-    Ok(())
+    commit_checkpoint(&tmp, dir, state)
 }
 
 /// Restore weights, AdamW moments and the step from the checkpoint in `dir` into
@@ -316,7 +341,7 @@ pub fn restore_checkpoint(
     }
     let state = TrainerState::read(&dir.join("trainer.json"))?;
     let values = load_gpt2_safetensors(&dir.join("model.safetensors"), &cfg)?;
-    let (m, v) = read_optimizer(&dir.join("optimizer.safetensors"), &cfg)?;
+    let (m, v) = read_optimizer(&dir.join("optimizer.safetensors"), &gpt2_shapes(&cfg))?;
     trainer.model.params.write_all(ctx, &values)?;
     trainer.m.write_all(ctx, &m)?;
     trainer.v.write_all(ctx, &v)?;

@@ -1,0 +1,1029 @@
+//! The encoder–decoder's activations at fixed (B, S, T) and its passes, recorded into a
+//! schedule: forward (source → memory → logits), loss, and backward, which walks the
+//! forward in reverse line for line. Every op is a GPT-2 kernel or an `mha` one; what is
+//! new is the order: post-LN blocks (x = norm(x + sublayer(x))), ReLU feed-forward,
+//! sinusoidal positions, and cross-attention whose keys and values every decoder block
+//! projects from the one encoder output. Gradients are added into, so the caller zeroes
+//! the gradient activations and the parameter gradients before each backward pass.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::kernels::crossentropy::{
+    crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
+};
+use crate::kernels::encoder::{embed_backward, embed_forward};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::matmul::{
+    classifier_backward, classifier_forward, matmul_backward, matmul_forward,
+};
+use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
+use crate::kernels::relu::{relu_backward, relu_forward};
+use crate::kernels::residual::{residual_backward, residual_forward};
+use crate::model::seq2seq::params::{FfnTensors, NormTensors, SelfAttnTensors, Seq2seqTensors};
+use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
+
+/// One encoder block's activations at (B, S). Also used for their gradients, where the
+/// mean, rstd and stats fields are unused.
+pub struct EncoderLayerActs {
+    pub qkv: Tensor,       // (B, S, 3C)
+    pub att: Tensor,       // (B, S, C)
+    pub att_stats: Tensor, // (B, NH, S)
+    pub attproj: Tensor,   // (B, S, C)
+    pub res1: Tensor,      // (B, S, C): x + attproj
+    pub x1: Tensor,        // (B, S, C): norm1(res1)
+    pub x1_mean: Tensor,   // (B, S)
+    pub x1_rstd: Tensor,   // (B, S)
+    pub ff1: Tensor,       // (B, S, F)
+    pub ff1_relu: Tensor,  // (B, S, F)
+    pub ff2: Tensor,       // (B, S, C)
+    pub res2: Tensor,      // (B, S, C): x1 + ff2
+    pub x2: Tensor,        // (B, S, C): norm2(res2), the block's output
+    pub x2_mean: Tensor,   // (B, S)
+    pub x2_rstd: Tensor,   // (B, S)
+}
+
+/// One decoder block's activations at (B, T) (cross-attention's kv at (B, S)).
+pub struct DecoderLayerActs {
+    pub qkv: Tensor,      // (B, T, 3C)
+    pub sa: Tensor,       // (B, T, C)
+    pub sa_stats: Tensor, // (B, NH, T)
+    pub saproj: Tensor,   // (B, T, C)
+    pub res1: Tensor,     // (B, T, C): x + saproj
+    pub x1: Tensor,       // (B, T, C): norm1(res1)
+    pub x1_mean: Tensor,  // (B, T)
+    pub x1_rstd: Tensor,  // (B, T)
+    pub cq: Tensor,       // (B, T, C): cross-attention queries
+    pub ckv: Tensor,      // (B, S, 2C): cross-attention keys and values of the memory
+    pub ca: Tensor,       // (B, T, C)
+    pub ca_stats: Tensor, // (B, NH, T)
+    pub caproj: Tensor,   // (B, T, C)
+    pub res2: Tensor,     // (B, T, C): x1 + caproj
+    pub x2: Tensor,       // (B, T, C): norm2(res2)
+    pub x2_mean: Tensor,  // (B, T)
+    pub x2_rstd: Tensor,  // (B, T)
+    pub ff1: Tensor,      // (B, T, F)
+    pub ff1_relu: Tensor, // (B, T, F)
+    pub ff2: Tensor,      // (B, T, C)
+    pub res3: Tensor,     // (B, T, C): x2 + ff2
+    pub x3: Tensor,       // (B, T, C): norm3(res3), the block's output
+    pub x3_mean: Tensor,  // (B, T)
+    pub x3_rstd: Tensor,  // (B, T)
+}
+
+/// Every activation of a forward pass at (B, S, T), allocated once. The same struct
+/// holds the gradients of the activations (inputs, means, rstds, stats and loss unused).
+pub struct Seq2seqActs {
+    pub b: usize,
+    pub s: usize,
+    pub t: usize,
+    pub src: Tensor,     // (B, S) i32
+    pub src_pad: Tensor, // (B, S) i32: nonzero = padding, hidden from attention
+    pub tgt_in: Tensor,  // (B, T) i32: BOS then the target
+    pub tgt_out: Tensor, // (B, T) i32: the target then EOS; -100 = not counted
+    pub src_x: Tensor,   // (B, S, C): embedded source
+    pub enc: Vec<EncoderLayerActs>,
+    pub memory: Tensor,   // (B, S, C): the encoder's output, after its final norm
+    pub mem_mean: Tensor, // (B, S)
+    pub mem_rstd: Tensor, // (B, S)
+    pub tgt_x: Tensor,    // (B, T, C): embedded target input
+    pub dec: Vec<DecoderLayerActs>,
+    pub y: Tensor,          // (B, T, C): the decoder's output, after its final norm
+    pub y_mean: Tensor,     // (B, T)
+    pub y_rstd: Tensor,     // (B, T)
+    pub logits: Tensor,     // (B, T, Vt); the backward pass overwrites it with dlogits
+    pub losses: Tensor,     // (B, T)
+    pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
+}
+
+impl Seq2seqActs {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &Seq2seqConfig,
+        b: usize,
+        s: usize,
+        t: usize,
+        prefix: &str,
+    ) -> Result<Self> {
+        if b == 0 || s == 0 || t == 0 {
+            return Err(Error::Invalid(format!(
+                "batch {b}, source length {s}, target length {t}: all must be positive"
+            )));
+        }
+        if s > cfg.max_len || t > cfg.max_len {
+            return Err(Error::Invalid(format!(
+                "source length {s} or target length {t} exceeds the model's max_len of {}",
+                cfg.max_len
+            )));
+        }
+        let (c, nh, f) = (cfg.d_model, cfg.heads, cfg.ffn);
+        let f32t = |name: String, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::F32)
+        };
+        let i32t = |name: &str, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::I32)
+        };
+        let enc = (0..cfg.encoder_layers)
+            .map(|l| {
+                let n = |x: &str| format!("enc.{l}.{x}");
+                Ok(EncoderLayerActs {
+                    qkv: f32t(n("qkv"), &[b, s, 3 * c])?,
+                    att: f32t(n("att"), &[b, s, c])?,
+                    att_stats: f32t(n("att_stats"), &[b, nh, s])?,
+                    attproj: f32t(n("attproj"), &[b, s, c])?,
+                    res1: f32t(n("res1"), &[b, s, c])?,
+                    x1: f32t(n("x1"), &[b, s, c])?,
+                    x1_mean: f32t(n("x1_mean"), &[b, s])?,
+                    x1_rstd: f32t(n("x1_rstd"), &[b, s])?,
+                    ff1: f32t(n("ff1"), &[b, s, f])?,
+                    ff1_relu: f32t(n("ff1_relu"), &[b, s, f])?,
+                    ff2: f32t(n("ff2"), &[b, s, c])?,
+                    res2: f32t(n("res2"), &[b, s, c])?,
+                    x2: f32t(n("x2"), &[b, s, c])?,
+                    x2_mean: f32t(n("x2_mean"), &[b, s])?,
+                    x2_rstd: f32t(n("x2_rstd"), &[b, s])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dec = (0..cfg.decoder_layers)
+            .map(|l| {
+                let n = |x: &str| format!("dec.{l}.{x}");
+                Ok(DecoderLayerActs {
+                    qkv: f32t(n("qkv"), &[b, t, 3 * c])?,
+                    sa: f32t(n("sa"), &[b, t, c])?,
+                    sa_stats: f32t(n("sa_stats"), &[b, nh, t])?,
+                    saproj: f32t(n("saproj"), &[b, t, c])?,
+                    res1: f32t(n("res1"), &[b, t, c])?,
+                    x1: f32t(n("x1"), &[b, t, c])?,
+                    x1_mean: f32t(n("x1_mean"), &[b, t])?,
+                    x1_rstd: f32t(n("x1_rstd"), &[b, t])?,
+                    cq: f32t(n("cq"), &[b, t, c])?,
+                    ckv: f32t(n("ckv"), &[b, s, 2 * c])?,
+                    ca: f32t(n("ca"), &[b, t, c])?,
+                    ca_stats: f32t(n("ca_stats"), &[b, nh, t])?,
+                    caproj: f32t(n("caproj"), &[b, t, c])?,
+                    res2: f32t(n("res2"), &[b, t, c])?,
+                    x2: f32t(n("x2"), &[b, t, c])?,
+                    x2_mean: f32t(n("x2_mean"), &[b, t])?,
+                    x2_rstd: f32t(n("x2_rstd"), &[b, t])?,
+                    ff1: f32t(n("ff1"), &[b, t, f])?,
+                    ff1_relu: f32t(n("ff1_relu"), &[b, t, f])?,
+                    ff2: f32t(n("ff2"), &[b, t, c])?,
+                    res3: f32t(n("res3"), &[b, t, c])?,
+                    x3: f32t(n("x3"), &[b, t, c])?,
+                    x3_mean: f32t(n("x3_mean"), &[b, t])?,
+                    x3_rstd: f32t(n("x3_rstd"), &[b, t])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Seq2seqActs {
+            b,
+            s,
+            t,
+            src: i32t("src", &[b, s])?,
+            src_pad: i32t("src_pad", &[b, s])?,
+            tgt_in: i32t("tgt_in", &[b, t])?,
+            tgt_out: i32t("tgt_out", &[b, t])?,
+            src_x: f32t("src_x".into(), &[b, s, c])?,
+            enc,
+            memory: f32t("memory".into(), &[b, s, c])?,
+            mem_mean: f32t("mem_mean".into(), &[b, s])?,
+            mem_rstd: f32t("mem_rstd".into(), &[b, s])?,
+            tgt_x: f32t("tgt_x".into(), &[b, t, c])?,
+            dec,
+            y: f32t("y".into(), &[b, t, c])?,
+            y_mean: f32t("y_mean".into(), &[b, t])?,
+            y_rstd: f32t("y_rstd".into(), &[b, t])?,
+            logits: f32t("logits".into(), &[b, t, cfg.tgt_vocab])?,
+            losses: f32t("losses".into(), &[b, t])?,
+            loss_stats: f32t("loss_stats".into(), &[STATS_LEN])?,
+        })
+    }
+
+    /// The float activations (what a backward pass's gradient copy must zero).
+    pub fn floats(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.src_x];
+        for l in &self.enc {
+            v.extend([
+                &l.qkv,
+                &l.att,
+                &l.att_stats,
+                &l.attproj,
+                &l.res1,
+                &l.x1,
+                &l.x1_mean,
+                &l.x1_rstd,
+                &l.ff1,
+                &l.ff1_relu,
+                &l.ff2,
+                &l.res2,
+                &l.x2,
+                &l.x2_mean,
+                &l.x2_rstd,
+            ]);
+        }
+        v.extend([&self.memory, &self.mem_mean, &self.mem_rstd, &self.tgt_x]);
+        for l in &self.dec {
+            v.extend([
+                &l.qkv,
+                &l.sa,
+                &l.sa_stats,
+                &l.saproj,
+                &l.res1,
+                &l.x1,
+                &l.x1_mean,
+                &l.x1_rstd,
+                &l.cq,
+                &l.ckv,
+                &l.ca,
+                &l.ca_stats,
+                &l.caproj,
+                &l.res2,
+                &l.x2,
+                &l.x2_mean,
+                &l.x2_rstd,
+                &l.ff1,
+                &l.ff1_relu,
+                &l.ff2,
+                &l.res3,
+                &l.x3,
+                &l.x3_mean,
+                &l.x3_rstd,
+            ]);
+        }
+        v.extend([
+            &self.y,
+            &self.y_mean,
+            &self.y_rstd,
+            &self.logits,
+            &self.losses,
+            &self.loss_stats,
+        ]);
+        v
+    }
+
+    /// Every tensor (memory reports).
+    pub fn all(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.src, &self.src_pad, &self.tgt_in, &self.tgt_out];
+        v.extend(self.floats());
+        v
+    }
+
+    /// Upload a batch: src and src_pad (B·S), tgt_in and tgt_out (B·T), checked.
+    pub fn write_batch(
+        &self,
+        ctx: &GpuContext,
+        cfg: &Seq2seqConfig,
+        src: &[i32],
+        src_pad: &[i32],
+        tgt_in: &[i32],
+        tgt_out: &[i32],
+    ) -> Result<()> {
+        check_batch(
+            cfg,
+            src,
+            src_pad,
+            tgt_in,
+            Some(tgt_out),
+            1,
+            self.b,
+            self.s,
+            self.t,
+        )?;
+        self.src.write(ctx, src)?;
+        self.src_pad.write(ctx, src_pad)?;
+        self.tgt_in.write(ctx, tgt_in)?;
+        self.tgt_out.write(ctx, tgt_out)
+    }
+}
+
+/// Error unless K micro-batches of (B, S) sources and (B, T) targets have the right
+/// lengths and every id lies in its vocabulary (targets may also be -100).
+#[allow(clippy::too_many_arguments)]
+pub fn check_batch(
+    cfg: &Seq2seqConfig,
+    src: &[i32],
+    src_pad: &[i32],
+    tgt_in: &[i32],
+    tgt_out: Option<&[i32]>,
+    k: usize,
+    b: usize,
+    s: usize,
+    t: usize,
+) -> Result<()> {
+    let lens = [
+        ("src", src.len(), k * b * s),
+        ("src_pad", src_pad.len(), k * b * s),
+        ("tgt_in", tgt_in.len(), k * b * t),
+        ("tgt_out", tgt_out.map_or(k * b * t, |y| y.len()), k * b * t),
+    ];
+    for (name, got, want) in lens {
+        if got != want {
+            return Err(Error::Invalid(format!(
+                "{name}: {got} ids, expected {want} ({k} micro-batches of {b} rows)"
+            )));
+        }
+    }
+    let bad = |ids: &[i32], v: usize, ignore: bool| {
+        ids.iter().position(|&i| {
+            !((0..v as i32).contains(&i)
+                || (ignore && i == crate::kernels::crossentropy::IGNORE_INDEX))
+        })
+    };
+    for (name, ids, v, ignore) in [
+        ("src", src, cfg.src_vocab, false),
+        ("tgt_in", tgt_in, cfg.tgt_vocab, false),
+        ("tgt_out", tgt_out.unwrap_or(&[]), cfg.tgt_vocab, true),
+    ] {
+        if let Some(i) = bad(ids, v, ignore) {
+            return Err(Error::Invalid(format!(
+                "{name}[{i}] = {} is outside the vocabulary [0, {v})",
+                ids[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// x (B, T, C) → out: self-attention sublayer's q, k, v, attention and projection.
+#[allow(clippy::too_many_arguments)]
+fn self_attn_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    w: &SelfAttnTensors,
+    (qkv, att, stats, proj): (&Tensor, &Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    (b, t, c, nh): (usize, usize, usize, usize),
+    causal: bool,
+) -> Result<()> {
+    matmul_forward(s, ctx, qkv, x, &w.qkv_w, Some(&w.qkv_b), b * t, c, 3 * c)?;
+    mha_forward(
+        s,
+        ctx,
+        att,
+        stats,
+        qkv,
+        qkv,
+        mask,
+        MhaLayout::packed(c),
+        b,
+        t,
+        t,
+        c,
+        nh,
+        causal,
+    )?;
+    matmul_forward(s, ctx, proj, att, &w.out_w, Some(&w.out_b), b * t, c, c)
+}
+
+/// Post-LN residual: res = x + sub; out = norm(res).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_norm_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    (res, out, mean, rstd): (&Tensor, &Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    sub: &Tensor,
+    norm: &NormTensors,
+    (b, t, c): (usize, usize, usize),
+    eps: f32,
+) -> Result<()> {
+    residual_forward(s, ctx, res, x, sub, b * t * c)?;
+    layernorm_forward(s, ctx, out, mean, rstd, res, &norm.w, &norm.b, b, t, c, eps)
+}
+
+/// ReLU feed-forward: out = relu(x·W1 + b1)·W2 + b2.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ffn_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    w: &FfnTensors,
+    (ff1, ff1_relu, ff2): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (bt, c, f): (usize, usize, usize),
+) -> Result<()> {
+    matmul_forward(s, ctx, ff1, x, &w.w1, Some(&w.b1), bt, c, f)?;
+    relu_forward(s, ctx, ff1_relu, ff1, bt * f)?;
+    matmul_forward(s, ctx, ff2, ff1_relu, &w.w2, Some(&w.b2), bt, f, c)
+}
+
+/// Record the encoder: src → memory (B, S, C).
+pub fn record_encoder(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, sl, c, nh, f) = (a.b, a.s, cfg.d_model, cfg.heads, cfg.ffn);
+    let eps = cfg.layer_norm_eps as f32;
+    let scale = (c as f32).sqrt();
+    embed_forward(
+        s,
+        ctx,
+        &a.src_x,
+        &a.src,
+        &p.src_emb,
+        &model.pe,
+        b,
+        sl,
+        c,
+        cfg.src_vocab,
+        scale,
+    )?;
+    let mut x = &a.src_x;
+    for (w, l) in p.enc.iter().zip(&a.enc) {
+        let dims = (b, sl, c, nh);
+        self_attn_forward(
+            s,
+            ctx,
+            &w.sa,
+            (&l.qkv, &l.att, &l.att_stats, &l.attproj),
+            x,
+            Some(&a.src_pad),
+            dims,
+            false,
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res1, &l.x1, &l.x1_mean, &l.x1_rstd),
+            x,
+            &l.attproj,
+            &w.norm1,
+            (b, sl, c),
+            eps,
+        )?;
+        ffn_forward(
+            s,
+            ctx,
+            &w.ffn,
+            (&l.ff1, &l.ff1_relu, &l.ff2),
+            &l.x1,
+            (b * sl, c, f),
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res2, &l.x2, &l.x2_mean, &l.x2_rstd),
+            &l.x1,
+            &l.ff2,
+            &w.norm2,
+            (b, sl, c),
+            eps,
+        )?;
+        x = &l.x2;
+    }
+    let n = &p.enc_norm;
+    layernorm_forward(
+        s,
+        ctx,
+        &a.memory,
+        &a.mem_mean,
+        &a.mem_rstd,
+        x,
+        &n.w,
+        &n.b,
+        b,
+        sl,
+        c,
+        eps,
+    )
+}
+
+/// Record the decoder over the memory the encoder left in `a`: tgt_in → logits (B, T, Vt).
+pub fn record_decoder(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, sl, t, c, nh, f) = (a.b, a.s, a.t, cfg.d_model, cfg.heads, cfg.ffn);
+    let eps = cfg.layer_norm_eps as f32;
+    let scale = (c as f32).sqrt();
+    embed_forward(
+        s,
+        ctx,
+        &a.tgt_x,
+        &a.tgt_in,
+        &p.tgt_emb,
+        &model.pe,
+        b,
+        t,
+        c,
+        cfg.tgt_vocab,
+        scale,
+    )?;
+    let mut x = &a.tgt_x;
+    for (w, l) in p.dec.iter().zip(&a.dec) {
+        self_attn_forward(
+            s,
+            ctx,
+            &w.sa,
+            (&l.qkv, &l.sa, &l.sa_stats, &l.saproj),
+            x,
+            None,
+            (b, t, c, nh),
+            true,
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res1, &l.x1, &l.x1_mean, &l.x1_rstd),
+            x,
+            &l.saproj,
+            &w.norm1,
+            (b, t, c),
+            eps,
+        )?;
+        let ca = &w.ca;
+        matmul_forward(s, ctx, &l.cq, &l.x1, &ca.q_w, Some(&ca.q_b), b * t, c, c)?;
+        matmul_forward(
+            s,
+            ctx,
+            &l.ckv,
+            &a.memory,
+            &ca.kv_w,
+            Some(&ca.kv_b),
+            b * sl,
+            c,
+            2 * c,
+        )?;
+        let cross = MhaLayout::cross(c);
+        mha_forward(
+            s,
+            ctx,
+            &l.ca,
+            &l.ca_stats,
+            &l.cq,
+            &l.ckv,
+            Some(&a.src_pad),
+            cross,
+            b,
+            t,
+            sl,
+            c,
+            nh,
+            false,
+        )?;
+        matmul_forward(
+            s,
+            ctx,
+            &l.caproj,
+            &l.ca,
+            &ca.out_w,
+            Some(&ca.out_b),
+            b * t,
+            c,
+            c,
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res2, &l.x2, &l.x2_mean, &l.x2_rstd),
+            &l.x1,
+            &l.caproj,
+            &w.norm2,
+            (b, t, c),
+            eps,
+        )?;
+        ffn_forward(
+            s,
+            ctx,
+            &w.ffn,
+            (&l.ff1, &l.ff1_relu, &l.ff2),
+            &l.x2,
+            (b * t, c, f),
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res3, &l.x3, &l.x3_mean, &l.x3_rstd),
+            &l.x2,
+            &l.ff2,
+            &w.norm3,
+            (b, t, c),
+            eps,
+        )?;
+        x = &l.x3;
+    }
+    let n = &p.dec_norm;
+    layernorm_forward(
+        s, ctx, &a.y, &a.y_mean, &a.y_rstd, x, &n.w, &n.b, b, t, c, eps,
+    )?;
+    classifier_forward(s, ctx, &a.logits, &a.y, &p.tgt_emb, b * t, c, cfg.tgt_vocab)
+}
+
+/// Record the whole forward pass: encoder, then decoder.
+pub fn record_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+) -> Result<()> {
+    record_encoder(s, ctx, model, a)?;
+    record_decoder(s, ctx, model, a)
+}
+
+/// Record the loss: per-position cross-entropy against tgt_out and its mean over the
+/// counted positions.
+pub fn record_loss(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    cfg: &Seq2seqConfig,
+    a: &Seq2seqActs,
+) -> Result<()> {
+    let bt = a.b * a.t;
+    crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.tgt_out, bt, cfg.tgt_vocab)?;
+    crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.tgt_out, bt)
+}
+
+/// Backward of [`add_norm_forward`]: dres += norm'(dout); dx += dres; dsub += dres.
+#[allow(clippy::too_many_arguments)]
+fn add_norm_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    (dx, dsub): (&Tensor, &Tensor),
+    (dnorm, dres): (&NormTensors, &Tensor),
+    dout: &Tensor,
+    (res, mean, rstd): (&Tensor, &Tensor, &Tensor),
+    norm: &NormTensors,
+    (b, t, c): (usize, usize, usize),
+) -> Result<()> {
+    layernorm_backward(
+        s, ctx, dres, &dnorm.w, &dnorm.b, dout, res, &norm.w, mean, rstd, b, t, c,
+    )?;
+    residual_backward(s, ctx, dx, dsub, dres, b * t * c)
+}
+
+/// Backward of [`ffn_forward`]: dx += ..., and the weights' gradients.
+#[allow(clippy::too_many_arguments)]
+fn ffn_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    g: &FfnTensors,
+    (dff1, dff1_relu, dff2): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (ff1, ff1_relu): (&Tensor, &Tensor),
+    w: &FfnTensors,
+    (bt, c, f): (usize, usize, usize),
+) -> Result<()> {
+    matmul_backward(
+        s,
+        ctx,
+        dff1_relu,
+        &g.w2,
+        Some(&g.b2),
+        dff2,
+        ff1_relu,
+        &w.w2,
+        bt,
+        f,
+        c,
+    )?;
+    relu_backward(s, ctx, dff1, ff1, dff1_relu, bt * f)?;
+    matmul_backward(s, ctx, dx, &g.w1, Some(&g.b1), dff1, x, &w.w1, bt, c, f)
+}
+
+/// Backward of [`self_attn_forward`].
+#[allow(clippy::too_many_arguments)]
+fn self_attn_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    g: &SelfAttnTensors,
+    (dqkv, datt, dproj): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (qkv, att, stats): (&Tensor, &Tensor, &Tensor),
+    w: &SelfAttnTensors,
+    mask: Option<&Tensor>,
+    (b, t, c, nh): (usize, usize, usize, usize),
+    causal: bool,
+) -> Result<()> {
+    matmul_backward(
+        s,
+        ctx,
+        datt,
+        &g.out_w,
+        Some(&g.out_b),
+        dproj,
+        att,
+        &w.out_w,
+        b * t,
+        c,
+        c,
+    )?;
+    let packed = MhaLayout::packed(c);
+    mha_backward(
+        s, ctx, dqkv, dqkv, datt, qkv, qkv, mask, att, stats, packed, b, t, t, c, nh, causal,
+    )?;
+    matmul_backward(
+        s,
+        ctx,
+        dx,
+        &g.qkv_w,
+        Some(&g.qkv_b),
+        dqkv,
+        x,
+        &w.qkv_w,
+        b * t,
+        c,
+        3 * c,
+    )
+}
+
+/// Record the backward pass of forward + loss, adding into `grads` and `d` (zeroed by the
+/// caller); the loss is weighted by `grad_scale`. Overwrites the logits with dlogits.
+pub fn record_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    grads: &Seq2seqTensors,
+    a: &Seq2seqActs,
+    d: &Seq2seqActs,
+    grad_scale: f32,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, sl, t, c, nh, f, v) = (
+        a.b,
+        a.s,
+        a.t,
+        cfg.d_model,
+        cfg.heads,
+        cfg.ffn,
+        cfg.tgt_vocab,
+    );
+    let scale = (c as f32).sqrt();
+    crossentropy_backward_inplace(
+        s,
+        ctx,
+        &a.logits,
+        &a.tgt_out,
+        &a.loss_stats,
+        b * t,
+        v,
+        grad_scale,
+    )?;
+    classifier_backward(
+        s,
+        ctx,
+        &d.y,
+        &grads.tgt_emb,
+        &a.logits,
+        &a.y,
+        &p.tgt_emb,
+        b * t,
+        c,
+        v,
+    )?;
+    // Decoder, last block first. The gradient of a block's output is that of the next
+    // block's input (or of the final norm's input).
+    let dec_in = |l: usize| {
+        if l == 0 {
+            (&a.tgt_x, &d.tgt_x)
+        } else {
+            (&a.dec[l - 1].x3, &d.dec[l - 1].x3)
+        }
+    };
+    let (last, dlast) = dec_in(cfg.decoder_layers);
+    let n = &p.dec_norm;
+    layernorm_backward(
+        s,
+        ctx,
+        dlast,
+        &grads.dec_norm.w,
+        &grads.dec_norm.b,
+        &d.y,
+        last,
+        &n.w,
+        &a.y_mean,
+        &a.y_rstd,
+        b,
+        t,
+        c,
+    )?;
+    for l in (0..cfg.decoder_layers).rev() {
+        let (w, g, x, dx) = (&p.dec[l], &grads.dec[l], &a.dec[l], &d.dec[l]);
+        let (inp, dinp) = dec_in(l);
+        let btc = (b, t, c);
+        add_norm_backward(
+            s,
+            ctx,
+            (&dx.x2, &dx.ff2),
+            (&g.norm3, &dx.res3),
+            &dx.x3,
+            (&x.res3, &x.x3_mean, &x.x3_rstd),
+            &w.norm3,
+            btc,
+        )?;
+        ffn_backward(
+            s,
+            ctx,
+            &dx.x2,
+            &g.ffn,
+            (&dx.ff1, &dx.ff1_relu, &dx.ff2),
+            &x.x2,
+            (&x.ff1, &x.ff1_relu),
+            &w.ffn,
+            (b * t, c, f),
+        )?;
+        add_norm_backward(
+            s,
+            ctx,
+            (&dx.x1, &dx.caproj),
+            (&g.norm2, &dx.res2),
+            &dx.x2,
+            (&x.res2, &x.x2_mean, &x.x2_rstd),
+            &w.norm2,
+            btc,
+        )?;
+        let (ca, gca) = (&w.ca, &g.ca);
+        matmul_backward(
+            s,
+            ctx,
+            &dx.ca,
+            &gca.out_w,
+            Some(&gca.out_b),
+            &dx.caproj,
+            &x.ca,
+            &ca.out_w,
+            b * t,
+            c,
+            c,
+        )?;
+        let cross = MhaLayout::cross(c);
+        mha_backward(
+            s,
+            ctx,
+            &dx.cq,
+            &dx.ckv,
+            &dx.ca,
+            &x.cq,
+            &x.ckv,
+            Some(&a.src_pad),
+            &x.ca,
+            &x.ca_stats,
+            cross,
+            b,
+            t,
+            sl,
+            c,
+            nh,
+            false,
+        )?;
+        matmul_backward(
+            s,
+            ctx,
+            &dx.x1,
+            &gca.q_w,
+            Some(&gca.q_b),
+            &dx.cq,
+            &x.x1,
+            &ca.q_w,
+            b * t,
+            c,
+            c,
+        )?;
+        matmul_backward(
+            s,
+            ctx,
+            &d.memory,
+            &gca.kv_w,
+            Some(&gca.kv_b),
+            &dx.ckv,
+            &a.memory,
+            &ca.kv_w,
+            b * sl,
+            c,
+            2 * c,
+        )?;
+        add_norm_backward(
+            s,
+            ctx,
+            (dinp, &dx.saproj),
+            (&g.norm1, &dx.res1),
+            &dx.x1,
+            (&x.res1, &x.x1_mean, &x.x1_rstd),
+            &w.norm1,
+            btc,
+        )?;
+        self_attn_backward(
+            s,
+            ctx,
+            dinp,
+            &g.sa,
+            (&dx.qkv, &dx.sa, &dx.saproj),
+            inp,
+            (&x.qkv, &x.sa, &x.sa_stats),
+            &w.sa,
+            None,
+            (b, t, c, nh),
+            true,
+        )?;
+    }
+    embed_backward(
+        s,
+        ctx,
+        &grads.tgt_emb,
+        None,
+        &d.tgt_x,
+        &a.tgt_in,
+        b,
+        t,
+        c,
+        v,
+        scale,
+    )?;
+    // Encoder: d.memory now holds every decoder block's cross-attention gradient.
+    let enc_in = |l: usize| {
+        if l == 0 {
+            (&a.src_x, &d.src_x)
+        } else {
+            (&a.enc[l - 1].x2, &d.enc[l - 1].x2)
+        }
+    };
+    let (last, dlast) = enc_in(cfg.encoder_layers);
+    let n = &p.enc_norm;
+    layernorm_backward(
+        s,
+        ctx,
+        dlast,
+        &grads.enc_norm.w,
+        &grads.enc_norm.b,
+        &d.memory,
+        last,
+        &n.w,
+        &a.mem_mean,
+        &a.mem_rstd,
+        b,
+        sl,
+        c,
+    )?;
+    for l in (0..cfg.encoder_layers).rev() {
+        let (w, g, x, dx) = (&p.enc[l], &grads.enc[l], &a.enc[l], &d.enc[l]);
+        let (inp, dinp) = enc_in(l);
+        let bsc = (b, sl, c);
+        add_norm_backward(
+            s,
+            ctx,
+            (&dx.x1, &dx.ff2),
+            (&g.norm2, &dx.res2),
+            &dx.x2,
+            (&x.res2, &x.x2_mean, &x.x2_rstd),
+            &w.norm2,
+            bsc,
+        )?;
+        ffn_backward(
+            s,
+            ctx,
+            &dx.x1,
+            &g.ffn,
+            (&dx.ff1, &dx.ff1_relu, &dx.ff2),
+            &x.x1,
+            (&x.ff1, &x.ff1_relu),
+            &w.ffn,
+            (b * sl, c, f),
+        )?;
+        add_norm_backward(
+            s,
+            ctx,
+            (dinp, &dx.attproj),
+            (&g.norm1, &dx.res1),
+            &dx.x1,
+            (&x.res1, &x.x1_mean, &x.x1_rstd),
+            &w.norm1,
+            bsc,
+        )?;
+        self_attn_backward(
+            s,
+            ctx,
+            dinp,
+            &g.sa,
+            (&dx.qkv, &dx.att, &dx.attproj),
+            inp,
+            (&x.qkv, &x.att, &x.att_stats),
+            &w.sa,
+            Some(&a.src_pad),
+            (b, sl, c, nh),
+            false,
+        )?;
+    }
+    embed_backward(
+        s,
+        ctx,
+        &grads.src_emb,
+        None,
+        &d.src_x,
+        &a.src,
+        b,
+        sl,
+        c,
+        cfg.src_vocab,
+        scale,
+    )
+}

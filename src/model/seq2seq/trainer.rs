@@ -1,0 +1,322 @@
+//! One encoder–decoder training step as one submit, as GPT-2's `Trainer`: the K
+//! micro-batches of a step are uploaded together; the encoder replays, for each, buffer
+//! copies of its slice into the activations' inputs, the recorded zero → forward → loss →
+//! backward (scaled 1/K), and a copy of its loss stats; then clipping and AdamW once.
+//! Only the K loss stats are read back. Dropout is not implemented for this model.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
+use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::crossentropy::STATS_LEN;
+use crate::kernels::gradnorm::GradNorm;
+use crate::model::gpt2::{MemoryReport, OptimConfig};
+use crate::model::seq2seq::graph::{
+    check_batch, record_backward, record_forward, record_loss, Seq2seqActs,
+};
+use crate::model::seq2seq::params::{seq2seq_params, Seq2seqTensors};
+use crate::model::seq2seq::Seq2seq;
+
+/// One batch of K·B rows: sources (K·B·S) with their padding flags, targets (K·B·T).
+pub struct Seq2seqBatchRef<'a> {
+    pub src: &'a [i32],
+    pub src_pad: &'a [i32],
+    pub tgt_in: &'a [i32],
+    pub tgt_out: &'a [i32],
+}
+
+/// Everything a training run keeps on the device for one (B, S, T), and the recorded step.
+pub struct Seq2seqTrainer {
+    pub model: Seq2seq,
+    pub acts: Seq2seqActs,
+    pub dacts: Seq2seqActs,
+    pub grads: Seq2seqTensors,
+    pub m: Seq2seqTensors,
+    pub v: Seq2seqTensors,
+    pub gradnorm: GradNorm,
+    pub opt: OptimConfig,
+    pub grad_accum: usize,
+    adam_step: Tensor,   // (8) u32 words of an AdamwStep
+    micro_src: Tensor,   // (K, B, S) i32
+    micro_pad: Tensor,   // (K, B, S) i32
+    micro_in: Tensor,    // (K, B, T) i32
+    micro_out: Tensor,   // (K, B, T) i32
+    micro_stats: Tensor, // (K, 4): the loss stats of each micro-batch
+    /// forward + loss (evaluation, parity)
+    forward: Schedule,
+    zero_grads: Schedule,
+    /// zero activation gradients, forward, loss, backward scaled by 1/K
+    micro: Schedule,
+    /// the same unscaled, when K > 1 (parity of gradients)
+    exact: Option<Schedule>,
+    /// clip + AdamW
+    update: Schedule,
+    loss_readback: Readback,
+    stats_readback: Readback,
+    /// AdamW steps taken.
+    pub step: u32,
+}
+
+impl Seq2seqTrainer {
+    /// A trainer for micro-batches of B rows, sources of S and targets of T tokens, K
+    /// micro-batches per step.
+    pub fn new(
+        ctx: &GpuContext,
+        model: Seq2seq,
+        (b, s, t): (usize, usize, usize),
+        opt: OptimConfig,
+        grad_accum: usize,
+    ) -> Result<Self> {
+        let k = grad_accum;
+        if k == 0 {
+            return Err(Error::Invalid(
+                "gradient accumulation needs at least one micro-batch per step".into(),
+            ));
+        }
+        let cfg = model.config.clone();
+        let acts = Seq2seqActs::new(ctx, &cfg, b, s, t, "act.")?;
+        let dacts = Seq2seqActs::new(ctx, &cfg, b, s, t, "grad.")?;
+        let grads = Seq2seqTensors::new(ctx, &cfg, "grad", None)?;
+        let m = Seq2seqTensors::new(ctx, &cfg, "adam.m", None)?;
+        let v = Seq2seqTensors::new(ctx, &cfg, "adam.v", None)?;
+        let gradnorm = GradNorm::new(ctx, &grads.all())?;
+        let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
+        let i32t = |label: &str, n: usize| Tensor::zeros(ctx, label, &[k, b, n], DType::I32);
+        let micro_src = i32t("micro src", s)?;
+        let micro_pad = i32t("micro src_pad", s)?;
+        let micro_in = i32t("micro tgt_in", t)?;
+        let micro_out = i32t("micro tgt_out", t)?;
+        let micro_stats = Tensor::zeros(ctx, "micro loss stats", &[k, STATS_LEN], DType::F32)?;
+
+        let mut forward = Schedule::new("seq2seq forward");
+        record_forward(&mut forward, ctx, &model, &acts)?;
+        record_loss(&mut forward, ctx, &cfg, &acts)?;
+        let mut zero_grads = Schedule::new("zero grads");
+        for g in grads.all() {
+            zero_grads.clear(g);
+        }
+        let record_micro = |label: &str, scale: f32| {
+            let mut s = Schedule::new(label);
+            for g in dacts.floats() {
+                s.clear(g);
+            }
+            record_forward(&mut s, ctx, &model, &acts)?;
+            record_loss(&mut s, ctx, &cfg, &acts)?;
+            record_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?;
+            Ok::<_, Error>(s)
+        };
+        let micro = record_micro("seq2seq micro-batch", 1.0 / k as f32)?;
+        let exact = if k > 1 {
+            Some(record_micro("seq2seq forward+backward", 1.0)?)
+        } else {
+            None
+        };
+        let mut update = Schedule::new("update");
+        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
+        let params = seq2seq_params(&cfg);
+        for (((spec, p), (g, mm)), vv) in params
+            .iter()
+            .map(|p| &p.spec)
+            .zip(model.params.all())
+            .zip(grads.all().into_iter().zip(m.all()))
+            .zip(v.all())
+        {
+            let wd = if spec.decay { opt.weight_decay } else { 0.0 };
+            adamw_update(
+                &mut update,
+                ctx,
+                p,
+                mm,
+                vv,
+                g,
+                &adam_step,
+                &gradnorm.state,
+                p.numel(),
+                wd,
+            )?;
+        }
+        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
+        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
+        Ok(Seq2seqTrainer {
+            model,
+            acts,
+            dacts,
+            grads,
+            m,
+            v,
+            gradnorm,
+            opt,
+            grad_accum: k,
+            adam_step,
+            micro_src,
+            micro_pad,
+            micro_in,
+            micro_out,
+            micro_stats,
+            forward,
+            zero_grads,
+            micro,
+            exact,
+            update,
+            loss_readback,
+            stats_readback,
+            step: 0,
+        })
+    }
+
+    /// (B, S, T) of one micro-batch.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.acts.b, self.acts.s, self.acts.t)
+    }
+
+    pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
+        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
+        let all: Vec<&Tensor> = self
+            .model
+            .params
+            .all()
+            .into_iter()
+            .chain(self.acts.all())
+            .collect();
+        let largest = all
+            .iter()
+            .max_by_key(|t| t.size_bytes())
+            .expect("tensors exist");
+        let micro = sum(vec![
+            &self.micro_src,
+            &self.micro_pad,
+            &self.micro_in,
+            &self.micro_out,
+        ]);
+        MemoryReport {
+            parameters: self.model.params.total_bytes() + self.model.pe.size_bytes(),
+            gradients: self.grads.total_bytes(),
+            optimizer: self.m.total_bytes() + self.v.total_bytes(),
+            activations: sum(self.acts.all()) + sum(self.dacts.all()) + micro,
+            largest_binding: (largest.label.clone(), largest.size_bytes()),
+            binding_limit: ctx.binding_limit(),
+        }
+    }
+
+    fn submit_and_read_loss(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("seq2seq step"),
+            });
+        for s in schedules {
+            s.encode(&mut enc);
+        }
+        enc.copy_buffer_to_buffer(
+            &self.acts.loss_stats.buffer,
+            0,
+            &self.loss_readback.buffer,
+            0,
+            self.loss_readback.size,
+        );
+        ctx.submit(enc.finish());
+    }
+
+    fn write_one(&self, ctx: &GpuContext, batch: &Seq2seqBatchRef) -> Result<()> {
+        let cfg = &self.model.config;
+        self.acts.write_batch(
+            ctx,
+            cfg,
+            batch.src,
+            batch.src_pad,
+            batch.tgt_in,
+            batch.tgt_out,
+        )
+    }
+
+    /// Mean loss of one micro-batch, without touching gradients or weights. One submit.
+    pub async fn eval_loss(&self, ctx: &GpuContext, batch: &Seq2seqBatchRef<'_>) -> Result<f32> {
+        self.write_one(ctx, batch)?;
+        self.submit_and_read_loss(ctx, &[&self.forward]);
+        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
+        Ok(stats[0])
+    }
+
+    /// Forward and backward of one micro-batch without accumulation scaling: its mean
+    /// loss's gradient lands in `self.grads` (zeroed first); returns the loss. The
+    /// logits are overwritten by their gradient. One submit.
+    pub async fn forward_backward(
+        &self,
+        ctx: &GpuContext,
+        batch: &Seq2seqBatchRef<'_>,
+    ) -> Result<f32> {
+        self.write_one(ctx, batch)?;
+        let exact = self.exact.as_ref().unwrap_or(&self.micro);
+        self.submit_and_read_loss(ctx, &[&self.zero_grads, exact]);
+        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
+        Ok(stats[0])
+    }
+
+    /// One training step at learning rate `lr` on K micro-batches (micro-batch k at rows
+    /// [k·B, (k+1)·B) of each array): returns the mean of their losses (before the update).
+    pub async fn step(
+        &mut self,
+        ctx: &GpuContext,
+        batch: &Seq2seqBatchRef<'_>,
+        lr: f32,
+    ) -> Result<f32> {
+        let (k, (b, s, t)) = (self.grad_accum, self.shape());
+        check_batch(
+            &self.model.config,
+            batch.src,
+            batch.src_pad,
+            batch.tgt_in,
+            Some(batch.tgt_out),
+            k,
+            b,
+            s,
+            t,
+        )?;
+        self.micro_src.write(ctx, batch.src)?;
+        self.micro_pad.write(ctx, batch.src_pad)?;
+        self.micro_in.write(ctx, batch.tgt_in)?;
+        self.micro_out.write(ctx, batch.tgt_out)?;
+        let step = self.step + 1;
+        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
+            .write(ctx, &self.adam_step)?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("seq2seq train step"),
+            });
+        self.zero_grads.encode(&mut enc);
+        let (src_row, tgt_row) = ((b * s * 4) as u64, (b * t * 4) as u64);
+        let stats = (STATS_LEN * 4) as u64;
+        for i in 0..k as u64 {
+            let copies = [
+                (&self.micro_src, &self.acts.src, src_row),
+                (&self.micro_pad, &self.acts.src_pad, src_row),
+                (&self.micro_in, &self.acts.tgt_in, tgt_row),
+                (&self.micro_out, &self.acts.tgt_out, tgt_row),
+            ];
+            for (from, to, row) in copies {
+                enc.copy_buffer_to_buffer(&from.buffer, i * row, &to.buffer, 0, row);
+            }
+            self.micro.encode(&mut enc);
+            enc.copy_buffer_to_buffer(
+                &self.acts.loss_stats.buffer,
+                0,
+                &self.micro_stats.buffer,
+                i * stats,
+                stats,
+            );
+        }
+        self.update.encode(&mut enc);
+        enc.copy_buffer_to_buffer(
+            &self.micro_stats.buffer,
+            0,
+            &self.stats_readback.buffer,
+            0,
+            self.micro_stats.size_bytes(),
+        );
+        ctx.submit(enc.finish());
+        self.step = step;
+        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
+        let losses: Vec<f64> = all.chunks(STATS_LEN).take(k).map(|s| s[0] as f64).collect();
+        Ok((losses.iter().sum::<f64>() / k as f64) as f32)
+    }
+}
