@@ -12,6 +12,7 @@ use crate::infer::translate::{translate as decode, TranslateOptions};
 use crate::model::seq2seq::Seq2seq;
 use crate::train::pairs::decode as detokenize;
 use crate::train::progress::ProgressObserver;
+use crate::train::seq2seq::Seq2seqPlan;
 use crate::train::seq2seq::{
     load_tokenizers, plan_seq2seq, plan_seq2seq_resume, train_seq2seq, Seq2seqModelChoice,
     Seq2seqOptions,
@@ -20,9 +21,10 @@ use crate::train::state::resolve_model_dir;
 use crate::train::tasks::{generate, write_pairs, Task};
 use crate::train::tokenize::encode_text;
 
-/// `wgformer train --arch seq2seq`: plan (or resume), train, report.
-pub fn train(opts: &GpuOptions, args: &crate::cli::train::Args) -> Result<bool> {
-    let plan = if args.resume {
+/// Plan the run `wgformer train --arch seq2seq <flags>` asks for, or its resume (CPU
+/// only: reads and tokenizes the pairs, writes run.json).
+pub fn plan(args: &crate::cli::train::Args) -> Result<Seq2seqPlan> {
+    Ok(if args.resume {
         plan_seq2seq_resume(&args.out_dir(), args.steps)?
     } else {
         let data = args.data.clone().ok_or_else(|| {
@@ -60,7 +62,12 @@ pub fn train(opts: &GpuOptions, args: &crate::cli::train::Args) -> Result<bool> 
             train: args.settings(),
             overwrite: args.overwrite,
         })?
-    };
+    })
+}
+
+/// `wgformer train --arch seq2seq`: plan (or resume), train, report.
+pub fn train(opts: &GpuOptions, args: &crate::cli::train::Args) -> Result<bool> {
+    let plan = plan(args)?;
     let ctx = pollster::block_on(GpuContext::with_needs(opts, &plan.needs()))?;
     let mut obs = ProgressObserver::new();
     let out = ctx.block_on(train_seq2seq(&ctx, plan, args.stop_at, &mut obs))?;

@@ -323,7 +323,10 @@ impl<'m> Translator<'m> {
                     .map(|(t, sc)| sc / (t.len().max(1) as f32).powf(alpha))
                     .fold(f32::NEG_INFINITY, f32::max);
                 if next.is_empty() || (done[g].len() >= k && best_done >= best_live) {
+                    // Finished: only the ended hypotheses compete (the live beams of the
+                    // previous step are prefixes of them or worse).
                     closed[g] = true;
+                    beams[g].clear();
                     continue;
                 }
                 while next.len() < k {
