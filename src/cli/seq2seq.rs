@@ -139,7 +139,9 @@ pub fn translate(opts: &GpuOptions, args: TranslateArgs) -> Result<bool> {
     let run = |lines: &[String]| -> Result<()> {
         let ids: Vec<Vec<u32>> = lines
             .iter()
-            .map(|l| encode_text(&src_tok, l))
+            .map(|l| {
+                encode_text(&src_tok, l).map_err(|e| Error::Invalid(format!("input {l:?}: {e}")))
+            })
             .collect::<Result<_>>()?;
         for (l, i) in lines.iter().zip(&ids) {
             if i.is_empty() {

@@ -1,6 +1,8 @@
-//! Launchers for shaders/gelu.wgsl: `gelu_forward` (out = gelu(inp), tanh approximation)
-//! and `gelu_backward` (dinp += gelu'(inp)·dout), one 1-D launch each of 256-invocation
-//! workgroups. CPU references: `crate::reference::gelu`.
+//! Launchers for shaders/gelu.wgsl: `gelu_forward` (out = gelu(inp), tanh approximation,
+//! GPT-2) and `gelu_backward` (dinp += gelu'(inp)·dout), and their exact-erf twins
+//! `gelu_erf_forward` (out = inp·Φ(inp), BERT) and `gelu_erf_backward`; one 1-D launch
+//! each of 256-invocation workgroups. Not in place (out and inp are distinct tensors).
+//! CPU references: `crate::reference::gelu`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -27,6 +29,23 @@ pub const GELU_FORWARD: KernelDesc = KernelDesc {
 pub const GELU_BACKWARD: KernelDesc = KernelDesc {
     shader: &GELU,
     entry: "gelu_backward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+pub const GELU_ERF_FORWARD: KernelDesc = KernelDesc {
+    shader: &GELU,
+    entry: "gelu_erf_forward",
+    bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
+};
+
+pub const GELU_ERF_BACKWARD: KernelDesc = KernelDesc {
+    shader: &GELU,
+    entry: "gelu_erf_backward",
     bindings: &[
         Binding::ReadWrite,
         Binding::Read,
@@ -77,6 +96,56 @@ pub fn gelu_backward(
     s.dispatch(
         ctx,
         &GELU_BACKWARD,
+        &[],
+        &label,
+        &slots,
+        Some(&p),
+        groups_1d(n, WG),
+    )
+}
+
+/// out (N) = inp·Φ(inp) = 0.5·inp·(1 + erf(inp/√2)) for inp (N): the exact GELU
+pub fn gelu_erf_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    out: &Tensor,
+    inp: &Tensor,
+    n: usize,
+) -> Result<()> {
+    expect_numel(out, n)?;
+    expect_numel(inp, n)?;
+    let label = format!("gelu_erf_forward {} <- {}", out.label, inp.label);
+    let p = GeluParams { n: n as u32 };
+    let slots = [out.into(), inp.into()];
+    s.dispatch(
+        ctx,
+        &GELU_ERF_FORWARD,
+        &[],
+        &label,
+        &slots,
+        Some(&p),
+        groups_1d(n, WG),
+    )
+}
+
+/// dinp (N) += dout (N) · GELU'(inp (N)), GELU'(x) = Φ(x) + x·φ(x) (exact GELU)
+pub fn gelu_erf_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dinp: &Tensor,
+    inp: &Tensor,
+    dout: &Tensor,
+    n: usize,
+) -> Result<()> {
+    expect_numel(dinp, n)?;
+    expect_numel(inp, n)?;
+    expect_numel(dout, n)?;
+    let label = format!("gelu_erf_backward {} <- {}", dinp.label, dout.label);
+    let p = GeluParams { n: n as u32 };
+    let slots = [dinp.into(), inp.into(), dout.into()];
+    s.dispatch(
+        ctx,
+        &GELU_ERF_BACKWARD,
         &[],
         &label,
         &slots,

@@ -7,6 +7,8 @@
 //! - [`data`]: corpora, the token cache, pretraining and fine-tuning batches.
 //! - [`tokenize`]: char, byte, GPT-2 and trained BPE tokenizers, normalization.
 //! - [`pairs`]: seq2seq source → target pairs, tokenizers with `<pad>`/`<s>`/`</s>`, batches.
+//! - [`mlm`]: BERT special ids, masked-LM batches (`[CLS]` window `[SEP]`, 80/10/10 masking).
+//! - [`classify`]: labeled text for sequence classification, its label set and batches.
 //! - [`tasks`]: generated toy seq2seq tasks (reverse, sort, copy).
 //! - [`schedule`]: warmup then cosine decay of the learning rate.
 //! - [`state`]: the run directory, checkpoints, resume.
@@ -15,8 +17,10 @@
 //! - [`progress`]: the progress bar the CLI shows.
 //! - [`sample`]: the text sample printed at the end of a run.
 
+pub mod classify;
 pub mod data;
 pub mod metrics;
+pub mod mlm;
 pub mod pairs;
 pub mod progress;
 pub mod run;
