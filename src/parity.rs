@@ -284,9 +284,13 @@ pub async fn parity_seq2seq(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparis
         file: path.display().to_string(),
     };
     let (sshape, src) = reference.i32("src")?;
-    let (_, src_pad) = reference.i32("src_pad_mask")?;
+    // No padding mask: no source position is padding.
+    let src_pad = match reference.i32("src_pad_mask") {
+        Ok((_, m)) => m,
+        Err(_) => vec![0; src.len()],
+    };
     let (tshape, tgt_in) = reference.i32("tgt_in")?;
-    let (_, tgt_out) = reference.i32("tgt_out")?;
+    let (_, mut tgt_out) = reference.i32("tgt_out")?;
     if sshape.len() != 2 || tshape.len() != 2 || sshape[0] != tshape[0] {
         return Err(Error::Invalid(format!(
             "{}: src must be (B, S) and tgt_in (B, T) with the same B; found {sshape:?} and {tshape:?}",
@@ -296,6 +300,17 @@ pub async fn parity_seq2seq(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparis
     let (b, s, t) = (sshape[0], sshape[1], tshape[1]);
     let model = Seq2seq::load(ctx, dir)?;
     let cfg = model.config.clone();
+    // The loss counts every position unless config.json says padding is ignored.
+    let loss_rule = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("loss").and_then(|l| l.as_str()).map(str::to_lowercase))
+        .unwrap_or_default();
+    if loss_rule.contains("ignor") && loss_rule.contains("pad") {
+        for y in tgt_out.iter_mut().filter(|y| **y == cfg.pad_id as i32) {
+            *y = crate::kernels::crossentropy::IGNORE_INDEX;
+        }
+    }
     let trainer = Seq2seqTrainer::new(ctx, model.clone(), (b, s, t), OptimConfig::default(), 1)?;
     let batch = Seq2seqBatchRef {
         src: &src,
