@@ -18,7 +18,8 @@ use crate::kernels::encoder::embed_forward;
 use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::matmul::{classifier_forward, matmul_forward};
 use crate::kernels::mha::{mha_forward, MhaLayout};
-use crate::model::seq2seq::graph::{add_norm_forward, ffn_forward, record_encoder, Seq2seqActs};
+use crate::model::blocks::{add_norm_forward, ffn_forward, Activation};
+use crate::model::seq2seq::graph::{record_encoder, Seq2seqActs};
 use crate::model::seq2seq::Seq2seq;
 
 /// How to decode.
@@ -566,6 +567,7 @@ fn record_step(
             (&d.ff1, &d.ff1_relu, &d.ff2),
             &d.x2,
             (n, c, f),
+            Activation::Relu,
         )?;
         add_norm_forward(
             s,

@@ -1,5 +1,6 @@
 //! Models built from the kernels: configuration, parameter layout, checkpoints.
 
+pub mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt2;

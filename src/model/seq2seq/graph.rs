@@ -17,9 +17,11 @@ use crate::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_forward,
 };
 use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
-use crate::kernels::relu::{relu_backward, relu_forward};
-use crate::kernels::residual::{residual_backward, residual_forward};
-use crate::model::seq2seq::params::{FfnTensors, NormTensors, SelfAttnTensors, Seq2seqTensors};
+use crate::model::blocks::{
+    add_norm_backward, add_norm_forward, ffn_backward, ffn_forward, self_attn_backward,
+    self_attn_forward, Activation,
+};
+use crate::model::seq2seq::params::Seq2seqTensors;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
 
 /// One encoder block's activations at (B, S). Also used for their gradients, where the
@@ -344,69 +346,6 @@ pub fn check_batch(
     Ok(())
 }
 
-/// x (B, T, C) → out: self-attention sublayer's q, k, v, attention and projection.
-#[allow(clippy::too_many_arguments)]
-fn self_attn_forward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    w: &SelfAttnTensors,
-    (qkv, att, stats, proj): (&Tensor, &Tensor, &Tensor, &Tensor),
-    x: &Tensor,
-    mask: Option<&Tensor>,
-    (b, t, c, nh): (usize, usize, usize, usize),
-    causal: bool,
-) -> Result<()> {
-    matmul_forward(s, ctx, qkv, x, &w.qkv_w, Some(&w.qkv_b), b * t, c, 3 * c)?;
-    mha_forward(
-        s,
-        ctx,
-        att,
-        stats,
-        qkv,
-        qkv,
-        mask,
-        MhaLayout::packed(c),
-        b,
-        t,
-        t,
-        c,
-        nh,
-        causal,
-    )?;
-    matmul_forward(s, ctx, proj, att, &w.out_w, Some(&w.out_b), b * t, c, c)
-}
-
-/// Post-LN residual: res = x + sub; out = norm(res).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn add_norm_forward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    (res, out, mean, rstd): (&Tensor, &Tensor, &Tensor, &Tensor),
-    x: &Tensor,
-    sub: &Tensor,
-    norm: &NormTensors,
-    (b, t, c): (usize, usize, usize),
-    eps: f32,
-) -> Result<()> {
-    residual_forward(s, ctx, res, x, sub, b * t * c)?;
-    layernorm_forward(s, ctx, out, mean, rstd, res, &norm.w, &norm.b, b, t, c, eps)
-}
-
-/// ReLU feed-forward: out = relu(x·W1 + b1)·W2 + b2.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn ffn_forward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    w: &FfnTensors,
-    (ff1, ff1_relu, ff2): (&Tensor, &Tensor, &Tensor),
-    x: &Tensor,
-    (bt, c, f): (usize, usize, usize),
-) -> Result<()> {
-    matmul_forward(s, ctx, ff1, x, &w.w1, Some(&w.b1), bt, c, f)?;
-    relu_forward(s, ctx, ff1_relu, ff1, bt * f)?;
-    matmul_forward(s, ctx, ff2, ff1_relu, &w.w2, Some(&w.b2), bt, f, c)
-}
-
 /// Record the encoder: src → memory (B, S, C).
 pub fn record_encoder(
     s: &mut Schedule,
@@ -462,6 +401,7 @@ pub fn record_encoder(
             (&l.ff1, &l.ff1_relu, &l.ff2),
             &l.x1,
             (b * sl, c, f),
+            Activation::Relu,
         )?;
         add_norm_forward(
             s,
@@ -597,6 +537,7 @@ pub fn record_decoder(
             (&l.ff1, &l.ff1_relu, &l.ff2),
             &l.x2,
             (b * t, c, f),
+            Activation::Relu,
         )?;
         add_norm_forward(
             s,
@@ -639,101 +580,6 @@ pub fn record_loss(
     let bt = a.b * a.t;
     crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.tgt_out, bt, cfg.tgt_vocab)?;
     crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.tgt_out, bt)
-}
-
-/// Backward of [`add_norm_forward`]: dres += norm'(dout); dx += dres; dsub += dres.
-#[allow(clippy::too_many_arguments)]
-fn add_norm_backward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    (dx, dsub): (&Tensor, &Tensor),
-    (dnorm, dres): (&NormTensors, &Tensor),
-    dout: &Tensor,
-    (res, mean, rstd): (&Tensor, &Tensor, &Tensor),
-    norm: &NormTensors,
-    (b, t, c): (usize, usize, usize),
-) -> Result<()> {
-    layernorm_backward(
-        s, ctx, dres, &dnorm.w, &dnorm.b, dout, res, &norm.w, mean, rstd, b, t, c,
-    )?;
-    residual_backward(s, ctx, dx, dsub, dres, b * t * c)
-}
-
-/// Backward of [`ffn_forward`]: dx += ..., and the weights' gradients.
-#[allow(clippy::too_many_arguments)]
-fn ffn_backward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    dx: &Tensor,
-    g: &FfnTensors,
-    (dff1, dff1_relu, dff2): (&Tensor, &Tensor, &Tensor),
-    x: &Tensor,
-    (ff1, ff1_relu): (&Tensor, &Tensor),
-    w: &FfnTensors,
-    (bt, c, f): (usize, usize, usize),
-) -> Result<()> {
-    matmul_backward(
-        s,
-        ctx,
-        dff1_relu,
-        &g.w2,
-        Some(&g.b2),
-        dff2,
-        ff1_relu,
-        &w.w2,
-        bt,
-        f,
-        c,
-    )?;
-    relu_backward(s, ctx, dff1, ff1, dff1_relu, bt * f)?;
-    matmul_backward(s, ctx, dx, &g.w1, Some(&g.b1), dff1, x, &w.w1, bt, c, f)
-}
-
-/// Backward of [`self_attn_forward`].
-#[allow(clippy::too_many_arguments)]
-fn self_attn_backward(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    dx: &Tensor,
-    g: &SelfAttnTensors,
-    (dqkv, datt, dproj): (&Tensor, &Tensor, &Tensor),
-    x: &Tensor,
-    (qkv, att, stats): (&Tensor, &Tensor, &Tensor),
-    w: &SelfAttnTensors,
-    mask: Option<&Tensor>,
-    (b, t, c, nh): (usize, usize, usize, usize),
-    causal: bool,
-) -> Result<()> {
-    matmul_backward(
-        s,
-        ctx,
-        datt,
-        &g.out_w,
-        Some(&g.out_b),
-        dproj,
-        att,
-        &w.out_w,
-        b * t,
-        c,
-        c,
-    )?;
-    let packed = MhaLayout::packed(c);
-    mha_backward(
-        s, ctx, dqkv, dqkv, datt, qkv, qkv, mask, att, stats, packed, b, t, t, c, nh, causal,
-    )?;
-    matmul_backward(
-        s,
-        ctx,
-        dx,
-        &g.qkv_w,
-        Some(&g.qkv_b),
-        dqkv,
-        x,
-        &w.qkv_w,
-        b * t,
-        c,
-        3 * c,
-    )
 }
 
 /// Record the backward pass of forward + loss, adding into `grads` and `d` (zeroed by the
@@ -831,6 +677,7 @@ pub fn record_backward(
             (&x.ff1, &x.ff1_relu),
             &w.ffn,
             (b * t, c, f),
+            Activation::Relu,
         )?;
         add_norm_backward(
             s,
@@ -988,6 +835,7 @@ pub fn record_backward(
             (&x.ff1, &x.ff1_relu),
             &w.ffn,
             (b * sl, c, f),
+            Activation::Relu,
         )?;
         add_norm_backward(
             s,

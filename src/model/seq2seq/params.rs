@@ -17,6 +17,8 @@ use crate::model::params::{Init, ParamSpec};
 use crate::model::seq2seq::config::Seq2seqConfig;
 use crate::rng::Rng;
 
+pub use crate::model::blocks::{FfnTensors, NormTensors, SelfAttnTensors};
+
 /// Where a parameter comes from in a torch state dict: rows `rows` of tensor `name`
 /// (shape `shape`), transposed when it is a linear weight.
 #[derive(Clone, Debug, PartialEq)]
@@ -264,15 +266,8 @@ pub fn init_values(cfg: &Seq2seqConfig, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Attention of one block: packed self-attention or split cross-attention.
-#[derive(Clone)]
-pub struct SelfAttnTensors {
-    pub qkv_w: Tensor, // (C, 3C)
-    pub qkv_b: Tensor, // (3C)
-    pub out_w: Tensor, // (C, C)
-    pub out_b: Tensor, // (C)
-}
-
+/// Cross-attention of a decoder block: queries from the decoder stream, keys and values
+/// from the encoder output.
 #[derive(Clone)]
 pub struct CrossAttnTensors {
     pub q_w: Tensor,   // (C, C): applied to the decoder stream
@@ -281,20 +276,6 @@ pub struct CrossAttnTensors {
     pub kv_b: Tensor,  // (2C)
     pub out_w: Tensor, // (C, C)
     pub out_b: Tensor, // (C)
-}
-
-#[derive(Clone)]
-pub struct FfnTensors {
-    pub w1: Tensor, // (C, F)
-    pub b1: Tensor, // (F)
-    pub w2: Tensor, // (F, C)
-    pub b2: Tensor, // (C)
-}
-
-#[derive(Clone)]
-pub struct NormTensors {
-    pub w: Tensor, // (C)
-    pub b: Tensor, // (C)
 }
 
 /// One encoder block: x = norm1(x + self_attn(x)); x = norm2(x + ffn(x)).

@@ -1,0 +1,212 @@
+//! The sublayers every post-LN transformer block here is made of, shared by the
+//! encoder–decoder (`model::seq2seq`) and BERT (`model::bert`): self-attention over
+//! packed q, k, v (`mha`), the residual add followed by LayerNorm, and the two-matmul
+//! feed-forward with ReLU or exact GELU. Each `_forward` has its `_backward` below it,
+//! which adds into every gradient (the caller zeroes them).
+
+use crate::error::Result;
+use crate::gpu::{GpuContext, Schedule, Tensor};
+use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::matmul::{matmul_backward, matmul_forward};
+use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
+use crate::kernels::relu::{relu_backward, relu_forward};
+use crate::kernels::residual::{residual_backward, residual_forward};
+
+/// Self-attention of one block, q, k and v packed.
+#[derive(Clone)]
+pub struct SelfAttnTensors {
+    pub qkv_w: Tensor, // (C, 3C)
+    pub qkv_b: Tensor, // (3C)
+    pub out_w: Tensor, // (C, C)
+    pub out_b: Tensor, // (C)
+}
+
+#[derive(Clone)]
+pub struct FfnTensors {
+    pub w1: Tensor, // (C, F)
+    pub b1: Tensor, // (F)
+    pub w2: Tensor, // (F, C)
+    pub b2: Tensor, // (C)
+}
+
+#[derive(Clone)]
+pub struct NormTensors {
+    pub w: Tensor, // (C)
+    pub b: Tensor, // (C)
+}
+
+/// The feed-forward's nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// torch.nn.Transformer's default.
+    Relu,
+    /// x·Φ(x) with the exact erf (BERT's "gelu").
+    GeluErf,
+}
+
+/// x (B, T, C) → out: self-attention sublayer's q, k, v, attention and projection.
+#[allow(clippy::too_many_arguments)]
+pub fn self_attn_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    w: &SelfAttnTensors,
+    (qkv, att, stats, proj): (&Tensor, &Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    (b, t, c, nh): (usize, usize, usize, usize),
+    causal: bool,
+) -> Result<()> {
+    matmul_forward(s, ctx, qkv, x, &w.qkv_w, Some(&w.qkv_b), b * t, c, 3 * c)?;
+    mha_forward(
+        s,
+        ctx,
+        att,
+        stats,
+        qkv,
+        qkv,
+        mask,
+        MhaLayout::packed(c),
+        b,
+        t,
+        t,
+        c,
+        nh,
+        causal,
+    )?;
+    matmul_forward(s, ctx, proj, att, &w.out_w, Some(&w.out_b), b * t, c, c)
+}
+
+/// Post-LN residual: res = x + sub; out = norm(res).
+#[allow(clippy::too_many_arguments)]
+pub fn add_norm_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    (res, out, mean, rstd): (&Tensor, &Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    sub: &Tensor,
+    norm: &NormTensors,
+    (b, t, c): (usize, usize, usize),
+    eps: f32,
+) -> Result<()> {
+    residual_forward(s, ctx, res, x, sub, b * t * c)?;
+    layernorm_forward(s, ctx, out, mean, rstd, res, &norm.w, &norm.b, b, t, c, eps)
+}
+
+/// Feed-forward: out = act(x·W1 + b1)·W2 + b2.
+#[allow(clippy::too_many_arguments)]
+pub fn ffn_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    w: &FfnTensors,
+    (ff1, ff1_act, ff2): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (bt, c, f): (usize, usize, usize),
+    act: Activation,
+) -> Result<()> {
+    matmul_forward(s, ctx, ff1, x, &w.w1, Some(&w.b1), bt, c, f)?;
+    match act {
+        Activation::Relu => relu_forward(s, ctx, ff1_act, ff1, bt * f)?,
+        Activation::GeluErf => gelu_erf_forward(s, ctx, ff1_act, ff1, bt * f)?,
+    }
+    matmul_forward(s, ctx, ff2, ff1_act, &w.w2, Some(&w.b2), bt, f, c)
+}
+
+/// Backward of [`add_norm_forward`]: dres += norm'(dout); dx += dres; dsub += dres.
+#[allow(clippy::too_many_arguments)]
+pub fn add_norm_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    (dx, dsub): (&Tensor, &Tensor),
+    (dnorm, dres): (&NormTensors, &Tensor),
+    dout: &Tensor,
+    (res, mean, rstd): (&Tensor, &Tensor, &Tensor),
+    norm: &NormTensors,
+    (b, t, c): (usize, usize, usize),
+) -> Result<()> {
+    layernorm_backward(
+        s, ctx, dres, &dnorm.w, &dnorm.b, dout, res, &norm.w, mean, rstd, b, t, c,
+    )?;
+    residual_backward(s, ctx, dx, dsub, dres, b * t * c)
+}
+
+/// Backward of [`ffn_forward`]: dx += ..., and the weights' gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn ffn_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    g: &FfnTensors,
+    (dff1, dff1_act, dff2): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (ff1, ff1_act): (&Tensor, &Tensor),
+    w: &FfnTensors,
+    (bt, c, f): (usize, usize, usize),
+    act: Activation,
+) -> Result<()> {
+    matmul_backward(
+        s,
+        ctx,
+        dff1_act,
+        &g.w2,
+        Some(&g.b2),
+        dff2,
+        ff1_act,
+        &w.w2,
+        bt,
+        f,
+        c,
+    )?;
+    match act {
+        Activation::Relu => relu_backward(s, ctx, dff1, ff1, dff1_act, bt * f)?,
+        Activation::GeluErf => gelu_erf_backward(s, ctx, dff1, ff1, dff1_act, bt * f)?,
+    }
+    matmul_backward(s, ctx, dx, &g.w1, Some(&g.b1), dff1, x, &w.w1, bt, c, f)
+}
+
+/// Backward of [`self_attn_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn self_attn_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    g: &SelfAttnTensors,
+    (dqkv, datt, dproj): (&Tensor, &Tensor, &Tensor),
+    x: &Tensor,
+    (qkv, att, stats): (&Tensor, &Tensor, &Tensor),
+    w: &SelfAttnTensors,
+    mask: Option<&Tensor>,
+    (b, t, c, nh): (usize, usize, usize, usize),
+    causal: bool,
+) -> Result<()> {
+    matmul_backward(
+        s,
+        ctx,
+        datt,
+        &g.out_w,
+        Some(&g.out_b),
+        dproj,
+        att,
+        &w.out_w,
+        b * t,
+        c,
+        c,
+    )?;
+    let packed = MhaLayout::packed(c);
+    mha_backward(
+        s, ctx, dqkv, dqkv, datt, qkv, qkv, mask, att, stats, packed, b, t, t, c, nh, causal,
+    )?;
+    matmul_backward(
+        s,
+        ctx,
+        dx,
+        &g.qkv_w,
+        Some(&g.qkv_b),
+        dqkv,
+        x,
+        &w.qkv_w,
+        b * t,
+        c,
+        3 * c,
+    )
+}
