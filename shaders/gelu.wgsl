@@ -78,7 +78,8 @@ fn gelu_backward(@builtin(workgroup_id) wg: vec3<u32>,
 const SQRT1_2: f32 = 0.7071067811865476;      // 1/√2
 const INV_SQRT_2PI: f32 = 0.3989422804014327;  // 1/√(2π)
 // Beyond |x| = 14, x·φ(x) < 2e-42 (below f32's normal range) and x² would only move on
-// towards overflow: the backward takes gelu'(x) as exactly 1 or 0 there.
+// towards overflow: the backward takes gelu'(x) = Φ(x) there (1, or 0 to within a
+// subnormal).
 const PDF_CUTOFF: f32 = 14.0;
 
 // erf(z) for |z| ≤ 1 as z·P(z²), P of degree 6 interpolating erf(z)/z at the Chebyshev

@@ -4,7 +4,7 @@
 // (e^2x − 1)/(e^2x + 1), which is inf/inf = NaN for large x and loses relative accuracy
 // near 0. tanh_value instead takes an odd polynomial below |x| = 0.55 and
 // (1 − e^−2|x|)/(1 + e^−2|x|) above, with |x| clamped to 15 (where tanh is ±1 in f32):
-// every finite or infinite x gives a finite result, ±1 exactly for |x| ≥ 9.1.
+// every finite or infinite x gives a finite result, ±1 exactly from |x| ≈ 9 on.
 // The backward takes the forward's output (as torch's tanh_backward), not its input.
 // Launchers: src/kernels/tanh.rs. CPU references: src/reference/tanh.rs.
 
@@ -62,7 +62,7 @@ fn tanh_forward(@builtin(workgroup_id) wg: vec3<u32>,
 @group(0) @binding(2) var<storage, read> bwd_dout: array<f32>;        // (N)
 @group(0) @binding(3) var<uniform> bwd_p: TanhParams;
 
-// dinp += dout·(1 − out²), tanh' = 1 − tanh². Where out = ±1 exactly nothing is added.
+// dinp += dout·(1 − out²), as tanh' = 1 − tanh²; where out = ±1 exactly, 0 is added.
 // Gradients are added into; the training step zeroes them once per step.
 @compute @workgroup_size(WG)
 fn tanh_backward(@builtin(workgroup_id) wg: vec3<u32>,

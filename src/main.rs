@@ -54,6 +54,8 @@ enum Command {
     /// Translate with an encoder–decoder (--arch seq2seq): greedy or beam search, from
     /// --text or stdin line by line.
     Translate(wgformer::cli::seq2seq::TranslateArgs),
+    /// Sentence embeddings with a BERT (mean pooling, L2-normalised), from --text or stdin.
+    Embed(wgformer::cli::bert::EmbedArgs),
     /// Write a generated toy task (reverse, sort, copy) as source → target pairs in JSONL.
     MakePairs(wgformer::cli::seq2seq::MakePairsArgs),
     /// Perplexity and mean loss of a model over a text file.
@@ -149,6 +151,7 @@ fn run(cli: Cli) -> Result<bool> {
         Some(Command::Finetune(a)) => wgformer::cli::finetune::run(&opts, a),
         Some(Command::Generate(a)) => wgformer::cli::generate::run(&opts, a),
         Some(Command::Translate(a)) => wgformer::cli::seq2seq::translate(&opts, a),
+        Some(Command::Embed(a)) => wgformer::cli::bert::embed(&opts, a),
         Some(Command::MakePairs(a)) => wgformer::cli::seq2seq::make_pairs(a),
         Some(Command::Eval(a)) => wgformer::cli::eval::run(&opts, a),
         Some(Command::Serve(a)) => wgformer::cli::serve::run(&opts, a),

@@ -304,7 +304,11 @@ pub async fn parity_seq2seq(ctx: &GpuContext, dir: &Path) -> Result<Vec<Comparis
     let loss_rule = std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("loss").and_then(|l| l.as_str()).map(str::to_lowercase))
+        .and_then(|v| {
+            v.get("loss")
+                .and_then(|l| l.as_str())
+                .map(str::to_lowercase)
+        })
         .unwrap_or_default();
     if loss_rule.contains("ignor") && loss_rule.contains("pad") {
         for y in tgt_out.iter_mut().filter(|y| **y == cfg.pad_id as i32) {

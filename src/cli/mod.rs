@@ -2,6 +2,7 @@
 //! `Args` and a `run` that blocks at the edge. `src/main.rs` wires them together with
 //! the small commands (info, selfcheck, bench, parity). Native only.
 
+pub mod bert;
 pub mod eval;
 pub mod finetune;
 pub mod generate;

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod decoder;
+pub mod embed;
 pub mod eval;
 pub mod generator;
 pub mod model;

@@ -17,9 +17,11 @@ pub mod layernorm;
 pub mod matmul;
 pub mod mha;
 pub mod peak;
+pub mod pool;
 pub mod relu;
 pub mod residual;
 pub mod sampling;
+pub mod tanh;
 
 use std::ops::Range;
 
@@ -100,9 +102,17 @@ pub mod shaders {
         name: "peak",
         source: include_str!("../../shaders/peak.wgsl"),
     };
+    pub static TANH: Shader = Shader {
+        name: "tanh",
+        source: include_str!("../../shaders/tanh.wgsl"),
+    };
+    pub static POOL: Shader = Shader {
+        name: "pool",
+        source: include_str!("../../shaders/pool.wgsl"),
+    };
 
     /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups).
-    pub fn all() -> [&'static Shader; 16] {
+    pub fn all() -> [&'static Shader; 18] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -120,6 +130,8 @@ pub mod shaders {
             &PEAK,
             &MHA,
             &RELU,
+            &TANH,
+            &POOL,
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! Models built from the kernels: configuration, parameter layout, checkpoints.
 
+pub mod bert;
 pub mod blocks;
 pub mod checkpoint;
 pub mod config;

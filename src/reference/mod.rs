@@ -17,6 +17,8 @@ pub mod gradnorm;
 pub mod layernorm;
 pub mod matmul;
 pub mod mha;
+pub mod pool;
 pub mod relu;
 pub mod residual;
 pub mod sampling;
+pub mod tanh;

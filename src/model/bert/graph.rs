@@ -1,0 +1,767 @@
+//! BERT's activations at fixed (B, T) and its passes, recorded into schedules: the
+//! encoder (embeddings → post-LN GELU layers), and on top of it one of: the masked-LM
+//! head and its loss, the pooler + classifier and its loss, or mean pooling + L2
+//! normalisation (sentence embeddings). Backward walks each in reverse and adds into the
+//! gradients, which the caller zeroes.
+//!
+//! Embeddings are word + position (`embed_forward` with the position table as its
+//! positions) plus token type (`embed_forward` again, over a zero table), then LayerNorm.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::kernels::crossentropy::{
+    crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
+};
+use crate::kernels::encoder::{embed_backward, embed_forward};
+use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::matmul::{matmul_backward, matmul_backward_bias, matmul_forward, Gemm};
+use crate::kernels::pool::{l2norm_forward, mean_pool_forward};
+use crate::kernels::residual::{residual_backward, residual_forward};
+use crate::kernels::tanh::{tanh_backward, tanh_forward};
+use crate::model::bert::params::BertTensors;
+use crate::model::bert::Bert;
+use crate::model::blocks::{
+    add_norm_backward, add_norm_forward, ffn_backward, ffn_forward, self_attn_backward,
+    self_attn_forward, Activation,
+};
+
+/// One layer's activations (also their gradients, where mean, rstd, stats are unused).
+pub struct LayerActs {
+    pub qkv: Tensor,       // (B, T, 3C)
+    pub att: Tensor,       // (B, T, C)
+    pub att_stats: Tensor, // (B, NH, T)
+    pub attproj: Tensor,   // (B, T, C)
+    pub res1: Tensor,      // (B, T, C)
+    pub x1: Tensor,        // (B, T, C)
+    pub x1_mean: Tensor,   // (B, T)
+    pub x1_rstd: Tensor,   // (B, T)
+    pub ff1: Tensor,       // (B, T, F)
+    pub ff1_act: Tensor,   // (B, T, F)
+    pub ff2: Tensor,       // (B, T, C)
+    pub res2: Tensor,      // (B, T, C)
+    pub x2: Tensor,        // (B, T, C): the layer's output
+    pub x2_mean: Tensor,   // (B, T)
+    pub x2_rstd: Tensor,   // (B, T)
+}
+
+/// The masked-LM head's activations.
+pub struct MlmActs {
+    pub h: Tensor,          // (B, T, C): dense
+    pub h_act: Tensor,      // (B, T, C): GELU
+    pub hn: Tensor,         // (B, T, C): LayerNorm
+    pub hn_mean: Tensor,    // (B, T)
+    pub hn_rstd: Tensor,    // (B, T)
+    pub logits: Tensor,     // (B, T, V); overwritten by dlogits in backward
+    pub targets: Tensor,    // (B, T) i32: original ids at masked positions, -100 elsewhere
+    pub losses: Tensor,     // (B, T)
+    pub loss_stats: Tensor, // (4)
+}
+
+/// The classifier's activations.
+pub struct ClassActs {
+    pub cls: Tensor,        // (B, C): the [CLS] rows of the last layer
+    pub pre: Tensor,        // (B, C): pooler dense
+    pub pooled: Tensor,     // (B, C): tanh
+    pub logits: Tensor,     // (B, NL); overwritten by dlogits in backward
+    pub labels: Tensor,     // (B) i32, -100 = not counted
+    pub losses: Tensor,     // (B)
+    pub loss_stats: Tensor, // (4)
+}
+
+/// Every activation at (B, T). The same struct holds their gradients.
+pub struct BertActs {
+    pub b: usize,
+    pub t: usize,
+    pub ids: Tensor,     // (B, T) i32
+    pub types: Tensor,   // (B, T) i32
+    pub pad: Tensor,     // (B, T) i32: nonzero = padding (hidden from attention)
+    pub mask: Tensor,    // (B, T) i32: 1 = real token (mean pooling)
+    pub emb_wp: Tensor,  // (B, T, C): word + position
+    pub emb_t: Tensor,   // (B, T, C): token type
+    pub emb_sum: Tensor, // (B, T, C)
+    pub x0: Tensor,      // (B, T, C): after the embedding LayerNorm
+    pub x0_mean: Tensor, // (B, T)
+    pub x0_rstd: Tensor, // (B, T)
+    pub layers: Vec<LayerActs>,
+    pub mlm: Option<MlmActs>,
+    pub class: Option<ClassActs>,
+    pub pooled_mean: Tensor, // (B, C): mean over real tokens
+    pub embedding: Tensor,   // (B, C): L2-normalised
+}
+
+impl BertActs {
+    pub fn new(ctx: &GpuContext, model: &Bert, b: usize, t: usize, prefix: &str) -> Result<Self> {
+        let cfg = &model.config;
+        if b == 0 || t == 0 {
+            return Err(Error::Invalid(format!(
+                "batch {b} × length {t}: both must be positive"
+            )));
+        }
+        if t > cfg.max_position_embeddings {
+            return Err(Error::Invalid(format!(
+                "sequence length {t} exceeds the model's {} positions",
+                cfg.max_position_embeddings
+            )));
+        }
+        let (c, nh, f) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.intermediate_size,
+        );
+        let f32t = |n: String, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{n}"), shape, DType::F32)
+        };
+        let i32t = |n: &str, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{n}"), shape, DType::I32)
+        };
+        let (btc, bt) = ([b, t, c], [b, t]);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let n = |x: &str| format!("layer.{l}.{x}");
+                Ok(LayerActs {
+                    qkv: f32t(n("qkv"), &[b, t, 3 * c])?,
+                    att: f32t(n("att"), &btc)?,
+                    att_stats: f32t(n("att_stats"), &[b, nh, t])?,
+                    attproj: f32t(n("attproj"), &btc)?,
+                    res1: f32t(n("res1"), &btc)?,
+                    x1: f32t(n("x1"), &btc)?,
+                    x1_mean: f32t(n("x1_mean"), &bt)?,
+                    x1_rstd: f32t(n("x1_rstd"), &bt)?,
+                    ff1: f32t(n("ff1"), &[b, t, f])?,
+                    ff1_act: f32t(n("ff1_act"), &[b, t, f])?,
+                    ff2: f32t(n("ff2"), &btc)?,
+                    res2: f32t(n("res2"), &btc)?,
+                    x2: f32t(n("x2"), &btc)?,
+                    x2_mean: f32t(n("x2_mean"), &bt)?,
+                    x2_rstd: f32t(n("x2_rstd"), &bt)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mlm = match model.params.mlm {
+            Some(_) => Some(MlmActs {
+                h: f32t("mlm.h".into(), &btc)?,
+                h_act: f32t("mlm.h_act".into(), &btc)?,
+                hn: f32t("mlm.hn".into(), &btc)?,
+                hn_mean: f32t("mlm.hn_mean".into(), &bt)?,
+                hn_rstd: f32t("mlm.hn_rstd".into(), &bt)?,
+                logits: f32t("mlm.logits".into(), &[b, t, cfg.vocab_size])?,
+                targets: i32t("mlm.targets", &bt)?,
+                losses: f32t("mlm.losses".into(), &bt)?,
+                loss_stats: f32t("mlm.loss_stats".into(), &[STATS_LEN])?,
+            }),
+            None => None,
+        };
+        let class = match &model.params.classifier {
+            Some(head) => {
+                let nl = head.b.numel();
+                Some(ClassActs {
+                    cls: f32t("cls".into(), &[b, c])?,
+                    pre: f32t("pooler_pre".into(), &[b, c])?,
+                    pooled: f32t("pooled".into(), &[b, c])?,
+                    logits: f32t("class.logits".into(), &[b, nl])?,
+                    labels: i32t("class.labels", &[b])?,
+                    losses: f32t("class.losses".into(), &[b])?,
+                    loss_stats: f32t("class.loss_stats".into(), &[STATS_LEN])?,
+                })
+            }
+            None => None,
+        };
+        Ok(BertActs {
+            b,
+            t,
+            ids: i32t("ids", &bt)?,
+            types: i32t("types", &bt)?,
+            pad: i32t("pad", &bt)?,
+            mask: i32t("mask", &bt)?,
+            emb_wp: f32t("emb_wp".into(), &btc)?,
+            emb_t: f32t("emb_t".into(), &btc)?,
+            emb_sum: f32t("emb_sum".into(), &btc)?,
+            x0: f32t("x0".into(), &btc)?,
+            x0_mean: f32t("x0_mean".into(), &bt)?,
+            x0_rstd: f32t("x0_rstd".into(), &bt)?,
+            layers,
+            mlm,
+            class,
+            pooled_mean: f32t("pooled_mean".into(), &[b, c])?,
+            embedding: f32t("embedding".into(), &[b, c])?,
+        })
+    }
+
+    /// The float tensors (what a gradient copy zeroes).
+    pub fn floats(&self) -> Vec<&Tensor> {
+        let mut v = vec![
+            &self.emb_wp,
+            &self.emb_t,
+            &self.emb_sum,
+            &self.x0,
+            &self.x0_mean,
+            &self.x0_rstd,
+        ];
+        for l in &self.layers {
+            v.extend([
+                &l.qkv,
+                &l.att,
+                &l.att_stats,
+                &l.attproj,
+                &l.res1,
+                &l.x1,
+                &l.x1_mean,
+                &l.x1_rstd,
+                &l.ff1,
+                &l.ff1_act,
+                &l.ff2,
+                &l.res2,
+                &l.x2,
+                &l.x2_mean,
+                &l.x2_rstd,
+            ]);
+        }
+        if let Some(m) = &self.mlm {
+            v.extend([
+                &m.h,
+                &m.h_act,
+                &m.hn,
+                &m.hn_mean,
+                &m.hn_rstd,
+                &m.logits,
+                &m.losses,
+                &m.loss_stats,
+            ]);
+        }
+        if let Some(c) = &self.class {
+            v.extend([
+                &c.cls,
+                &c.pre,
+                &c.pooled,
+                &c.logits,
+                &c.losses,
+                &c.loss_stats,
+            ]);
+        }
+        v.extend([&self.pooled_mean, &self.embedding]);
+        v
+    }
+
+    pub fn all(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.ids, &self.types, &self.pad, &self.mask];
+        if let Some(m) = &self.mlm {
+            v.push(&m.targets);
+        }
+        if let Some(c) = &self.class {
+            v.push(&c.labels);
+        }
+        v.extend(self.floats());
+        v
+    }
+
+    /// The last layer's output (or the embeddings', with no layer).
+    pub fn last(&self) -> &Tensor {
+        self.layers.last().map_or(&self.x0, |l| &l.x2)
+    }
+
+    /// Upload inputs: ids, token types and the attention mask (1 = real token), (B·T) each.
+    pub fn write_inputs(
+        &self,
+        ctx: &GpuContext,
+        model: &Bert,
+        ids: &[i32],
+        types: &[i32],
+        mask: &[i32],
+    ) -> Result<()> {
+        let cfg = &model.config;
+        let n = self.b * self.t;
+        for (name, v) in [
+            ("ids", ids),
+            ("token types", types),
+            ("attention mask", mask),
+        ] {
+            if v.len() != n {
+                return Err(Error::Invalid(format!(
+                    "{name}: {} values, expected B·T = {n}",
+                    v.len()
+                )));
+            }
+        }
+        if let Some(i) = ids
+            .iter()
+            .position(|&x| x < 0 || x as usize >= cfg.vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "ids[{i}] = {} is outside the vocabulary of {}",
+                ids[i], cfg.vocab_size
+            )));
+        }
+        if let Some(i) = types
+            .iter()
+            .position(|&x| x < 0 || x as usize >= cfg.type_vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "token type {} at {i} is outside 0..{}",
+                types[i], cfg.type_vocab_size
+            )));
+        }
+        let pad: Vec<i32> = mask.iter().map(|&m| (m == 0) as i32).collect();
+        self.ids.write(ctx, ids)?;
+        self.types.write(ctx, types)?;
+        self.mask.write(ctx, mask)?;
+        self.pad.write(ctx, &pad)
+    }
+}
+
+/// Record the encoder: ids → the last layer's output (B, T, C).
+pub fn record_encoder(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    a: &BertActs,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, t, c, nh, f) = (
+        a.b,
+        a.t,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+    );
+    let eps = cfg.layer_norm_eps as f32;
+    embed_forward(
+        s,
+        ctx,
+        &a.emb_wp,
+        &a.ids,
+        &p.word,
+        &p.pos,
+        b,
+        t,
+        c,
+        cfg.vocab_size,
+        1.0,
+    )?;
+    embed_forward(
+        s,
+        ctx,
+        &a.emb_t,
+        &a.types,
+        &p.types,
+        &model.zero_pe,
+        b,
+        t,
+        c,
+        cfg.type_vocab_size,
+        1.0,
+    )?;
+    residual_forward(s, ctx, &a.emb_sum, &a.emb_wp, &a.emb_t, b * t * c)?;
+    let n = &p.emb_norm;
+    layernorm_forward(
+        s, ctx, &a.x0, &a.x0_mean, &a.x0_rstd, &a.emb_sum, &n.w, &n.b, b, t, c, eps,
+    )?;
+    let mut x = &a.x0;
+    for (w, l) in p.layers.iter().zip(&a.layers) {
+        self_attn_forward(
+            s,
+            ctx,
+            &w.sa,
+            (&l.qkv, &l.att, &l.att_stats, &l.attproj),
+            x,
+            Some(&a.pad),
+            (b, t, c, nh),
+            false,
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res1, &l.x1, &l.x1_mean, &l.x1_rstd),
+            x,
+            &l.attproj,
+            &w.norm1,
+            (b, t, c),
+            eps,
+        )?;
+        ffn_forward(
+            s,
+            ctx,
+            &w.ffn,
+            (&l.ff1, &l.ff1_act, &l.ff2),
+            &l.x1,
+            (b * t, c, f),
+            Activation::GeluErf,
+        )?;
+        add_norm_forward(
+            s,
+            ctx,
+            (&l.res2, &l.x2, &l.x2_mean, &l.x2_rstd),
+            &l.x1,
+            &l.ff2,
+            &w.norm2,
+            (b, t, c),
+            eps,
+        )?;
+        x = &l.x2;
+    }
+    Ok(())
+}
+
+/// Backward of [`record_encoder`] from the gradient in `d.last()`.
+pub fn record_encoder_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    g: &BertTensors,
+    a: &BertActs,
+    d: &BertActs,
+) -> Result<()> {
+    let cfg = &model.config;
+    let p = &model.params;
+    let (b, t, c, nh, f) = (
+        a.b,
+        a.t,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+    );
+    let input = |l: usize| {
+        if l == 0 {
+            (&a.x0, &d.x0)
+        } else {
+            (&a.layers[l - 1].x2, &d.layers[l - 1].x2)
+        }
+    };
+    for l in (0..cfg.num_hidden_layers).rev() {
+        let (w, gl, x, dx) = (&p.layers[l], &g.layers[l], &a.layers[l], &d.layers[l]);
+        let (inp, dinp) = input(l);
+        let btc = (b, t, c);
+        add_norm_backward(
+            s,
+            ctx,
+            (&dx.x1, &dx.ff2),
+            (&gl.norm2, &dx.res2),
+            &dx.x2,
+            (&x.res2, &x.x2_mean, &x.x2_rstd),
+            &w.norm2,
+            btc,
+        )?;
+        ffn_backward(
+            s,
+            ctx,
+            &dx.x1,
+            &gl.ffn,
+            (&dx.ff1, &dx.ff1_act, &dx.ff2),
+            &x.x1,
+            (&x.ff1, &x.ff1_act),
+            &w.ffn,
+            (b * t, c, f),
+            Activation::GeluErf,
+        )?;
+        add_norm_backward(
+            s,
+            ctx,
+            (dinp, &dx.attproj),
+            (&gl.norm1, &dx.res1),
+            &dx.x1,
+            (&x.res1, &x.x1_mean, &x.x1_rstd),
+            &w.norm1,
+            btc,
+        )?;
+        self_attn_backward(
+            s,
+            ctx,
+            dinp,
+            &gl.sa,
+            (&dx.qkv, &dx.att, &dx.attproj),
+            inp,
+            (&x.qkv, &x.att, &x.att_stats),
+            &w.sa,
+            Some(&a.pad),
+            (b, t, c, nh),
+            false,
+        )?;
+    }
+    let n = &p.emb_norm;
+    layernorm_backward(
+        s,
+        ctx,
+        &d.emb_sum,
+        &g.emb_norm.w,
+        &g.emb_norm.b,
+        &d.x0,
+        &a.emb_sum,
+        &n.w,
+        &a.x0_mean,
+        &a.x0_rstd,
+        b,
+        t,
+        c,
+    )?;
+    residual_backward(s, ctx, &d.emb_wp, &d.emb_t, &d.emb_sum, b * t * c)?;
+    embed_backward(
+        s,
+        ctx,
+        &g.word,
+        Some(&g.pos),
+        &d.emb_wp,
+        &a.ids,
+        b,
+        t,
+        c,
+        cfg.vocab_size,
+        1.0,
+    )?;
+    embed_backward(
+        s,
+        ctx,
+        &g.types,
+        None,
+        &d.emb_t,
+        &a.types,
+        b,
+        t,
+        c,
+        cfg.type_vocab_size,
+        1.0,
+    )
+}
+
+/// Record sentence embeddings after the encoder: mean over real tokens, L2-normalised.
+pub fn record_embedding(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    a: &BertActs,
+) -> Result<()> {
+    let c = model.config.hidden_size;
+    mean_pool_forward(s, ctx, &a.pooled_mean, a.last(), &a.mask, a.b, a.t, c)?;
+    l2norm_forward(s, ctx, &a.embedding, &a.pooled_mean, a.b, c)
+}
+
+fn mlm_parts<'a>(
+    model: &'a Bert,
+    a: &'a BertActs,
+) -> Result<(&'a crate::model::bert::params::MlmHeadTensors, &'a MlmActs)> {
+    match (&model.params.mlm, &a.mlm) {
+        (Some(w), Some(x)) => Ok((w, x)),
+        _ => Err(Error::Invalid("the model has no masked-LM head".into())),
+    }
+}
+
+/// Record the masked-LM head and its loss over the counted targets.
+pub fn record_mlm_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    a: &BertActs,
+) -> Result<()> {
+    let cfg = &model.config;
+    let (w, m) = mlm_parts(model, a)?;
+    let (bt, c, v) = (a.b * a.t, cfg.hidden_size, cfg.vocab_size);
+    let eps = cfg.layer_norm_eps as f32;
+    matmul_forward(
+        s,
+        ctx,
+        &m.h,
+        a.last(),
+        &w.dense_w,
+        Some(&w.dense_b),
+        bt,
+        c,
+        c,
+    )?;
+    gelu_erf_forward(s, ctx, &m.h_act, &m.h, bt * c)?;
+    layernorm_forward(
+        s, ctx, &m.hn, &m.hn_mean, &m.hn_rstd, &m.h_act, &w.norm.w, &w.norm.b, a.b, a.t, c, eps,
+    )?;
+    // logits = hn · wordᵀ + bias: the tied decoder.
+    let tied = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    tied.record(
+        s,
+        ctx,
+        &m.logits,
+        &m.hn,
+        &model.params.word,
+        Some(&w.bias),
+        bt,
+        c,
+        v,
+    )?;
+    crossentropy_forward(s, ctx, &m.losses, &m.logits, &m.targets, bt, v)?;
+    crossentropy_mean(s, ctx, &m.loss_stats, &m.losses, &m.targets, bt)
+}
+
+/// Backward of [`record_mlm_forward`] into `d.last()` and the head's gradients.
+pub fn record_mlm_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    g: &BertTensors,
+    a: &BertActs,
+    d: &BertActs,
+    grad_scale: f32,
+) -> Result<()> {
+    let cfg = &model.config;
+    let (w, m) = mlm_parts(model, a)?;
+    let (gw, dm) = match (&g.mlm, &d.mlm) {
+        (Some(gw), Some(dm)) => (gw, dm),
+        _ => return Err(Error::Invalid("gradients without a masked-LM head".into())),
+    };
+    let (bt, c, v) = (a.b * a.t, cfg.hidden_size, cfg.vocab_size);
+    crossentropy_backward_inplace(
+        s,
+        ctx,
+        &m.logits,
+        &m.targets,
+        &m.loss_stats,
+        bt,
+        v,
+        grad_scale,
+    )?;
+    let dlogits = &m.logits;
+    let dx = Gemm {
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dx.record(s, ctx, &dm.hn, dlogits, &model.params.word, None, bt, v, c)?;
+    let dword = Gemm {
+        trans_a: true,
+        accumulate: true,
+        ..Gemm::default()
+    };
+    dword.record(s, ctx, &g.word, dlogits, &m.hn, None, v, bt, c)?;
+    matmul_backward_bias(s, ctx, &gw.bias, dlogits, bt, v)?;
+    layernorm_backward(
+        s, ctx, &dm.h_act, &gw.norm.w, &gw.norm.b, &dm.hn, &m.h_act, &w.norm.w, &m.hn_mean,
+        &m.hn_rstd, a.b, a.t, c,
+    )?;
+    gelu_erf_backward(s, ctx, &dm.h, &m.h, &dm.h_act, bt * c)?;
+    matmul_backward(
+        s,
+        ctx,
+        d.last(),
+        &gw.dense_w,
+        Some(&gw.dense_b),
+        &dm.h,
+        a.last(),
+        &w.dense_w,
+        bt,
+        c,
+        c,
+    )
+}
+
+fn class_parts<'a>(
+    model: &'a Bert,
+    a: &'a BertActs,
+) -> Result<(
+    &'a crate::model::bert::params::ClassifierTensors,
+    &'a ClassActs,
+)> {
+    match (&model.params.classifier, &a.class) {
+        (Some(w), Some(x)) => Ok((w, x)),
+        _ => Err(Error::Invalid("the model has no classifier".into())),
+    }
+}
+
+/// Record the pooler (tanh of a dense over each row's [CLS] vector), the classifier and
+/// the loss against the labels.
+pub fn record_class_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    a: &BertActs,
+) -> Result<()> {
+    let p = &model.params;
+    let (w, k) = class_parts(model, a)?;
+    let (b, t, c, nl) = (a.b, a.t, model.config.hidden_size, w.b.numel());
+    let last = a.last();
+    for r in 0..b {
+        s.copy(
+            last.rows_slot(r * t..r * t + 1, c),
+            k.cls.rows_slot(r..r + 1, c),
+            (c * 4) as u64,
+        );
+    }
+    matmul_forward(
+        s,
+        ctx,
+        &k.pre,
+        &k.cls,
+        &p.pooler_w,
+        Some(&p.pooler_b),
+        b,
+        c,
+        c,
+    )?;
+    tanh_forward(s, ctx, &k.pooled, &k.pre, b * c)?;
+    matmul_forward(s, ctx, &k.logits, &k.pooled, &w.w, Some(&w.b), b, c, nl)?;
+    crossentropy_forward(s, ctx, &k.losses, &k.logits, &k.labels, b, nl)?;
+    crossentropy_mean(s, ctx, &k.loss_stats, &k.losses, &k.labels, b)
+}
+
+/// Backward of [`record_class_forward`]: the [CLS] rows' gradient lands in `d.last()`,
+/// which nothing else writes (it must be zero before).
+pub fn record_class_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Bert,
+    g: &BertTensors,
+    a: &BertActs,
+    d: &BertActs,
+    grad_scale: f32,
+) -> Result<()> {
+    let p = &model.params;
+    let (w, k) = class_parts(model, a)?;
+    let (gw, dk) = match (&g.classifier, &d.class) {
+        (Some(gw), Some(dk)) => (gw, dk),
+        _ => return Err(Error::Invalid("gradients without a classifier".into())),
+    };
+    let (b, t, c, nl) = (a.b, a.t, model.config.hidden_size, w.b.numel());
+    crossentropy_backward_inplace(
+        s,
+        ctx,
+        &k.logits,
+        &k.labels,
+        &k.loss_stats,
+        b,
+        nl,
+        grad_scale,
+    )?;
+    matmul_backward(
+        s,
+        ctx,
+        &dk.pooled,
+        &gw.w,
+        Some(&gw.b),
+        &k.logits,
+        &k.pooled,
+        &w.w,
+        b,
+        c,
+        nl,
+    )?;
+    tanh_backward(s, ctx, &dk.pre, &k.pooled, &dk.pooled, b * c)?;
+    matmul_backward(
+        s,
+        ctx,
+        &dk.cls,
+        &g.pooler_w,
+        Some(&g.pooler_b),
+        &dk.pre,
+        &k.cls,
+        &p.pooler_w,
+        b,
+        c,
+        c,
+    )?;
+    let dlast = d.last();
+    for r in 0..b {
+        s.copy(
+            dk.cls.rows_slot(r..r + 1, c),
+            dlast.rows_slot(r * t..r * t + 1, c),
+            (c * 4) as u64,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! BERT training as one submit per step (masked-LM or classification, whichever head the
+//! model carries), evaluation, and sentence embeddings. As the other trainers: the K
+//! micro-batches of a step are uploaded together and copied into the activations' inputs
+//! one after another inside the step's command buffer; only the loss stats come back.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
+use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::crossentropy::STATS_LEN;
+use crate::kernels::gradnorm::GradNorm;
+use crate::model::bert::graph::{
+    record_class_backward, record_class_forward, record_embedding, record_encoder,
+    record_encoder_backward, record_mlm_backward, record_mlm_forward, BertActs,
+};
+use crate::model::bert::params::{bert_params, BertTensors};
+use crate::model::bert::{Bert, Head};
+use crate::model::gpt2::{MemoryReport, OptimConfig};
+
+/// K micro-batches of B rows × T positions: ids, token types, attention mask (K·B·T
+/// each), and targets: K·B·T masked-LM targets or K·B labels (-100 = not counted).
+pub struct BertBatchRef<'a> {
+    pub ids: &'a [i32],
+    pub types: &'a [i32],
+    pub mask: &'a [i32],
+    pub targets: &'a [i32],
+}
+
+/// Everything a BERT run keeps on the device, and its recorded step.
+pub struct BertTrainer {
+    pub model: Bert,
+    pub acts: BertActs,
+    pub dacts: BertActs,
+    pub grads: BertTensors,
+    pub m: BertTensors,
+    pub v: BertTensors,
+    pub opt: OptimConfig,
+    pub grad_accum: usize,
+    /// The global gradient norm and clip scale of the last step.
+    pub gradnorm: GradNorm,
+    adam_step: Tensor,   // (8) u32
+    micro_ids: Tensor,   // (K, B, T) i32
+    micro_types: Tensor, // (K, B, T) i32
+    micro_mask: Tensor,  // (K, B, T) i32
+    micro_pad: Tensor,   // (K, B, T) i32: 1 - mask
+    micro_tgt: Tensor,   // (K, B, T) or (K, B) i32
+    micro_stats: Tensor, // (K, 4)
+    forward: Schedule,
+    zero_grads: Schedule,
+    micro: Schedule,
+    exact: Option<Schedule>,
+    update: Schedule,
+    loss_readback: Readback,
+    stats_readback: Readback,
+    pub step: u32,
+}
+
+fn loss_stats(a: &BertActs) -> &Tensor {
+    match (&a.mlm, &a.class) {
+        (Some(m), _) => &m.loss_stats,
+        (_, Some(c)) => &c.loss_stats,
+        _ => unreachable!("a trainer's model has a head"),
+    }
+}
+
+fn targets(a: &BertActs) -> &Tensor {
+    match (&a.mlm, &a.class) {
+        (Some(m), _) => &m.targets,
+        (_, Some(c)) => &c.labels,
+        _ => unreachable!("a trainer's model has a head"),
+    }
+}
+
+impl BertTrainer {
+    pub fn new(
+        ctx: &GpuContext,
+        model: Bert,
+        (b, t): (usize, usize),
+        opt: OptimConfig,
+        grad_accum: usize,
+    ) -> Result<Self> {
+        let k = grad_accum;
+        if k == 0 {
+            return Err(Error::Invalid(
+                "gradient accumulation needs at least one micro-batch per step".into(),
+            ));
+        }
+        if model.head == Head::None {
+            return Err(Error::Invalid(
+                "a BERT without a head has no loss to train: add a masked-LM head or a classifier"
+                    .into(),
+            ));
+        }
+        let cfg = model.config.clone();
+        let acts = BertActs::new(ctx, &model, b, t, "act.")?;
+        let dacts = BertActs::new(ctx, &model, b, t, "grad.")?;
+        let grads = BertTensors::new(ctx, &cfg, model.head, "grad", None)?;
+        let m = BertTensors::new(ctx, &cfg, model.head, "adam.m", None)?;
+        let v = BertTensors::new(ctx, &cfg, model.head, "adam.v", None)?;
+        let gradnorm = GradNorm::new(ctx, &grads.all())?;
+        let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
+        let i32t = |label: &str, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::I32);
+        let tgt_shape: Vec<usize> = if model.head == Head::Mlm {
+            vec![k, b, t]
+        } else {
+            vec![k, b]
+        };
+        let micro_ids = i32t("micro ids", &[k, b, t])?;
+        let micro_types = i32t("micro types", &[k, b, t])?;
+        let micro_mask = i32t("micro mask", &[k, b, t])?;
+        let micro_pad = i32t("micro pad", &[k, b, t])?;
+        let micro_tgt = i32t("micro targets", &tgt_shape)?;
+        let micro_stats = Tensor::zeros(ctx, "micro loss stats", &[k, STATS_LEN], DType::F32)?;
+        let head_forward = |s: &mut Schedule| match model.head {
+            Head::Mlm => record_mlm_forward(s, ctx, &model, &acts),
+            _ => record_class_forward(s, ctx, &model, &acts),
+        };
+        let mut forward = Schedule::new("bert forward");
+        record_encoder(&mut forward, ctx, &model, &acts)?;
+        head_forward(&mut forward)?;
+        let mut zero_grads = Schedule::new("zero grads");
+        for g in grads.all() {
+            zero_grads.clear(g);
+        }
+        let record_micro = |label: &str, scale: f32| {
+            let mut s = Schedule::new(label);
+            for g in dacts.floats() {
+                s.clear(g);
+            }
+            record_encoder(&mut s, ctx, &model, &acts)?;
+            head_forward(&mut s)?;
+            match model.head {
+                Head::Mlm => {
+                    record_mlm_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?
+                }
+                _ => record_class_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?,
+            }
+            record_encoder_backward(&mut s, ctx, &model, &grads, &acts, &dacts)?;
+            Ok::<_, Error>(s)
+        };
+        let micro = record_micro("bert micro-batch", 1.0 / k as f32)?;
+        let exact = if k > 1 {
+            Some(record_micro("bert forward+backward", 1.0)?)
+        } else {
+            None
+        };
+        let mut update = Schedule::new("update");
+        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
+        for (((p, w), (g, mm)), vv) in bert_params(&cfg, model.head)
+            .iter()
+            .zip(model.params.all())
+            .zip(grads.all().into_iter().zip(m.all()))
+            .zip(v.all())
+        {
+            let wd = if p.spec.decay { opt.weight_decay } else { 0.0 };
+            adamw_update(
+                &mut update,
+                ctx,
+                w,
+                mm,
+                vv,
+                g,
+                &adam_step,
+                &gradnorm.state,
+                w.numel(),
+                wd,
+            )?;
+        }
+        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
+        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
+        Ok(BertTrainer {
+            model,
+            acts,
+            dacts,
+            grads,
+            m,
+            v,
+            opt,
+            grad_accum: k,
+            gradnorm,
+            adam_step,
+            micro_ids,
+            micro_types,
+            micro_mask,
+            micro_pad,
+            micro_tgt,
+            micro_stats,
+            forward,
+            zero_grads,
+            micro,
+            exact,
+            update,
+            loss_readback,
+            stats_readback,
+            step: 0,
+        })
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        (self.acts.b, self.acts.t)
+    }
+
+    pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
+        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
+        let all: Vec<&Tensor> = self
+            .model
+            .params
+            .all()
+            .into_iter()
+            .chain(self.acts.all())
+            .collect();
+        let largest = all
+            .iter()
+            .max_by_key(|t| t.size_bytes())
+            .expect("tensors exist");
+        MemoryReport {
+            parameters: self.model.params.total_bytes(),
+            gradients: self.grads.total_bytes(),
+            optimizer: self.m.total_bytes() + self.v.total_bytes(),
+            activations: sum(self.acts.all()) + sum(self.dacts.all()),
+            largest_binding: (largest.label.clone(), largest.size_bytes()),
+            binding_limit: ctx.binding_limit(),
+        }
+    }
+
+    fn check(&self, batch: &BertBatchRef, k: usize) -> Result<()> {
+        let (b, t) = self.shape();
+        let want_tgt = if self.model.head == Head::Mlm {
+            k * b * t
+        } else {
+            k * b
+        };
+        if batch.targets.len() != want_tgt {
+            return Err(Error::Invalid(format!(
+                "targets: {} values, expected {want_tgt}",
+                batch.targets.len()
+            )));
+        }
+        let n_out = if self.model.head == Head::Mlm {
+            self.model.config.vocab_size
+        } else {
+            self.model
+                .params
+                .classifier
+                .as_ref()
+                .map_or(0, |c| c.b.numel())
+        };
+        if let Some(i) = batch
+            .targets
+            .iter()
+            .position(|&y| y != -100 && (y < 0 || y as usize >= n_out))
+        {
+            return Err(Error::Invalid(format!(
+                "target {} at {i} is outside 0..{n_out} (or -100)",
+                batch.targets[i]
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_one(&self, ctx: &GpuContext, batch: &BertBatchRef) -> Result<()> {
+        self.check(batch, 1)?;
+        self.acts
+            .write_inputs(ctx, &self.model, batch.ids, batch.types, batch.mask)?;
+        targets(&self.acts).write(ctx, batch.targets)
+    }
+
+    fn submit_read(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bert"),
+            });
+        for s in schedules {
+            s.encode(&mut enc);
+        }
+        let stats = loss_stats(&self.acts);
+        enc.copy_buffer_to_buffer(
+            &stats.buffer,
+            0,
+            &self.loss_readback.buffer,
+            0,
+            self.loss_readback.size,
+        );
+        ctx.submit(enc.finish());
+    }
+
+    /// Mean loss of one micro-batch without touching gradients or weights. One submit.
+    pub async fn eval_loss(&self, ctx: &GpuContext, batch: &BertBatchRef<'_>) -> Result<f32> {
+        self.write_one(ctx, batch)?;
+        self.submit_read(ctx, &[&self.forward]);
+        let s: Vec<f32> = self.loss_readback.read(ctx).await?;
+        Ok(s[0])
+    }
+
+    /// The classifier's logits (B, NL) of one batch (after `eval_loss`'s forward).
+    pub async fn class_logits(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        match &self.acts.class {
+            Some(c) => c.logits.read_f32(ctx).await,
+            None => Err(Error::Invalid("the model has no classifier".into())),
+        }
+    }
+
+    /// Forward and backward of one micro-batch, unscaled, into freshly zeroed gradients.
+    pub async fn forward_backward(
+        &self,
+        ctx: &GpuContext,
+        batch: &BertBatchRef<'_>,
+    ) -> Result<f32> {
+        self.write_one(ctx, batch)?;
+        let exact = self.exact.as_ref().unwrap_or(&self.micro);
+        self.submit_read(ctx, &[&self.zero_grads, exact]);
+        let s: Vec<f32> = self.loss_readback.read(ctx).await?;
+        Ok(s[0])
+    }
+
+    /// One training step at `lr` on K micro-batches; returns the mean of their losses.
+    pub async fn step(
+        &mut self,
+        ctx: &GpuContext,
+        batch: &BertBatchRef<'_>,
+        lr: f32,
+    ) -> Result<f32> {
+        let (k, (b, t)) = (self.grad_accum, self.shape());
+        let n = k * b * t;
+        for (name, v) in [
+            ("ids", batch.ids),
+            ("token types", batch.types),
+            ("attention mask", batch.mask),
+        ] {
+            if v.len() != n {
+                return Err(Error::Invalid(format!(
+                    "{name}: {} values, expected K·B·T = {n}",
+                    v.len()
+                )));
+            }
+        }
+        self.check(batch, k)?;
+        let cfg = &self.model.config;
+        if let Some(i) = batch
+            .ids
+            .iter()
+            .position(|&x| x < 0 || x as usize >= cfg.vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "ids[{i}] = {} is outside the vocabulary of {}",
+                batch.ids[i], cfg.vocab_size
+            )));
+        }
+        if let Some(i) = batch
+            .types
+            .iter()
+            .position(|&x| x < 0 || x as usize >= cfg.type_vocab_size)
+        {
+            return Err(Error::Invalid(format!(
+                "token type {} at {i} is outside 0..{}",
+                batch.types[i], cfg.type_vocab_size
+            )));
+        }
+        let pad: Vec<i32> = batch.mask.iter().map(|&m| (m == 0) as i32).collect();
+        self.micro_ids.write(ctx, batch.ids)?;
+        self.micro_types.write(ctx, batch.types)?;
+        self.micro_mask.write(ctx, batch.mask)?;
+        self.micro_pad.write(ctx, &pad)?;
+        self.micro_tgt.write(ctx, batch.targets)?;
+        let step = self.step + 1;
+        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
+            .write(ctx, &self.adam_step)?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bert step"),
+            });
+        self.zero_grads.encode(&mut enc);
+        let row = (b * t * 4) as u64;
+        let tgt_row = self.micro_tgt.size_bytes() / k as u64;
+        let stats = (STATS_LEN * 4) as u64;
+        let a = &self.acts;
+        for i in 0..k as u64 {
+            for (from, to, bytes) in [
+                (&self.micro_ids, &a.ids, row),
+                (&self.micro_types, &a.types, row),
+                (&self.micro_mask, &a.mask, row),
+                (&self.micro_pad, &a.pad, row),
+                (&self.micro_tgt, targets(a), tgt_row),
+            ] {
+                enc.copy_buffer_to_buffer(&from.buffer, i * bytes, &to.buffer, 0, bytes);
+            }
+            self.micro.encode(&mut enc);
+            enc.copy_buffer_to_buffer(
+                &loss_stats(a).buffer,
+                0,
+                &self.micro_stats.buffer,
+                i * stats,
+                stats,
+            );
+        }
+        self.update.encode(&mut enc);
+        enc.copy_buffer_to_buffer(
+            &self.micro_stats.buffer,
+            0,
+            &self.stats_readback.buffer,
+            0,
+            self.micro_stats.size_bytes(),
+        );
+        ctx.submit(enc.finish());
+        self.step = step;
+        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
+        let losses: Vec<f64> = all.chunks(STATS_LEN).take(k).map(|s| s[0] as f64).collect();
+        Ok((losses.iter().sum::<f64>() / k as f64) as f32)
+    }
+}
+
+/// Sentence embeddings with a BERT: mean pooling over the attention mask, then L2
+/// normalisation (sentence-transformers' convention), for batches of up to B rows of T.
+pub struct Embedder<'m> {
+    model: &'m Bert,
+    acts: BertActs,
+    schedule: Schedule,
+    readback: Readback,
+}
+
+impl<'m> Embedder<'m> {
+    pub fn new(ctx: &GpuContext, model: &'m Bert, b: usize, t: usize) -> Result<Self> {
+        let acts = BertActs::new(ctx, model, b, t, "embed.")?;
+        let mut schedule = Schedule::new("bert embed");
+        record_encoder(&mut schedule, ctx, model, &acts)?;
+        record_embedding(&mut schedule, ctx, model, &acts)?;
+        let readback = Readback::new(ctx, "embeddings", acts.embedding.size_bytes());
+        Ok(Embedder {
+            model,
+            acts,
+            schedule,
+            readback,
+        })
+    }
+
+    /// Embed rows of token ids (each at most T, [CLS]/[SEP] included): (rows, C).
+    pub async fn embed(&self, ctx: &GpuContext, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (b, t) = (self.acts.b, self.acts.t);
+        let c = self.model.config.hidden_size;
+        if rows.len() > b {
+            return Err(Error::Invalid(format!(
+                "{} rows for an embedder of {b}",
+                rows.len()
+            )));
+        }
+        let pad_id = self.model.config.pad_token_id as i32;
+        let mut ids = vec![pad_id; b * t];
+        let mut mask = vec![0i32; b * t];
+        for (r, row) in rows.iter().enumerate() {
+            if row.len() > t {
+                return Err(Error::Invalid(format!(
+                    "row {r} has {} tokens, more than {t}",
+                    row.len()
+                )));
+            }
+            for (j, &id) in row.iter().enumerate() {
+                ids[r * t + j] = id as i32;
+                mask[r * t + j] = 1;
+            }
+        }
+        // Rows past the inputs see one (padding) key so attention stays finite.
+        for r in rows.len()..b {
+            mask[r * t] = 1;
+        }
+        self.acts
+            .write_inputs(ctx, self.model, &ids, &vec![0; b * t], &mask)?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("embed"),
+            });
+        self.schedule.encode(&mut enc);
+        enc.copy_buffer_to_buffer(
+            &self.acts.embedding.buffer,
+            0,
+            &self.readback.buffer,
+            0,
+            self.readback.size,
+        );
+        ctx.submit(enc.finish());
+        let all: Vec<f32> = self.readback.read(ctx).await?;
+        Ok(all.chunks(c).take(rows.len()).map(|r| r.to_vec()).collect())
+    }
+}
