@@ -4,10 +4,10 @@
 //! and one optional head: masked-LM (`BertForMaskedLM`'s, decoder tied to the word
 //! embeddings) or sequence classification (`BertForSequenceClassification`'s).
 //!
-//! - [`config`]: `config.json`.
-//! - [`params`]: the parameter list, GPU structs, Hugging Face names and layouts.
-//! - [`graph`]: activations and the recorded passes (encoder, embeddings, heads).
-//! - [`trainer`]: a training step as one submit, for either head.
+//! - [`config`] — `config.json`.
+//! - [`params`] — the parameter list, GPU structs, Hugging Face names and layouts.
+//! - [`graph`] — activations and the recorded passes (encoder, embeddings, heads).
+//! - [`trainer`] — a training step as one submit, for either head.
 //!
 //! Checkpoints load from Hugging Face safetensors with or without the `bert.` prefix
 //! (sentence-transformers' all-MiniLM-L6-v2 has none) and save as `save_pretrained` does.

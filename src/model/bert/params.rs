@@ -43,6 +43,9 @@ pub struct BertParam {
     pub hf: HfSource,
 }
 
+/// What the parameter list's helpers push: (name, shape, init, decay, source).
+type Push<'a> = dyn FnMut(&str, Vec<usize>, Init, bool, HfSource) + 'a;
+
 /// The encoder's tensors in HF names carry this prefix inside a model with a head.
 pub const BASE_PREFIX: &str = "bert.";
 
@@ -65,15 +68,12 @@ pub fn bert_params(cfg: &BertConfig, head: Head) -> Vec<BertParam> {
     };
     let plain = |n: &str| HfSource::Plain(n.to_string());
     let linear = |n: &str| HfSource::Linear(n.to_string());
-    let norm = |push: &mut dyn FnMut(&str, Vec<usize>, Init, bool, HfSource), n: &str| {
+    let norm = |push: &mut Push, n: &str| {
         let (w, b) = (format!("{n}.weight"), format!("{n}.bias"));
         push(&w, vec![c], Init::Ones, false, plain(&w));
         push(&b, vec![c], Init::Zeros, false, plain(&b));
     };
-    let dense = |push: &mut dyn FnMut(&str, Vec<usize>, Init, bool, HfSource),
-                 n: &str,
-                 i: usize,
-                 o: usize| {
+    let dense = |push: &mut Push, n: &str, i: usize, o: usize| {
         let (w, b) = (format!("{n}.weight"), format!("{n}.bias"));
         push(&w, vec![i, o], std, true, linear(&w));
         push(&b, vec![o], Init::Zeros, false, plain(&b));

@@ -2,10 +2,10 @@
 //! by √C, sinusoidal positions, post-LN ReLU blocks, a final LayerNorm on each stack and
 //! the output tied to the target embedding), assembled from the same kernels as GPT-2.
 //!
-//! - [`config`]: `config.json`, in the fixtures' form.
-//! - [`params`]: the parameter list, the GPU structs, and torch state-dict interop.
-//! - [`graph`]: activations and the recorded forward, loss and backward passes.
-//! - [`trainer`]: one training step as one submit (AdamW, clipping, accumulation).
+//! - [`config`] — `config.json`, in the fixtures' form.
+//! - [`params`] — the parameter list, the GPU structs, and torch state-dict interop.
+//! - [`graph`] — activations and the recorded forward, loss and backward passes.
+//! - [`trainer`] — one training step as one submit (AdamW, clipping, accumulation).
 //!
 //! Checkpoints are torch state dicts in safetensors, named as `torch.nn.Transformer`
 //! inside a module with `src_emb` and `tgt_emb` (the fixture's names), with
