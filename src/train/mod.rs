@@ -19,6 +19,7 @@
 
 pub mod classify;
 pub mod data;
+pub mod driver;
 pub mod metrics;
 pub mod mlm;
 pub mod pairs;

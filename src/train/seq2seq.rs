@@ -10,7 +10,6 @@
 //! (`source_tokenizer.json`, `target_tokenizer.json`), each with `<pad>`, `<s>`, `</s>`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -22,13 +21,12 @@ use crate::model::checkpoint::write_atomic;
 use crate::model::seq2seq::params::seq2seq_params;
 use crate::model::seq2seq::trainer::Seq2seqBatchRef;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig, Seq2seqTrainer};
-use crate::train::metrics::{Metrics, Record};
+use crate::train::driver::{drive, Steps};
 use crate::train::pairs::{
     self, read_pairs, special_ids, tokenize_pairs, Pair, PairBatches, Seq2seqBatch,
 };
 use crate::train::run::{
-    check_val_fraction, file_fingerprint, fresh_run_dir, EvalReport, Observer, StepReport,
-    TrainSettings,
+    check_val_fraction, file_fingerprint, fresh_run_dir, Observer, TrainSettings,
 };
 use crate::train::state::{
     begin_checkpoint, commit_checkpoint, find_checkpoint, optimizer_bytes, read_optimizer,
@@ -404,6 +402,38 @@ pub async fn exact_match(
     Ok((correct, pairs.len()))
 }
 
+/// The encoder–decoder's side of the shared loop.
+struct Seq2seqSteps<'a> {
+    trainer: Seq2seqTrainer,
+    batches: &'a PairBatches,
+    eval_set: Vec<Seq2seqBatch>,
+    /// K·B pairs per step.
+    rows: usize,
+    toks: (&'a Tokenizer, &'a Tokenizer, bool),
+}
+
+impl Steps for Seq2seqSteps<'_> {
+    async fn step(&mut self, ctx: &GpuContext, step: u64, lr: f32) -> Result<(f32, usize)> {
+        let batch = self.batches.train_batch(step, self.rows);
+        let loss = self.trainer.step(ctx, &batch_ref(&batch), lr).await?;
+        Ok((loss, batch.targets()))
+    }
+
+    async fn evaluate(&mut self, ctx: &GpuContext) -> Result<f32> {
+        evaluate(ctx, &self.trainer, &self.eval_set).await
+    }
+
+    async fn save(
+        &self,
+        ctx: &GpuContext,
+        state: &TrainerState,
+        dir: &Path,
+        full: bool,
+    ) -> Result<()> {
+        save(ctx, &self.trainer, self.toks, state, dir, full).await
+    }
+}
+
 /// The result of [`train_seq2seq`].
 pub struct Seq2seqOutcome {
     pub model: Seq2seq,
@@ -498,123 +528,32 @@ pub async fn train_seq2seq(
     obs.note(&format!("{}", trainer.memory(ctx)));
     obs.note(&format!("adapter: {}", ctx.adapter_name()));
     obs.note(&format!("run directory: {}", run.root.display()));
-    let resumed = resume.is_some();
-    let mut metrics = Metrics::open(&run.metrics(), resumed.then_some(state.step))?;
     let eval_set: Vec<Seq2seqBatch> = batches
         .eval_batches(b)
         .into_iter()
         .take(ts.eval_batches)
         .collect();
-    let total = ts.steps;
-    let end = stop_at.map_or(total, |x| x.clamp(state.step, total));
     let title = format!("seq2seq — {}", run.root.display());
-    obs.begin(state.step, total);
-    let session = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    let fail = |what: &str, step: u64, v: f32| {
-        Error::Invalid(format!(
-            "step {step}: the {what} is {v}; training stopped, the last checkpoint on disk is the last good one. \
-             Lower --lr, raise --warmup-steps or set --grad-clip"
-        ))
+    let mut steps = Seq2seqSteps {
+        trainer,
+        batches: &batches,
+        eval_set,
+        rows: ts.grad_accum * b,
+        toks,
     };
-    if !resumed && ts.eval_every > 0 {
-        let val = evaluate(ctx, &trainer, &eval_set).await?;
-        if !val.is_finite() {
-            return Err(fail("validation loss", 0, val));
-        }
-        state.last_val_loss = Some(val);
-        metrics.push(Record::Eval {
-            step: 0,
-            val_loss: val,
-            train_loss: None,
-            elapsed_s: 0.0,
-        })?;
-        obs.eval(&EvalReport {
-            step: 0,
-            total,
-            val_loss: val,
-            train_loss: None,
-            best: false,
-        });
-    }
-    let mut last_eval_step = state.step;
-    let mut losses = Vec::new();
-    for step in state.step..end {
-        let lr = ts.schedule.at(step);
-        let batch = batches.train_batch(step, ts.grad_accum * b);
-        let t0 = Instant::now();
-        let loss = trainer.step(ctx, &batch_ref(&batch), lr).await?;
-        let dt = t0.elapsed().as_secs_f64();
-        if !loss.is_finite() {
-            return Err(fail("training loss", step + 1, loss));
-        }
-        losses.push(loss);
-        let tokens = batch.targets();
-        state.step = step + 1;
-        state.data_position = state.step;
-        state.tokens_seen += tokens as u64;
-        state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();
-        let tokens_per_s = tokens as f64 / dt.max(1e-9);
-        metrics.push(Record::Train {
-            step: state.step,
-            loss,
-            lr,
-            tokens_per_s,
-            elapsed_s: state.elapsed_s,
-        })?;
-        obs.step(&StepReport {
-            step: state.step,
-            total,
-            loss,
-            lr,
-            tokens_per_s,
-            last_val_loss: state.last_val_loss,
-        });
-        let at_eval = ts.eval_every > 0 && state.step.is_multiple_of(ts.eval_every);
-        if !(at_eval || state.step == end) {
-            continue;
-        }
-        let mut best = false;
-        if at_eval || state.step == total {
-            let val = evaluate(ctx, &trainer, &eval_set).await?;
-            if !val.is_finite() {
-                return Err(fail("validation loss", state.step, val));
-            }
-            let train_loss = metrics.train_mean_since(last_eval_step);
-            last_eval_step = state.step;
-            state.last_val_loss = Some(val);
-            best = state.best_val_loss.is_none_or(|b| val < b);
-            if best {
-                state.best_val_loss = Some(val);
-                state.best_step = Some(state.step);
-            }
-            metrics.push(Record::Eval {
-                step: state.step,
-                val_loss: val,
-                train_loss,
-                elapsed_s: state.elapsed_s,
-            })?;
-            metrics.plot(&run.plot(), &title)?;
-            obs.eval(&EvalReport {
-                step: state.step,
-                total,
-                val_loss: val,
-                train_loss,
-                best,
-            });
-        }
-        save(ctx, &trainer, toks, &state, &run.latest(), true).await?;
-        if best {
-            save(ctx, &trainer, toks, &state, &run.best(), false).await?;
-        }
-    }
-    if end < total {
-        obs.note(&format!(
-            "stopped at step {end} of {total}; continue with --resume --out {}",
-            run.root.display()
-        ));
-    }
-    obs.end();
+    let losses = drive(
+        ctx,
+        &mut steps,
+        &run,
+        ts,
+        &mut state,
+        resume.is_some(),
+        stop_at,
+        &title,
+        obs,
+    )
+    .await?;
+    let trainer = steps.trainer;
     let held_out = if batches.val.is_empty() {
         &batches.train
     } else {
