@@ -281,7 +281,12 @@ fn a_new_head_keeps_the_encoder_and_checkpoints_round_trip() {
             Some("embeddings.word_embeddings.weight")
         );
         let cls = ctx
-            .block_on(back.with_head(ctx, Head::Classify(2), 1))
+            .block_on(back.with_head(
+                ctx,
+                Head::Classify(2),
+                Some(vec!["no".into(), "yes".into()]),
+                1,
+            ))
             .unwrap();
         let cv = ctx.block_on(cls.params.read_all(ctx)).unwrap();
         let n_base = bert_params(&cfg, Head::None).len();

@@ -64,6 +64,16 @@ pub struct Args {
     #[arg(long, help_heading = "Data")]
     pub pack: bool,
 
+    /// Architecture of --init-from: gpt2 (prompt → completion pairs) or bert (with
+    /// --task classify: {"text": ..., "label": ...} lines, a classifier on the pooled [CLS]
+    /// vector, accuracy on the validation split).
+    #[arg(long, default_value = "gpt2", value_name = "ARCH")]
+    pub arch: String,
+
+    /// bert: the task; classify is the one there is.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+
     /// Fraction of the examples held out for validation (0: evaluate on the training
     /// examples).
     #[arg(long, default_value_t = 0.1, value_name = "F", help_heading = "Data")]
@@ -223,7 +233,7 @@ pub fn parse(flags: &[&str]) -> std::result::Result<Args, clap::Error> {
 }
 
 impl Args {
-    fn settings(&self) -> TrainSettings {
+    pub(crate) fn settings(&self) -> TrainSettings {
         let steps = self.steps.unwrap_or(DEFAULT_STEPS);
         TrainSettings {
             steps,
@@ -278,6 +288,21 @@ impl Args {
 pub fn run(opts: &GpuOptions, args: Args) -> Result<bool> {
     if args.stop_at == Some(0) {
         return Err(Error::Invalid("--stop-at must be at least 1".into()));
+    }
+    let resuming_bert = args.resume && crate::train::bert::is_bert_run(&args.out);
+    match args.arch.as_str() {
+        "bert" => return crate::cli::bert::finetune(opts, &args),
+        _ if resuming_bert => return crate::cli::bert::finetune(opts, &args),
+        "gpt2" => {
+            if args.task.is_some() {
+                return Err(Error::Invalid("--task applies to --arch bert".into()));
+            }
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "--arch {other:?}: expected gpt2 or bert"
+            )))
+        }
     }
     let plan = args.plan()?;
     let data = std::path::PathBuf::from(&plan.spec.data);

@@ -35,8 +35,9 @@ loss.svg (redrawn at each evaluation), checkpoint/ (latest: model.safetensors, c
 tokenizer.json, optimizer.safetensors, trainer.json) and best/ (lowest validation loss).";
 
 /// Flags that define a run; `--resume` takes them from the run's run.json instead.
-const RUN_DEFINING: [&str; 29] = [
+const RUN_DEFINING: [&str; 30] = [
     "data",
+    "objective",
     "arch",
     "encoder_layers",
     "decoder_layers",
@@ -124,9 +125,11 @@ pub struct Args {
     #[arg(long, value_name = "T", help_heading = "Model")]
     pub block_size: Option<usize>,
 
-    /// Architecture: gpt2 (a decoder trained on text) or seq2seq (an encoder–decoder,
+    /// Architecture: gpt2 (a decoder trained on text), seq2seq (an encoder–decoder,
     /// torch.nn.Transformer's, trained on a JSONL of {"source": ..., "target": ...} pairs
-    /// given by --data; --n-embd, --n-head, --n-layer size it).
+    /// given by --data; --n-embd, --n-head, --n-layer size it) or bert (an encoder
+    /// pretrained with --objective mlm on the text of --data; --tokenizer wordpiece:N or
+    /// a BERT tokenizer.json, default wordpiece:2000).
     #[arg(
         long,
         default_value = "gpt2",
@@ -134,6 +137,11 @@ pub struct Args {
         help_heading = "Model"
     )]
     pub arch: String,
+
+    /// bert: the pretraining objective; mlm (masked language modelling: 15 % of the
+    /// tokens masked 80/10/10, loss on those only) is the one there is.
+    #[arg(long, value_name = "OBJ", help_heading = "Model")]
+    pub objective: Option<String>,
 
     /// seq2seq: encoder blocks [default: --n-layer, or 2].
     #[arg(long, value_name = "L", help_heading = "Model")]
@@ -445,15 +453,23 @@ pub fn run(opts: &GpuOptions, args: Args) -> Result<bool> {
         return Err(Error::Invalid("--stop-at must be at least 1".into()));
     }
     let resuming_seq2seq = args.resume && crate::train::seq2seq::is_seq2seq_run(&args.out_dir());
+    let resuming_bert = args.resume && crate::train::bert::is_bert_run(&args.out_dir());
     match args.arch.as_str() {
         "seq2seq" => return crate::cli::seq2seq::train(opts, &args),
+        "bert" => return crate::cli::bert::train(opts, &args),
         _ if resuming_seq2seq => return crate::cli::seq2seq::train(opts, &args),
+        _ if resuming_bert => return crate::cli::bert::train(opts, &args),
         "gpt2" => {}
         other => {
             return Err(Error::Invalid(format!(
-                "--arch {other:?}: expected gpt2 or seq2seq"
+                "--arch {other:?}: expected gpt2, seq2seq or bert"
             )))
         }
+    }
+    if args.objective.is_some() {
+        return Err(Error::Invalid(
+            "--objective applies to --arch bert only".into(),
+        ));
     }
     for (flag, given) in [
         ("--encoder-layers", args.encoder_layers.is_some()),

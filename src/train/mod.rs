@@ -17,6 +17,7 @@
 //! - [`progress`]: the progress bar the CLI shows.
 //! - [`sample`]: the text sample printed at the end of a run.
 
+pub mod bert;
 pub mod classify;
 pub mod data;
 pub mod driver;

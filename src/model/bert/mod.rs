@@ -118,12 +118,28 @@ impl Bert {
     }
 
     /// The same encoder and pooler with a different head: the old head is dropped, a new
-    /// one initialised from `seed` (N(0, 0.02) weights, zero biases, unit norms).
-    pub async fn with_head(self, ctx: &GpuContext, head: Head, seed: u64) -> Result<Self> {
+    /// one initialised from `seed` (N(0, 0.02) weights, zero biases, unit norms). A
+    /// classifier takes `labels` (one per class, in order).
+    pub async fn with_head(
+        self,
+        ctx: &GpuContext,
+        head: Head,
+        labels: Option<Vec<String>>,
+        seed: u64,
+    ) -> Result<Self> {
         let mut config = self.config.clone();
-        if !matches!(head, Head::Classify(_)) {
-            config.labels = None;
-        }
+        config.labels = match head {
+            Head::Classify(n) => match labels {
+                Some(l) if l.len() == n => Some(l),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "a classifier of {n} classes needs {n} label names"
+                    )))
+                }
+            },
+            _ => None,
+        };
+        config.validate("the new head")?;
         let old = self.params.read_all(ctx).await?;
         let old_names: Vec<String> = bert_params(&self.config, self.head)
             .into_iter()
