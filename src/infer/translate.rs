@@ -564,7 +564,7 @@ fn record_step(
             s,
             ctx,
             &w.ffn,
-            (&d.ff1, &d.ff1_relu, &d.ff2),
+            (&d.ff1, &d.ff1_act, &d.ff2),
             &d.x2,
             (n, c, f),
             Activation::Relu,

@@ -1,11 +1,13 @@
 //! The sublayers every post-LN transformer block here is made of, shared by the
 //! encoder–decoder (`model::seq2seq`) and BERT (`model::bert`): self-attention over
 //! packed q, k, v (`mha`), the residual add followed by LayerNorm, and the two-matmul
-//! feed-forward with ReLU or exact GELU. Each `_forward` has its `_backward` below it,
-//! which adds into every gradient (the caller zeroes them).
+//! feed-forward with ReLU or exact GELU; and the whole encoder block built from them
+//! (x = norm1(x + self_attn(x)); x = norm2(x + ffn(x))), its parameters and activations.
+//! Each `_forward` has its `_backward` below it, which adds into every gradient (the
+//! caller zeroes them).
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::kernels::matmul::{matmul_backward, matmul_forward};
@@ -208,5 +210,204 @@ pub fn self_attn_backward(
         b * t,
         c,
         3 * c,
+    )
+}
+
+/// One encoder block's parameters: x = norm1(x + self_attn(x)); x = norm2(x + ffn(x)).
+#[derive(Clone)]
+pub struct EncoderLayerTensors {
+    pub sa: SelfAttnTensors,
+    pub norm1: NormTensors,
+    pub ffn: FfnTensors,
+    pub norm2: NormTensors,
+}
+
+/// One encoder block's activations at (B, T). Also used for their gradients, where the
+/// mean, rstd and stats fields are unused.
+pub struct EncoderLayerActs {
+    pub qkv: Tensor,       // (B, T, 3C)
+    pub att: Tensor,       // (B, T, C)
+    pub att_stats: Tensor, // (B, NH, T)
+    pub attproj: Tensor,   // (B, T, C)
+    pub res1: Tensor,      // (B, T, C): x + attproj
+    pub x1: Tensor,        // (B, T, C): norm1(res1)
+    pub x1_mean: Tensor,   // (B, T)
+    pub x1_rstd: Tensor,   // (B, T)
+    pub ff1: Tensor,       // (B, T, F)
+    pub ff1_act: Tensor,   // (B, T, F)
+    pub ff2: Tensor,       // (B, T, C)
+    pub res2: Tensor,      // (B, T, C): x1 + ff2
+    pub x2: Tensor,        // (B, T, C): norm2(res2), the block's output
+    pub x2_mean: Tensor,   // (B, T)
+    pub x2_rstd: Tensor,   // (B, T)
+}
+
+impl EncoderLayerActs {
+    /// Zeroed activations labelled `<prefix><name>`.
+    pub fn new(
+        ctx: &GpuContext,
+        prefix: &str,
+        (b, t, c, nh, f): (usize, usize, usize, usize, usize),
+    ) -> Result<Self> {
+        let z = |n: &str, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{n}"), shape, DType::F32)
+        };
+        let (btc, bt) = ([b, t, c], [b, t]);
+        Ok(EncoderLayerActs {
+            qkv: z("qkv", &[b, t, 3 * c])?,
+            att: z("att", &btc)?,
+            att_stats: z("att_stats", &[b, nh, t])?,
+            attproj: z("attproj", &btc)?,
+            res1: z("res1", &btc)?,
+            x1: z("x1", &btc)?,
+            x1_mean: z("x1_mean", &bt)?,
+            x1_rstd: z("x1_rstd", &bt)?,
+            ff1: z("ff1", &[b, t, f])?,
+            ff1_act: z("ff1_act", &[b, t, f])?,
+            ff2: z("ff2", &btc)?,
+            res2: z("res2", &btc)?,
+            x2: z("x2", &btc)?,
+            x2_mean: z("x2_mean", &bt)?,
+            x2_rstd: z("x2_rstd", &bt)?,
+        })
+    }
+
+    pub fn all(&self) -> [&Tensor; 15] {
+        [
+            &self.qkv,
+            &self.att,
+            &self.att_stats,
+            &self.attproj,
+            &self.res1,
+            &self.x1,
+            &self.x1_mean,
+            &self.x1_rstd,
+            &self.ff1,
+            &self.ff1_act,
+            &self.ff2,
+            &self.res2,
+            &self.x2,
+            &self.x2_mean,
+            &self.x2_rstd,
+        ]
+    }
+}
+
+/// One encoder block over x (B, T, C), bidirectional attention with the key padding
+/// `mask` (B, T) (nonzero = padding): the output is `a.x2`.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_layer_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    w: &EncoderLayerTensors,
+    a: &EncoderLayerActs,
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    (b, t, c, nh, f): (usize, usize, usize, usize, usize),
+    eps: f32,
+    act: Activation,
+) -> Result<()> {
+    self_attn_forward(
+        s,
+        ctx,
+        &w.sa,
+        (&a.qkv, &a.att, &a.att_stats, &a.attproj),
+        x,
+        mask,
+        (b, t, c, nh),
+        false,
+    )?;
+    add_norm_forward(
+        s,
+        ctx,
+        (&a.res1, &a.x1, &a.x1_mean, &a.x1_rstd),
+        x,
+        &a.attproj,
+        &w.norm1,
+        (b, t, c),
+        eps,
+    )?;
+    ffn_forward(
+        s,
+        ctx,
+        &w.ffn,
+        (&a.ff1, &a.ff1_act, &a.ff2),
+        &a.x1,
+        (b * t, c, f),
+        act,
+    )?;
+    add_norm_forward(
+        s,
+        ctx,
+        (&a.res2, &a.x2, &a.x2_mean, &a.x2_rstd),
+        &a.x1,
+        &a.ff2,
+        &w.norm2,
+        (b, t, c),
+        eps,
+    )
+}
+
+/// Backward of [`encoder_layer_forward`] from the gradient in `d.x2`: dx += the input's
+/// gradient, `g` += the parameters'.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_layer_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dx: &Tensor,
+    g: &EncoderLayerTensors,
+    d: &EncoderLayerActs,
+    x: &Tensor,
+    a: &EncoderLayerActs,
+    w: &EncoderLayerTensors,
+    mask: Option<&Tensor>,
+    (b, t, c, nh, f): (usize, usize, usize, usize, usize),
+    act: Activation,
+) -> Result<()> {
+    let btc = (b, t, c);
+    add_norm_backward(
+        s,
+        ctx,
+        (&d.x1, &d.ff2),
+        (&g.norm2, &d.res2),
+        &d.x2,
+        (&a.res2, &a.x2_mean, &a.x2_rstd),
+        &w.norm2,
+        btc,
+    )?;
+    ffn_backward(
+        s,
+        ctx,
+        &d.x1,
+        &g.ffn,
+        (&d.ff1, &d.ff1_act, &d.ff2),
+        &a.x1,
+        (&a.ff1, &a.ff1_act),
+        &w.ffn,
+        (b * t, c, f),
+        act,
+    )?;
+    add_norm_backward(
+        s,
+        ctx,
+        (dx, &d.attproj),
+        (&g.norm1, &d.res1),
+        &d.x1,
+        (&a.res1, &a.x1_mean, &a.x1_rstd),
+        &w.norm1,
+        btc,
+    )?;
+    self_attn_backward(
+        s,
+        ctx,
+        dx,
+        &g.sa,
+        (&d.qkv, &d.att, &d.attproj),
+        x,
+        (&a.qkv, &a.att, &a.att_stats),
+        &w.sa,
+        mask,
+        (b, t, c, nh),
+        false,
     )
 }

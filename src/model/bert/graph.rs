@@ -22,28 +22,8 @@ use crate::kernels::tanh::{tanh_backward, tanh_forward};
 use crate::model::bert::params::BertTensors;
 use crate::model::bert::Bert;
 use crate::model::blocks::{
-    add_norm_backward, add_norm_forward, ffn_backward, ffn_forward, self_attn_backward,
-    self_attn_forward, Activation,
+    encoder_layer_backward, encoder_layer_forward, Activation, EncoderLayerActs,
 };
-
-/// One layer's activations (also their gradients, where mean, rstd, stats are unused).
-pub struct LayerActs {
-    pub qkv: Tensor,       // (B, T, 3C)
-    pub att: Tensor,       // (B, T, C)
-    pub att_stats: Tensor, // (B, NH, T)
-    pub attproj: Tensor,   // (B, T, C)
-    pub res1: Tensor,      // (B, T, C)
-    pub x1: Tensor,        // (B, T, C)
-    pub x1_mean: Tensor,   // (B, T)
-    pub x1_rstd: Tensor,   // (B, T)
-    pub ff1: Tensor,       // (B, T, F)
-    pub ff1_act: Tensor,   // (B, T, F)
-    pub ff2: Tensor,       // (B, T, C)
-    pub res2: Tensor,      // (B, T, C)
-    pub x2: Tensor,        // (B, T, C): the layer's output
-    pub x2_mean: Tensor,   // (B, T)
-    pub x2_rstd: Tensor,   // (B, T)
-}
 
 /// The masked-LM head's activations.
 pub struct MlmActs {
@@ -83,7 +63,7 @@ pub struct BertActs {
     pub x0: Tensor,      // (B, T, C): after the embedding LayerNorm
     pub x0_mean: Tensor, // (B, T)
     pub x0_rstd: Tensor, // (B, T)
-    pub layers: Vec<LayerActs>,
+    pub layers: Vec<EncoderLayerActs>,
     pub mlm: Option<MlmActs>,
     pub class: Option<ClassActs>,
     pub pooled_mean: Tensor, // (B, C): mean over real tokens
@@ -117,26 +97,7 @@ impl BertActs {
         };
         let (btc, bt) = ([b, t, c], [b, t]);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|l| {
-                let n = |x: &str| format!("layer.{l}.{x}");
-                Ok(LayerActs {
-                    qkv: f32t(n("qkv"), &[b, t, 3 * c])?,
-                    att: f32t(n("att"), &btc)?,
-                    att_stats: f32t(n("att_stats"), &[b, nh, t])?,
-                    attproj: f32t(n("attproj"), &btc)?,
-                    res1: f32t(n("res1"), &btc)?,
-                    x1: f32t(n("x1"), &btc)?,
-                    x1_mean: f32t(n("x1_mean"), &bt)?,
-                    x1_rstd: f32t(n("x1_rstd"), &bt)?,
-                    ff1: f32t(n("ff1"), &[b, t, f])?,
-                    ff1_act: f32t(n("ff1_act"), &[b, t, f])?,
-                    ff2: f32t(n("ff2"), &btc)?,
-                    res2: f32t(n("res2"), &btc)?,
-                    x2: f32t(n("x2"), &btc)?,
-                    x2_mean: f32t(n("x2_mean"), &bt)?,
-                    x2_rstd: f32t(n("x2_rstd"), &bt)?,
-                })
-            })
+            .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}layer.{l}."), (b, t, c, nh, f)))
             .collect::<Result<Vec<_>>>()?;
         let mlm = match model.params.mlm {
             Some(_) => Some(MlmActs {
@@ -199,23 +160,7 @@ impl BertActs {
             &self.x0_rstd,
         ];
         for l in &self.layers {
-            v.extend([
-                &l.qkv,
-                &l.att,
-                &l.att_stats,
-                &l.attproj,
-                &l.res1,
-                &l.x1,
-                &l.x1_mean,
-                &l.x1_rstd,
-                &l.ff1,
-                &l.ff1_act,
-                &l.ff2,
-                &l.res2,
-                &l.x2,
-                &l.x2_mean,
-                &l.x2_rstd,
-            ]);
+            v.extend(l.all());
         }
         if let Some(m) = &self.mlm {
             v.extend([
@@ -359,44 +304,16 @@ pub fn record_encoder(
     )?;
     let mut x = &a.x0;
     for (w, l) in p.layers.iter().zip(&a.layers) {
-        self_attn_forward(
+        encoder_layer_forward(
             s,
             ctx,
-            &w.sa,
-            (&l.qkv, &l.att, &l.att_stats, &l.attproj),
+            w,
+            l,
             x,
             Some(&a.pad),
-            (b, t, c, nh),
-            false,
-        )?;
-        add_norm_forward(
-            s,
-            ctx,
-            (&l.res1, &l.x1, &l.x1_mean, &l.x1_rstd),
-            x,
-            &l.attproj,
-            &w.norm1,
-            (b, t, c),
+            (b, t, c, nh, f),
             eps,
-        )?;
-        ffn_forward(
-            s,
-            ctx,
-            &w.ffn,
-            (&l.ff1, &l.ff1_act, &l.ff2),
-            &l.x1,
-            (b * t, c, f),
             Activation::GeluErf,
-        )?;
-        add_norm_forward(
-            s,
-            ctx,
-            (&l.res2, &l.x2, &l.x2_mean, &l.x2_rstd),
-            &l.x1,
-            &l.ff2,
-            &w.norm2,
-            (b, t, c),
-            eps,
         )?;
         x = &l.x2;
     }
@@ -431,51 +348,18 @@ pub fn record_encoder_backward(
     for l in (0..cfg.num_hidden_layers).rev() {
         let (w, gl, x, dx) = (&p.layers[l], &g.layers[l], &a.layers[l], &d.layers[l]);
         let (inp, dinp) = input(l);
-        let btc = (b, t, c);
-        add_norm_backward(
-            s,
-            ctx,
-            (&dx.x1, &dx.ff2),
-            (&gl.norm2, &dx.res2),
-            &dx.x2,
-            (&x.res2, &x.x2_mean, &x.x2_rstd),
-            &w.norm2,
-            btc,
-        )?;
-        ffn_backward(
-            s,
-            ctx,
-            &dx.x1,
-            &gl.ffn,
-            (&dx.ff1, &dx.ff1_act, &dx.ff2),
-            &x.x1,
-            (&x.ff1, &x.ff1_act),
-            &w.ffn,
-            (b * t, c, f),
-            Activation::GeluErf,
-        )?;
-        add_norm_backward(
-            s,
-            ctx,
-            (dinp, &dx.attproj),
-            (&gl.norm1, &dx.res1),
-            &dx.x1,
-            (&x.res1, &x.x1_mean, &x.x1_rstd),
-            &w.norm1,
-            btc,
-        )?;
-        self_attn_backward(
+        encoder_layer_backward(
             s,
             ctx,
             dinp,
-            &gl.sa,
-            (&dx.qkv, &dx.att, &dx.attproj),
+            gl,
+            dx,
             inp,
-            (&x.qkv, &x.att, &x.att_stats),
-            &w.sa,
+            x,
+            w,
             Some(&a.pad),
-            (b, t, c, nh),
-            false,
+            (b, t, c, nh, f),
+            Activation::GeluErf,
         )?;
     }
     let n = &p.emb_norm;

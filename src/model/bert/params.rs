@@ -11,7 +11,7 @@
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Tensor};
 use crate::model::bert::config::BertConfig;
-use crate::model::blocks::{FfnTensors, NormTensors, SelfAttnTensors};
+use crate::model::blocks::{EncoderLayerTensors, FfnTensors, NormTensors, SelfAttnTensors};
 use crate::model::params::{Init, ParamSpec};
 use crate::rng::Rng;
 
@@ -190,15 +190,6 @@ pub struct ClassifierTensors {
     pub b: Tensor, // (NL)
 }
 
-/// One encoder layer: x = norm1(x + self_attn(x)); x = norm2(x + ffn(x)), GELU.
-#[derive(Clone)]
-pub struct BertLayerTensors {
-    pub sa: SelfAttnTensors,
-    pub norm1: NormTensors, // attention.output.LayerNorm
-    pub ffn: FfnTensors,    // intermediate.dense, output.dense
-    pub norm2: NormTensors, // output.LayerNorm
-}
-
 /// Every parameter-shaped tensor of a BERT (weights, gradients or a moment).
 #[derive(Clone)]
 pub struct BertTensors {
@@ -206,9 +197,9 @@ pub struct BertTensors {
     pub pos: Tensor,   // (maxT, C)
     pub types: Tensor, // (TT, C)
     pub emb_norm: NormTensors,
-    pub layers: Vec<BertLayerTensors>,
-    pub pooler_w: Tensor, // (C, C)
-    pub pooler_b: Tensor, // (C)
+    pub layers: Vec<EncoderLayerTensors>, // GELU blocks: attention.output.LayerNorm is norm1, output.LayerNorm norm2
+    pub pooler_w: Tensor,                 // (C, C)
+    pub pooler_b: Tensor,                 // (C)
     pub mlm: Option<MlmHeadTensors>,
     pub classifier: Option<ClassifierTensors>,
 }
@@ -256,7 +247,7 @@ impl BertTensors {
                     b2: next(),
                 };
                 let norm2 = norm(&mut next);
-                BertLayerTensors {
+                EncoderLayerTensors {
                     sa,
                     norm1,
                     ffn,

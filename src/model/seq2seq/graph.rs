@@ -18,31 +18,11 @@ use crate::kernels::matmul::{
 };
 use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
 use crate::model::blocks::{
-    add_norm_backward, add_norm_forward, ffn_backward, ffn_forward, self_attn_backward,
-    self_attn_forward, Activation,
+    add_norm_backward, add_norm_forward, encoder_layer_backward, encoder_layer_forward,
+    ffn_backward, ffn_forward, self_attn_backward, self_attn_forward, Activation, EncoderLayerActs,
 };
 use crate::model::seq2seq::params::Seq2seqTensors;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
-
-/// One encoder block's activations at (B, S). Also used for their gradients, where the
-/// mean, rstd and stats fields are unused.
-pub struct EncoderLayerActs {
-    pub qkv: Tensor,       // (B, S, 3C)
-    pub att: Tensor,       // (B, S, C)
-    pub att_stats: Tensor, // (B, NH, S)
-    pub attproj: Tensor,   // (B, S, C)
-    pub res1: Tensor,      // (B, S, C): x + attproj
-    pub x1: Tensor,        // (B, S, C): norm1(res1)
-    pub x1_mean: Tensor,   // (B, S)
-    pub x1_rstd: Tensor,   // (B, S)
-    pub ff1: Tensor,       // (B, S, F)
-    pub ff1_relu: Tensor,  // (B, S, F)
-    pub ff2: Tensor,       // (B, S, C)
-    pub res2: Tensor,      // (B, S, C): x1 + ff2
-    pub x2: Tensor,        // (B, S, C): norm2(res2), the block's output
-    pub x2_mean: Tensor,   // (B, S)
-    pub x2_rstd: Tensor,   // (B, S)
-}
 
 /// One decoder block's activations at (B, T) (cross-attention's kv at (B, S)).
 pub struct DecoderLayerActs {
@@ -64,7 +44,7 @@ pub struct DecoderLayerActs {
     pub x2_mean: Tensor,  // (B, T)
     pub x2_rstd: Tensor,  // (B, T)
     pub ff1: Tensor,      // (B, T, F)
-    pub ff1_relu: Tensor, // (B, T, F)
+    pub ff1_act: Tensor,  // (B, T, F)
     pub ff2: Tensor,      // (B, T, C)
     pub res3: Tensor,     // (B, T, C): x2 + ff2
     pub x3: Tensor,       // (B, T, C): norm3(res3), the block's output
@@ -125,26 +105,7 @@ impl Seq2seqActs {
             Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::I32)
         };
         let enc = (0..cfg.encoder_layers)
-            .map(|l| {
-                let n = |x: &str| format!("enc.{l}.{x}");
-                Ok(EncoderLayerActs {
-                    qkv: f32t(n("qkv"), &[b, s, 3 * c])?,
-                    att: f32t(n("att"), &[b, s, c])?,
-                    att_stats: f32t(n("att_stats"), &[b, nh, s])?,
-                    attproj: f32t(n("attproj"), &[b, s, c])?,
-                    res1: f32t(n("res1"), &[b, s, c])?,
-                    x1: f32t(n("x1"), &[b, s, c])?,
-                    x1_mean: f32t(n("x1_mean"), &[b, s])?,
-                    x1_rstd: f32t(n("x1_rstd"), &[b, s])?,
-                    ff1: f32t(n("ff1"), &[b, s, f])?,
-                    ff1_relu: f32t(n("ff1_relu"), &[b, s, f])?,
-                    ff2: f32t(n("ff2"), &[b, s, c])?,
-                    res2: f32t(n("res2"), &[b, s, c])?,
-                    x2: f32t(n("x2"), &[b, s, c])?,
-                    x2_mean: f32t(n("x2_mean"), &[b, s])?,
-                    x2_rstd: f32t(n("x2_rstd"), &[b, s])?,
-                })
-            })
+            .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}enc.{l}."), (b, s, c, nh, f)))
             .collect::<Result<Vec<_>>>()?;
         let dec = (0..cfg.decoder_layers)
             .map(|l| {
@@ -168,7 +129,7 @@ impl Seq2seqActs {
                     x2_mean: f32t(n("x2_mean"), &[b, t])?,
                     x2_rstd: f32t(n("x2_rstd"), &[b, t])?,
                     ff1: f32t(n("ff1"), &[b, t, f])?,
-                    ff1_relu: f32t(n("ff1_relu"), &[b, t, f])?,
+                    ff1_act: f32t(n("ff1_act"), &[b, t, f])?,
                     ff2: f32t(n("ff2"), &[b, t, c])?,
                     res3: f32t(n("res3"), &[b, t, c])?,
                     x3: f32t(n("x3"), &[b, t, c])?,
@@ -205,23 +166,7 @@ impl Seq2seqActs {
     pub fn floats(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.src_x];
         for l in &self.enc {
-            v.extend([
-                &l.qkv,
-                &l.att,
-                &l.att_stats,
-                &l.attproj,
-                &l.res1,
-                &l.x1,
-                &l.x1_mean,
-                &l.x1_rstd,
-                &l.ff1,
-                &l.ff1_relu,
-                &l.ff2,
-                &l.res2,
-                &l.x2,
-                &l.x2_mean,
-                &l.x2_rstd,
-            ]);
+            v.extend(l.all());
         }
         v.extend([&self.memory, &self.mem_mean, &self.mem_rstd, &self.tgt_x]);
         for l in &self.dec {
@@ -244,7 +189,7 @@ impl Seq2seqActs {
                 &l.x2_mean,
                 &l.x2_rstd,
                 &l.ff1,
-                &l.ff1_relu,
+                &l.ff1_act,
                 &l.ff2,
                 &l.res3,
                 &l.x3,
@@ -373,45 +318,17 @@ pub fn record_encoder(
     )?;
     let mut x = &a.src_x;
     for (w, l) in p.enc.iter().zip(&a.enc) {
-        let dims = (b, sl, c, nh);
-        self_attn_forward(
+        let dims = (b, sl, c, nh, f);
+        encoder_layer_forward(
             s,
             ctx,
-            &w.sa,
-            (&l.qkv, &l.att, &l.att_stats, &l.attproj),
+            w,
+            l,
             x,
             Some(&a.src_pad),
             dims,
-            false,
-        )?;
-        add_norm_forward(
-            s,
-            ctx,
-            (&l.res1, &l.x1, &l.x1_mean, &l.x1_rstd),
-            x,
-            &l.attproj,
-            &w.norm1,
-            (b, sl, c),
             eps,
-        )?;
-        ffn_forward(
-            s,
-            ctx,
-            &w.ffn,
-            (&l.ff1, &l.ff1_relu, &l.ff2),
-            &l.x1,
-            (b * sl, c, f),
             Activation::Relu,
-        )?;
-        add_norm_forward(
-            s,
-            ctx,
-            (&l.res2, &l.x2, &l.x2_mean, &l.x2_rstd),
-            &l.x1,
-            &l.ff2,
-            &w.norm2,
-            (b, sl, c),
-            eps,
         )?;
         x = &l.x2;
     }
@@ -534,7 +451,7 @@ pub fn record_decoder(
             s,
             ctx,
             &w.ffn,
-            (&l.ff1, &l.ff1_relu, &l.ff2),
+            (&l.ff1, &l.ff1_act, &l.ff2),
             &l.x2,
             (b * t, c, f),
             Activation::Relu,
@@ -672,9 +589,9 @@ pub fn record_backward(
             ctx,
             &dx.x2,
             &g.ffn,
-            (&dx.ff1, &dx.ff1_relu, &dx.ff2),
+            (&dx.ff1, &dx.ff1_act, &dx.ff2),
             &x.x2,
-            (&x.ff1, &x.ff1_relu),
+            (&x.ff1, &x.ff1_act),
             &w.ffn,
             (b * t, c, f),
             Activation::Relu,
@@ -814,51 +731,19 @@ pub fn record_backward(
     for l in (0..cfg.encoder_layers).rev() {
         let (w, g, x, dx) = (&p.enc[l], &grads.enc[l], &a.enc[l], &d.enc[l]);
         let (inp, dinp) = enc_in(l);
-        let bsc = (b, sl, c);
-        add_norm_backward(
-            s,
-            ctx,
-            (&dx.x1, &dx.ff2),
-            (&g.norm2, &dx.res2),
-            &dx.x2,
-            (&x.res2, &x.x2_mean, &x.x2_rstd),
-            &w.norm2,
-            bsc,
-        )?;
-        ffn_backward(
-            s,
-            ctx,
-            &dx.x1,
-            &g.ffn,
-            (&dx.ff1, &dx.ff1_relu, &dx.ff2),
-            &x.x1,
-            (&x.ff1, &x.ff1_relu),
-            &w.ffn,
-            (b * sl, c, f),
-            Activation::Relu,
-        )?;
-        add_norm_backward(
-            s,
-            ctx,
-            (dinp, &dx.attproj),
-            (&g.norm1, &dx.res1),
-            &dx.x1,
-            (&x.res1, &x.x1_mean, &x.x1_rstd),
-            &w.norm1,
-            bsc,
-        )?;
-        self_attn_backward(
+        let dims = (b, sl, c, nh, f);
+        encoder_layer_backward(
             s,
             ctx,
             dinp,
-            &g.sa,
-            (&dx.qkv, &dx.att, &dx.attproj),
+            g,
+            dx,
             inp,
-            (&x.qkv, &x.att, &x.att_stats),
-            &w.sa,
+            x,
+            w,
             Some(&a.src_pad),
-            (b, sl, c, nh),
-            false,
+            dims,
+            Activation::Relu,
         )?;
     }
     embed_backward(

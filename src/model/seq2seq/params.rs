@@ -17,7 +17,7 @@ use crate::model::params::{Init, ParamSpec};
 use crate::model::seq2seq::config::Seq2seqConfig;
 use crate::rng::Rng;
 
-pub use crate::model::blocks::{FfnTensors, NormTensors, SelfAttnTensors};
+pub use crate::model::blocks::{EncoderLayerTensors, FfnTensors, NormTensors, SelfAttnTensors};
 
 /// Where a parameter comes from in a torch state dict: rows `rows` of tensor `name`
 /// (shape `shape`), transposed when it is a linear weight.
@@ -276,15 +276,6 @@ pub struct CrossAttnTensors {
     pub kv_b: Tensor,  // (2C)
     pub out_w: Tensor, // (C, C)
     pub out_b: Tensor, // (C)
-}
-
-/// One encoder block: x = norm1(x + self_attn(x)); x = norm2(x + ffn(x)).
-#[derive(Clone)]
-pub struct EncoderLayerTensors {
-    pub sa: SelfAttnTensors,
-    pub ffn: FfnTensors,
-    pub norm1: NormTensors,
-    pub norm2: NormTensors,
 }
 
 /// One decoder block: x = norm1(x + causal self_attn(x)); x = norm2(x + cross_attn(x,
