@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Needs, Readback, Schedule, Tensor};
-use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::adamw::AdamwStep;
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
@@ -30,6 +30,7 @@ use crate::kernels::residual::{residual_backward, residual_forward};
 use crate::kernels::sampling::argmax_forward;
 use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
 use crate::model::config::Gpt2Config;
+use crate::model::optim::{record_update, slots};
 use crate::model::params::{gpt2_param_specs, init_params};
 use crate::model::tensors::ParamTensors;
 
@@ -939,29 +940,9 @@ impl Trainer {
             None
         };
 
-        let mut update = Schedule::new("update");
-        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
-        let specs = gpt2_param_specs(&cfg);
-        for (((spec, p), (g, mm)), vv) in specs
-            .iter()
-            .zip(model.params.all())
-            .zip(grads.all().into_iter().zip(m.all()))
-            .zip(v.all())
-        {
-            let wd = if spec.decay { opt.weight_decay } else { 0.0 };
-            adamw_update(
-                &mut update,
-                ctx,
-                p,
-                mm,
-                vv,
-                g,
-                &adam_step,
-                &gradnorm.state,
-                p.numel(),
-                wd,
-            )?;
-        }
+        let decay = gpt2_param_specs(&cfg).into_iter().map(|p| p.decay);
+        let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
+        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
         let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
         let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
         Ok(Trainer {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
-use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::adamw::AdamwStep;
 use crate::kernels::crossentropy::STATS_LEN;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::bert::graph::{
@@ -15,6 +15,7 @@ use crate::model::bert::graph::{
 use crate::model::bert::params::{bert_params, BertTensors};
 use crate::model::bert::{Bert, Head};
 use crate::model::gpt2::{MemoryReport, OptimConfig};
+use crate::model::optim::{record_update, slots};
 
 /// K micro-batches of B rows × T positions: ids, token types, attention mask (K·B·T
 /// each), and targets: K·B·T masked-LM targets or K·B labels (-100 = not counted).
@@ -143,28 +144,11 @@ impl BertTrainer {
         } else {
             None
         };
-        let mut update = Schedule::new("update");
-        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
-        for (((p, w), (g, mm)), vv) in bert_params(&cfg, model.head)
-            .iter()
-            .zip(model.params.all())
-            .zip(grads.all().into_iter().zip(m.all()))
-            .zip(v.all())
-        {
-            let wd = if p.spec.decay { opt.weight_decay } else { 0.0 };
-            adamw_update(
-                &mut update,
-                ctx,
-                w,
-                mm,
-                vv,
-                g,
-                &adam_step,
-                &gradnorm.state,
-                w.numel(),
-                wd,
-            )?;
-        }
+        let decay = bert_params(&cfg, model.head)
+            .into_iter()
+            .map(|p| p.spec.decay);
+        let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
+        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
         let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
         let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
         Ok(BertTrainer {

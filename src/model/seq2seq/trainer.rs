@@ -6,10 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
-use crate::kernels::adamw::{adamw_update, AdamwStep};
+use crate::kernels::adamw::AdamwStep;
 use crate::kernels::crossentropy::STATS_LEN;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::gpt2::{MemoryReport, OptimConfig};
+use crate::model::optim::{record_update, slots};
 use crate::model::seq2seq::graph::{
     check_batch, record_backward, record_forward, record_loss, Seq2seqActs,
 };
@@ -110,30 +111,9 @@ impl Seq2seqTrainer {
         } else {
             None
         };
-        let mut update = Schedule::new("update");
-        gradnorm.record(&mut update, ctx, &grads.all(), opt.grad_clip.unwrap_or(0.0))?;
-        let params = seq2seq_params(&cfg);
-        for (((spec, p), (g, mm)), vv) in params
-            .iter()
-            .map(|p| &p.spec)
-            .zip(model.params.all())
-            .zip(grads.all().into_iter().zip(m.all()))
-            .zip(v.all())
-        {
-            let wd = if spec.decay { opt.weight_decay } else { 0.0 };
-            adamw_update(
-                &mut update,
-                ctx,
-                p,
-                mm,
-                vv,
-                g,
-                &adam_step,
-                &gradnorm.state,
-                p.numel(),
-                wd,
-            )?;
-        }
+        let decay = seq2seq_params(&cfg).into_iter().map(|p| p.spec.decay);
+        let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
+        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
         let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
         let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
         Ok(Seq2seqTrainer {
