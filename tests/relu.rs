@@ -126,8 +126,10 @@ fn relu_at_zero_and_special_values() {
         ];
         for i in 0..n {
             let (got, want) = (out[i], want_out[i]);
+            // WGSL lets an implementation assume no NaN (GL llvmpipe's `x <= 0.0` is true
+            // for NaN), so NaN may come out as NaN or as 0.
             let ok = if want.is_nan() {
-                got.is_nan()
+                got.is_nan() || got == 0.0
             } else if i == 4 {
                 got == want || got == 0.0
             } else {
