@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE_INDEX;
 use crate::rng::Rng;
-use crate::train::data::{read_utf8, stream_seed};
+use crate::train::data::{json_kind, read_jsonl, stream_seed};
 use crate::train::mlm::BertSpecials;
 
 const STREAM_EPOCH: u64 = 3;
@@ -31,47 +31,19 @@ pub struct LabeledText {
     pub label: String,
 }
 
-/// What a JSON value is, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Read a JSONL file of `{"text": str, "label": str or integer}` objects (other fields are
 /// ignored; blank lines skipped). Errors name the file and line and what is wrong: not
 /// JSON, not an object, a field missing or of the wrong type, an empty text or label. A
 /// file without examples is an error.
 pub fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
-    let content = read_utf8(path)?;
-    let mut out = Vec::new();
-    for (i, line) in content.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |msg: String| Error::Invalid(format!("{} line {}: {msg}", path.display(), i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| {
-            at(format!(
-                "not JSON ({e}); expected an object {{\"text\": \"...\", \"label\": \"...\"}}"
-            ))
-        })?;
-        let Value::Object(obj) = &v else {
-            return Err(at(format!(
-                "expected a JSON object with a \"text\" string and a \"label\", found {}",
-                kind(&v)
-            )));
-        };
+    let shape = r#"{"text": "...", "label": "..."}"#;
+    read_jsonl(path, shape, "examples", |obj, at| {
         let text = match obj.get("text") {
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
                 return Err(at(format!(
                     "\"text\" is {}, expected a string",
-                    kind(other)
+                    json_kind(other)
                 )))
             }
             None => return Err(at("missing the \"text\" field (a string)".into())),
@@ -83,15 +55,15 @@ pub fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
             Some(other) => {
+                let not_int = if other.is_number() {
+                    " that is not an integer"
+                } else {
+                    ""
+                };
                 return Err(at(format!(
-                    "\"label\" is {}{}, expected a string or an integer",
-                    kind(other),
-                    if other.is_number() {
-                        " that is not an integer"
-                    } else {
-                        ""
-                    }
-                )))
+                    "\"label\" is {}{not_int}, expected a string or an integer",
+                    json_kind(other)
+                )));
             }
             None => {
                 return Err(at(
@@ -102,15 +74,8 @@ pub fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
         if label.trim().is_empty() {
             return Err(at("the label is empty".into()));
         }
-        out.push(LabeledText { text, label });
-    }
-    if out.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no examples (expected JSON lines of {{\"text\": \"...\", \"label\": \"...\"}})",
-            path.display()
-        )));
-    }
-    Ok(out)
+        Ok(LabeledText { text, label })
+    })
 }
 
 /// The distinct labels, sorted numerically if all are integers, else lexicographically;

@@ -371,6 +371,60 @@ fn split_point(n: usize, val_fraction: f64) -> usize {
     n - ((n as f64 * val_fraction).round() as usize).min(n)
 }
 
+// ---- JSONL ----
+
+/// What a JSON value is, for messages ("a number", "an array").
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The objects of a JSONL file, one per non-blank line, each turned into a `T` by `each`,
+/// which gets the object and a maker of errors naming the file and line. `shape`
+/// describes the expected object in messages, e.g. `{"source": "...", "target": "..."}`;
+/// `what` names the items ("pairs") for the error of a file without any.
+pub fn read_jsonl<T>(
+    path: &Path,
+    shape: &str,
+    what: &str,
+    mut each: impl FnMut(
+        &serde_json::Map<String, serde_json::Value>,
+        &dyn Fn(String) -> Error,
+    ) -> Result<T>,
+) -> Result<Vec<T>> {
+    let text = read_utf8(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |msg: String| Error::Invalid(format!("{} line {}: {msg}", path.display(), i + 1));
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| at(format!("not JSON ({e}); expected an object {shape}")))?;
+        let serde_json::Value::Object(obj) = &v else {
+            return Err(at(format!(
+                "expected a JSON object {shape}, found {}",
+                json_kind(&v)
+            )));
+        };
+        out.push(each(obj, &at)?);
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no {what} (expected JSON lines of {shape})",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
 // ---- batches ----
 
 /// One batch: K·B rows of T token ids and their targets (-100 = not counted).

@@ -17,7 +17,7 @@ use tokenizers::{AddedToken, Tokenizer};
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE_INDEX;
 use crate::rng::Rng;
-use crate::train::data::{read_utf8, stream_seed};
+use crate::train::data::{json_kind, read_jsonl, stream_seed};
 use crate::train::tokenize::{build, encode_text, Normalize, TokenizerSpec};
 
 /// The padding token (source and decoder-input padding).
@@ -43,61 +43,27 @@ pub struct PairText {
 }
 
 /// What a JSON value is, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Read a JSONL file of `{"source": "...", "target": "..."}` objects (other fields are
 /// ignored; blank lines skipped). Errors name the file and line and what is wrong: not
 /// JSON, not an object, a field missing or not a string. A file without pairs is an error.
 pub fn read_pairs(path: &Path) -> Result<Vec<PairText>> {
-    let text = read_utf8(path)?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |msg: String| Error::Invalid(format!("{} line {}: {msg}", path.display(), i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| {
-            at(format!(
-                "not JSON ({e}); expected an object {{\"source\": \"...\", \"target\": \"...\"}}"
-            ))
-        })?;
-        let Value::Object(obj) = &v else {
-            return Err(at(format!(
-                "expected a JSON object with \"source\" and \"target\" strings, found {}",
-                kind(&v)
-            )));
-        };
+    let shape = r#"{"source": "...", "target": "..."}"#;
+    read_jsonl(path, shape, "pairs", |obj, at| {
         let field = |name: &str| -> Result<String> {
             match obj.get(name) {
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(other) => Err(at(format!(
                     "\"{name}\" is {}, expected a string",
-                    kind(other)
+                    json_kind(other)
                 ))),
                 None => Err(at(format!("missing the \"{name}\" field (a string)"))),
             }
         };
-        out.push(PairText {
+        Ok(PairText {
             source: field("source")?,
             target: field("target")?,
-        });
-    }
-    if out.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no pairs (expected JSON lines of {{\"source\": \"...\", \"target\": \"...\"}})",
-            path.display()
-        )));
-    }
-    Ok(out)
+        })
+    })
 }
 
 // ---- tokenizers ----
