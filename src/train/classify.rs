@@ -15,11 +15,9 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE_INDEX;
-use crate::rng::Rng;
-use crate::train::data::{json_kind, read_jsonl, stream_seed};
+use crate::train::data::{epoch_rows, json_kind, read_jsonl, split_shuffled};
 use crate::train::mlm::BertSpecials;
 
-const STREAM_EPOCH: u64 = 3;
 const STREAM_SPLIT: u64 = 4;
 
 // ---- reading ----
@@ -206,17 +204,6 @@ pub fn class_batch(
     batch
 }
 
-/// A permutation of 0..n seeded by `seed` (Fisher–Yates, as `train::pairs`).
-fn permutation(n: usize, seed: u64) -> Vec<u32> {
-    let mut p: Vec<u32> = (0..n as u32).collect();
-    let mut rng = Rng::new(seed);
-    for i in (1..p.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        p.swap(i, j);
-    }
-    p
-}
-
 /// The training/validation split of tokenized examples and the batches a run draws.
 pub struct ClassBatches {
     pub train: Vec<LabeledExample>,
@@ -261,26 +248,7 @@ impl ClassBatches {
                 e.ids.len()
             )));
         }
-        let mut n_val = ((n as f64 * val_fraction).round() as usize).min(n);
-        if val_fraction > 0.0 && n >= 2 {
-            n_val = n_val.max(1);
-        }
-        if n_val == n {
-            return Err(Error::Invalid(format!(
-                "{n} example(s) and --val-fraction {val_fraction} leave no training example; \
-                 use more examples or a smaller --val-fraction"
-            )));
-        }
-        let mut slots: Vec<Option<LabeledExample>> = examples.into_iter().map(Some).collect();
-        let mut shuffled = permutation(n, stream_seed(seed, STREAM_SPLIT, 0))
-            .into_iter()
-            .map(|i| {
-                slots[i as usize]
-                    .take()
-                    .expect("a permutation visits each once")
-            });
-        let val: Vec<LabeledExample> = shuffled.by_ref().take(n_val).collect();
-        let train: Vec<LabeledExample> = shuffled.collect();
+        let (train, val) = split_shuffled(examples, val_fraction, seed, STREAM_SPLIT, "example")?;
         Ok(ClassBatches {
             train,
             val,
@@ -295,20 +263,7 @@ impl ClassBatches {
     /// visiting every training example once in a permutation seeded by (seed, e). A pure
     /// function of (seed, step): a resumed run draws the same batches.
     pub fn train_batch(&self, step: u64, rows: usize) -> ClassBatch {
-        let n = self.train.len() as u64;
-        let mut perm: Option<(u64, Vec<u32>)> = None;
-        let picked: Vec<&LabeledExample> = (0..rows as u64)
-            .map(|r| {
-                let pos = step * rows as u64 + r;
-                let epoch = pos / n;
-                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let seed = stream_seed(self.seed, STREAM_EPOCH, epoch);
-                    perm = Some((epoch, permutation(n as usize, seed)));
-                }
-                let (_, p) = perm.as_ref().expect("permutation just made");
-                &self.train[p[(pos % n) as usize] as usize]
-            })
-            .collect();
+        let picked = epoch_rows(&self.train, self.seed, step, rows);
         class_batch(&picked, rows, self.t, self.specials)
     }
 

@@ -425,6 +425,74 @@ pub fn read_jsonl<T>(
     Ok(out)
 }
 
+// ---- shuffles ----
+
+/// A permutation of 0..n seeded by `seed` (Fisher–Yates).
+pub fn permutation(n: usize, seed: u64) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    let mut rng = Rng::new(seed);
+    for i in (1..p.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// Split `items` after a shuffle seeded by (seed, split stream `stream`): the first
+/// round(n · val_fraction) validate (at least 1 when val_fraction > 0 and n ≥ 2), the
+/// rest train. An error names `noun` ("pair", "example") if no training item is left.
+pub fn split_shuffled<T>(
+    items: Vec<T>,
+    val_fraction: f64,
+    seed: u64,
+    stream: u64,
+    noun: &str,
+) -> Result<(Vec<T>, Vec<T>)> {
+    let n = items.len();
+    let mut n_val = ((n as f64 * val_fraction).round() as usize).min(n);
+    if val_fraction > 0.0 && n >= 2 {
+        n_val = n_val.max(1);
+    }
+    if n_val == n {
+        return Err(Error::Invalid(format!(
+            "{n} {noun}(s) and --val-fraction {val_fraction} leave no training {noun}; use \
+             more {noun}s or a smaller --val-fraction"
+        )));
+    }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let mut shuffled = permutation(n, stream_seed(seed, stream, 0))
+        .into_iter()
+        .map(|i| {
+            slots[i as usize]
+                .take()
+                .expect("a permutation visits each once")
+        });
+    let val: Vec<T> = shuffled.by_ref().take(n_val).collect();
+    Ok((shuffled.collect(), val))
+}
+
+/// The `rows` items at positions step·rows .. (step+1)·rows of the endless sequence of
+/// epochs, epoch e visiting every item once in a permutation seeded by (seed, e): a pure
+/// function of (seed, step), so a resumed run draws the same rows.
+pub fn epoch_rows<T>(items: &[T], seed: u64, step: u64, rows: usize) -> Vec<&T> {
+    let n = items.len() as u64;
+    let mut perm: Option<(u64, Vec<u32>)> = None;
+    (0..rows as u64)
+        .map(|r| {
+            let pos = step * rows as u64 + r;
+            let epoch = pos / n;
+            if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                perm = Some((
+                    epoch,
+                    permutation(n as usize, stream_seed(seed, STREAM_EPOCH, epoch)),
+                ));
+            }
+            let (_, p) = perm.as_ref().expect("permutation just made");
+            &items[p[(pos % n) as usize] as usize]
+        })
+        .collect()
+}
+
 // ---- batches ----
 
 /// One batch: K·B rows of T token ids and their targets (-100 = not counted).
@@ -648,13 +716,10 @@ impl SftBatches {
         let epoch = pos / n;
         let mut guard = self.order.lock().expect("order lock");
         if guard.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut p: Vec<u32> = (0..n as u32).collect();
-            let mut rng = Rng::new(stream_seed(self.seed, STREAM_EPOCH, epoch));
-            for i in (1..p.len()).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
-                p.swap(i, j);
-            }
-            *guard = Some((epoch, p));
+            *guard = Some((
+                epoch,
+                permutation(n as usize, stream_seed(self.seed, STREAM_EPOCH, epoch)),
+            ));
         }
         let (_, perm) = guard.as_ref().expect("permutation just made");
         perm[(pos % n) as usize] as usize

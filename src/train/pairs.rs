@@ -16,8 +16,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE_INDEX;
-use crate::rng::Rng;
-use crate::train::data::{json_kind, read_jsonl, stream_seed};
+use crate::train::data::{epoch_rows, json_kind, read_jsonl, split_shuffled};
 use crate::train::tokenize::{build, encode_text, Normalize, TokenizerSpec};
 
 /// The padding token (source and decoder-input padding).
@@ -30,7 +29,6 @@ pub const EOS: &str = "</s>";
 /// At most this many evaluation batches: a huge validation set stays cheap to evaluate.
 pub const MAX_EVAL_BATCHES: usize = 64;
 
-const STREAM_EPOCH: u64 = 3;
 const STREAM_SPLIT: u64 = 4;
 
 // ---- reading pairs ----
@@ -272,17 +270,6 @@ pub fn make_batch(pairs: &[&Pair], b: usize, s: usize, t: usize, ids: SpecialIds
     batch
 }
 
-/// A permutation of 0..n seeded by `seed` (Fisher–Yates, as `SftBatches`).
-fn permutation(n: usize, seed: u64) -> Vec<u32> {
-    let mut p: Vec<u32> = (0..n as u32).collect();
-    let mut rng = Rng::new(seed);
-    for i in (1..p.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        p.swap(i, j);
-    }
-    p
-}
-
 /// The training/validation split of tokenized pairs and the batches a run draws.
 pub struct PairBatches {
     pub train: Vec<Pair>,
@@ -311,16 +298,6 @@ impl PairBatches {
         if n == 0 {
             return Err(Error::Invalid("no pairs to train on".into()));
         }
-        let mut n_val = ((n as f64 * val_fraction).round() as usize).min(n);
-        if val_fraction > 0.0 && n >= 2 {
-            n_val = n_val.max(1);
-        }
-        if n_val == n {
-            return Err(Error::Invalid(format!(
-                "{n} pair(s) and --val-fraction {val_fraction} leave no training pair; use \
-                 more pairs or a smaller --val-fraction"
-            )));
-        }
         let s = pairs
             .iter()
             .map(|p| p.source.len())
@@ -328,16 +305,7 @@ impl PairBatches {
             .unwrap_or(0)
             .max(1);
         let t = pairs.iter().map(|p| p.target.len()).max().unwrap_or(0) + 1;
-        let mut slots: Vec<Option<Pair>> = pairs.into_iter().map(Some).collect();
-        let mut shuffled = permutation(n, stream_seed(seed, STREAM_SPLIT, 0))
-            .into_iter()
-            .map(|i| {
-                slots[i as usize]
-                    .take()
-                    .expect("a permutation visits each once")
-            });
-        let val: Vec<Pair> = shuffled.by_ref().take(n_val).collect();
-        let train: Vec<Pair> = shuffled.collect();
+        let (train, val) = split_shuffled(pairs, val_fraction, seed, STREAM_SPLIT, "pair")?;
         Ok(PairBatches {
             train,
             val,
@@ -353,20 +321,7 @@ impl PairBatches {
     /// visiting every training pair once in a permutation seeded by (seed, e). A pure
     /// function of (seed, step): a resumed run draws the same batches.
     pub fn train_batch(&self, step: u64, rows: usize) -> Seq2seqBatch {
-        let n = self.train.len() as u64;
-        let mut perm: Option<(u64, Vec<u32>)> = None;
-        let picked: Vec<&Pair> = (0..rows as u64)
-            .map(|r| {
-                let pos = step * rows as u64 + r;
-                let epoch = pos / n;
-                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let seed = stream_seed(self.seed, STREAM_EPOCH, epoch);
-                    perm = Some((epoch, permutation(n as usize, seed)));
-                }
-                let (_, p) = perm.as_ref().expect("permutation just made");
-                &self.train[p[(pos % n) as usize] as usize]
-            })
-            .collect();
+        let picked = epoch_rows(&self.train, self.seed, step, rows);
         make_batch(&picked, rows, self.s, self.t, self.ids)
     }
 
