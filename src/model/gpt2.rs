@@ -32,6 +32,7 @@ use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, wri
 use crate::model::config::Gpt2Config;
 use crate::model::optim::{record_update, slots};
 use crate::model::params::{gpt2_param_specs, init_params};
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
 use crate::model::tensors::ParamTensors;
 
 /// A GPT-2's weights on the GPU. A clone shares the device buffers: a generator made
@@ -782,6 +783,34 @@ pub struct MemoryReport {
     pub binding_limit: u64,
 }
 
+impl MemoryReport {
+    /// A trainer's bytes: `params` (weights and constants), `grads`, `moments` (AdamW's
+    /// m and v), and `acts` (activations, their gradients, step inputs and scratch); the
+    /// largest binding is the largest of `params` and `acts`.
+    pub fn of(
+        ctx: &GpuContext,
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        moments: &[&Tensor],
+        acts: &[&Tensor],
+    ) -> Self {
+        let sum = |v: &[&Tensor]| v.iter().map(|t| t.size_bytes()).sum::<u64>();
+        let largest = params
+            .iter()
+            .chain(acts)
+            .max_by_key(|t| t.size_bytes())
+            .expect("a trainer holds tensors");
+        MemoryReport {
+            parameters: sum(params),
+            gradients: sum(grads),
+            optimizer: sum(moments),
+            activations: sum(acts),
+            largest_binding: (largest.label.clone(), largest.size_bytes()),
+            binding_limit: ctx.binding_limit(),
+        }
+    }
+}
+
 impl std::fmt::Display for MemoryReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -845,25 +874,13 @@ pub struct Trainer {
     pub gradnorm: GradNorm,
     pub opt: OptimConfig,
     pub step_config: StepConfig,
-    adam_step: Tensor,     // (8) u32 words of an AdamwStep
     micro_tokens: Tensor,  // (K, B, T) i32: this step's micro-batches
     micro_targets: Tensor, // (K, B, T) i32
-    micro_stats: Tensor,   // (K, 4): the loss stats of each micro-batch
     dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
     dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
-    /// forward + loss only, no dropout (evaluation, parity of logits)
-    forward: Schedule,
-    /// zero the parameter gradients (once per step)
-    zero_grads: Schedule,
-    /// zero the activation gradients, forward (with dropout), loss, backward (scaled 1/K)
-    micro: Schedule,
-    /// zero activation gradients, forward, loss, backward without dropout or scaling,
-    /// when `micro` has either; `None` when `micro` is already that
-    exact: Option<Schedule>,
-    /// clip + AdamW
-    update: Schedule,
-    loss_readback: Readback,
-    stats_readback: Readback,
+    /// forward (no dropout), zero grads, the micro-batch (dropout, 1/K), its exact twin,
+    /// clip + AdamW; replayed by `model::step`
+    replay: StepReplay,
     /// AdamW steps taken (t of the next step is step + 1).
     pub step: u32,
 }
@@ -906,7 +923,6 @@ impl Trainer {
         let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
         let micro_tokens = Tensor::zeros(ctx, "micro tokens", &[k, b, t], DType::I32)?;
         let micro_targets = Tensor::zeros(ctx, "micro targets", &[k, b, t], DType::I32)?;
-        let micro_stats = f32t(ctx, "micro loss stats".into(), &[k, STATS_LEN])?;
         let dropout_table =
             Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
         let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
@@ -943,8 +959,14 @@ impl Trainer {
         let decay = gpt2_param_specs(&cfg).into_iter().map(|p| p.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
         let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
-        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
-        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
+        let recorded = Recorded {
+            forward,
+            zero_grads,
+            micro,
+            exact,
+            update,
+        };
+        let replay = StepReplay::new(ctx, k, recorded, adam_step, &acts.loss_stats)?;
         Ok(Trainer {
             model,
             acts,
@@ -955,19 +977,11 @@ impl Trainer {
             gradnorm,
             opt,
             step_config: config,
-            adam_step,
             micro_tokens,
             micro_targets,
-            micro_stats,
             dropout_table,
             dropout_step,
-            forward,
-            zero_grads,
-            micro,
-            exact,
-            update,
-            loss_readback,
-            stats_readback,
+            replay,
             step: 0,
         })
     }
@@ -983,52 +997,19 @@ impl Trainer {
     }
 
     pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
-        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
-        let all: Vec<&Tensor> = self
-            .model
-            .params
-            .all()
-            .into_iter()
-            .chain(self.acts.all())
-            .chain(self.dacts.all())
-            .collect();
-        let largest = all
-            .iter()
-            .max_by_key(|t| t.size_bytes())
-            .expect("tensors exist");
-        let micro = sum(vec![&self.micro_tokens, &self.micro_targets]);
-        MemoryReport {
-            parameters: self.model.params.total_bytes(),
-            gradients: self.grads.total_bytes(),
-            optimizer: self.m.total_bytes() + self.v.total_bytes(),
-            activations: sum(self.acts.all()) + sum(self.dacts.all()) + micro,
-            largest_binding: (largest.label.clone(), largest.size_bytes()),
-            binding_limit: ctx.binding_limit(),
-        }
-    }
-
-    fn submit(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("train step"),
-            });
-        for s in schedules {
-            s.encode(&mut enc);
-        }
-        enc.copy_buffer_to_buffer(
-            &self.acts.loss_stats.buffer,
-            0,
-            &self.loss_readback.buffer,
-            0,
-            self.loss_readback.size,
+        let moments: Vec<&Tensor> = self.m.all().into_iter().chain(self.v.all()).collect();
+        let mut acts = self.acts.all();
+        acts.extend(self.dacts.all());
+        acts.extend([&self.micro_tokens, &self.micro_targets]);
+        let mut report = MemoryReport::of(
+            ctx,
+            &self.model.params.all(),
+            &self.grads.all(),
+            &moments,
+            &acts,
         );
-        ctx.submit(enc.finish());
-    }
-
-    async fn read_loss(&self, ctx: &GpuContext) -> Result<f32> {
-        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
-        Ok(stats[0])
+        report.activations += self.replay.bytes();
+        report
     }
 
     /// Mean loss of (x, y) without touching gradients or weights, without dropout.
@@ -1036,8 +1017,7 @@ impl Trainer {
     pub async fn eval_loss(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
         self.acts
             .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
-        self.submit(ctx, &[&self.forward]);
-        self.read_loss(ctx).await
+        self.replay.eval(ctx).await
     }
 
     /// Forward and backward of one micro-batch (x, y) (B·T each), without dropout or
@@ -1046,9 +1026,7 @@ impl Trainer {
     pub async fn forward_backward(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
         self.acts
             .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
-        let exact = self.exact.as_ref().unwrap_or(&self.micro);
-        self.submit(ctx, &[&self.zero_grads, exact]);
-        self.read_loss(ctx).await
+        self.replay.forward_backward(ctx).await
     }
 
     /// One training step at learning rate `lr` on K micro-batches (x, y: K·B·T ids each,
@@ -1057,12 +1035,7 @@ impl Trainer {
     /// back. Returns their mean (the loss itself when K = 1).
     pub async fn step(&mut self, ctx: &GpuContext, x: &[i32], y: &[i32], lr: f32) -> Result<f32> {
         let losses = self.step_losses(ctx, x, y, lr).await?;
-        let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
-        Ok(if losses.len() == 1 {
-            losses[0]
-        } else {
-            mean as f32
-        })
+        Ok(mean_loss(&losses))
     }
 
     /// [`step`](Self::step), returning each micro-batch's mean loss.
@@ -1077,9 +1050,6 @@ impl Trainer {
         check_batch(self.model.config.vocab_size, x, Some(y), k, b, t)?;
         self.micro_tokens.write(ctx, x)?;
         self.micro_targets.write(ctx, y)?;
-        let step = self.step + 1;
-        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
-            .write(ctx, &self.adam_step)?;
         if self.step_config.dropout > 0.0 {
             // Micro-step counter step·K + k (the step counted from 0), so a given seed
             // draws the same masks in a run that never stopped and in a resumed one.
@@ -1091,60 +1061,32 @@ impl Trainer {
                 .collect();
             self.dropout_table.write(ctx, &table)?;
         }
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("train step"),
-            });
-        self.zero_grads.encode(&mut enc);
         let row = (b * t * 4) as u64;
-        let stats = (STATS_LEN * 4) as u64;
-        let words = (DROPOUT_STEP_WORDS * 4) as u64;
-        for i in 0..k as u64 {
-            enc.copy_buffer_to_buffer(
-                &self.micro_tokens.buffer,
-                i * row,
-                &self.acts.tokens.buffer,
-                0,
-                row,
-            );
-            enc.copy_buffer_to_buffer(
-                &self.micro_targets.buffer,
-                i * row,
-                &self.acts.targets.buffer,
-                0,
-                row,
-            );
-            if self.step_config.dropout > 0.0 {
-                enc.copy_buffer_to_buffer(
-                    &self.dropout_table.buffer,
-                    i * words,
-                    &self.dropout_step.buffer,
-                    0,
-                    words,
-                );
-            }
-            self.micro.encode(&mut enc);
-            enc.copy_buffer_to_buffer(
-                &self.acts.loss_stats.buffer,
-                0,
-                &self.micro_stats.buffer,
-                i * stats,
-                stats,
-            );
+        let mut copies = vec![
+            MicroCopy {
+                from: &self.micro_tokens,
+                to: &self.acts.tokens,
+                bytes: row,
+            },
+            MicroCopy {
+                from: &self.micro_targets,
+                to: &self.acts.targets,
+                bytes: row,
+            },
+        ];
+        if self.step_config.dropout > 0.0 {
+            copies.push(MicroCopy {
+                from: &self.dropout_table,
+                to: &self.dropout_step,
+                bytes: (DROPOUT_STEP_WORDS * 4) as u64,
+            });
         }
-        self.update.encode(&mut enc);
-        enc.copy_buffer_to_buffer(
-            &self.micro_stats.buffer,
-            0,
-            &self.stats_readback.buffer,
-            0,
-            self.micro_stats.size_bytes(),
-        );
-        ctx.submit(enc.finish());
-        self.step = step;
-        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
-        Ok(all.chunks(STATS_LEN).take(k).map(|s| s[0]).collect())
+        let losses = self
+            .replay
+            .step(ctx, &self.opt, lr, self.step + 1, &copies)
+            .await?;
+        self.step += 1;
+        Ok(losses)
     }
 }
 

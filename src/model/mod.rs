@@ -8,6 +8,7 @@ pub mod gpt2;
 pub mod optim;
 pub mod params;
 pub mod seq2seq;
+pub mod step;
 pub mod tensors;
 
 pub use config::Gpt2Config;

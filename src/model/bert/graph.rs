@@ -20,7 +20,7 @@ use crate::kernels::pool::{l2norm_forward, mean_pool_forward};
 use crate::kernels::residual::{residual_backward, residual_forward};
 use crate::kernels::tanh::{tanh_backward, tanh_forward};
 use crate::model::bert::params::BertTensors;
-use crate::model::bert::Bert;
+use crate::model::bert::{Bert, BertConfig};
 use crate::model::blocks::{
     encoder_layer_backward, encoder_layer_forward, Activation, EncoderLayerActs,
 };
@@ -214,44 +214,55 @@ impl BertActs {
         types: &[i32],
         mask: &[i32],
     ) -> Result<()> {
-        let cfg = &model.config;
-        let n = self.b * self.t;
-        for (name, v) in [
-            ("ids", ids),
-            ("token types", types),
-            ("attention mask", mask),
-        ] {
-            if v.len() != n {
-                return Err(Error::Invalid(format!(
-                    "{name}: {} values, expected B·T = {n}",
-                    v.len()
-                )));
-            }
-        }
-        if let Some(i) = ids
-            .iter()
-            .position(|&x| x < 0 || x as usize >= cfg.vocab_size)
-        {
-            return Err(Error::Invalid(format!(
-                "ids[{i}] = {} is outside the vocabulary of {}",
-                ids[i], cfg.vocab_size
-            )));
-        }
-        if let Some(i) = types
-            .iter()
-            .position(|&x| x < 0 || x as usize >= cfg.type_vocab_size)
-        {
-            return Err(Error::Invalid(format!(
-                "token type {} at {i} is outside 0..{}",
-                types[i], cfg.type_vocab_size
-            )));
-        }
-        let pad: Vec<i32> = mask.iter().map(|&m| (m == 0) as i32).collect();
+        let pad = check_inputs(&model.config, ids, types, mask, self.b * self.t)?;
         self.ids.write(ctx, ids)?;
         self.types.write(ctx, types)?;
         self.mask.write(ctx, mask)?;
         self.pad.write(ctx, &pad)
     }
+}
+
+/// Error unless ids, token types and the attention mask hold `n` values each, ids lie in
+/// the vocabulary and types in the type vocabulary; returns the padding flags (1 − mask)
+/// the attention kernels read.
+pub fn check_inputs(
+    cfg: &BertConfig,
+    ids: &[i32],
+    types: &[i32],
+    mask: &[i32],
+    n: usize,
+) -> Result<Vec<i32>> {
+    for (name, v) in [
+        ("ids", ids),
+        ("token types", types),
+        ("attention mask", mask),
+    ] {
+        if v.len() != n {
+            return Err(Error::Invalid(format!(
+                "{name}: {} values, expected {n}",
+                v.len()
+            )));
+        }
+    }
+    if let Some(i) = ids
+        .iter()
+        .position(|&x| x < 0 || x as usize >= cfg.vocab_size)
+    {
+        return Err(Error::Invalid(format!(
+            "ids[{i}] = {} is outside the vocabulary of {}",
+            ids[i], cfg.vocab_size
+        )));
+    }
+    if let Some(i) = types
+        .iter()
+        .position(|&x| x < 0 || x as usize >= cfg.type_vocab_size)
+    {
+        return Err(Error::Invalid(format!(
+            "token type {} at {i} is outside 0..{}",
+            types[i], cfg.type_vocab_size
+        )));
+    }
+    Ok(mask.iter().map(|&m| (m == 0) as i32).collect())
 }
 
 /// Record the encoder: ids → the last layer's output (B, T, C).

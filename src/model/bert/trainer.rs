@@ -6,16 +6,16 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
-use crate::kernels::crossentropy::STATS_LEN;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::bert::graph::{
-    record_class_backward, record_class_forward, record_embedding, record_encoder,
+    check_inputs, record_class_backward, record_class_forward, record_embedding, record_encoder,
     record_encoder_backward, record_mlm_backward, record_mlm_forward, BertActs,
 };
 use crate::model::bert::params::{bert_params, BertTensors};
 use crate::model::bert::{Bert, Head};
 use crate::model::gpt2::{MemoryReport, OptimConfig};
 use crate::model::optim::{record_update, slots};
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
 
 /// K micro-batches of B rows × T positions: ids, token types, attention mask (K·B·T
 /// each), and targets: K·B·T masked-LM targets or K·B labels (-100 = not counted).
@@ -38,20 +38,15 @@ pub struct BertTrainer {
     pub grad_accum: usize,
     /// The global gradient norm and clip scale of the last step.
     pub gradnorm: GradNorm,
-    adam_step: Tensor,   // (8) u32
     micro_ids: Tensor,   // (K, B, T) i32
     micro_types: Tensor, // (K, B, T) i32
     micro_mask: Tensor,  // (K, B, T) i32
     micro_pad: Tensor,   // (K, B, T) i32: 1 - mask
     micro_tgt: Tensor,   // (K, B, T) or (K, B) i32
-    micro_stats: Tensor, // (K, 4)
-    forward: Schedule,
-    zero_grads: Schedule,
-    micro: Schedule,
-    exact: Option<Schedule>,
-    update: Schedule,
-    loss_readback: Readback,
-    stats_readback: Readback,
+    /// forward + head loss, zero grads, micro-batch (1/K), its unscaled twin when K > 1,
+    /// clip + AdamW; replayed by `model::step`
+    replay: StepReplay,
+    /// AdamW steps taken.
     pub step: u32,
 }
 
@@ -110,7 +105,6 @@ impl BertTrainer {
         let micro_mask = i32t("micro mask", &[k, b, t])?;
         let micro_pad = i32t("micro pad", &[k, b, t])?;
         let micro_tgt = i32t("micro targets", &tgt_shape)?;
-        let micro_stats = Tensor::zeros(ctx, "micro loss stats", &[k, STATS_LEN], DType::F32)?;
         let head_forward = |s: &mut Schedule| match model.head {
             Head::Mlm => record_mlm_forward(s, ctx, &model, &acts),
             _ => record_class_forward(s, ctx, &model, &acts),
@@ -149,8 +143,14 @@ impl BertTrainer {
             .map(|p| p.spec.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
         let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
-        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
-        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
+        let recorded = Recorded {
+            forward,
+            zero_grads,
+            micro,
+            exact,
+            update,
+        };
+        let replay = StepReplay::new(ctx, k, recorded, adam_step, loss_stats(&acts))?;
         Ok(BertTrainer {
             model,
             acts,
@@ -161,20 +161,12 @@ impl BertTrainer {
             opt,
             grad_accum: k,
             gradnorm,
-            adam_step,
             micro_ids,
             micro_types,
             micro_mask,
             micro_pad,
             micro_tgt,
-            micro_stats,
-            forward,
-            zero_grads,
-            micro,
-            exact,
-            update,
-            loss_readback,
-            stats_readback,
+            replay,
             step: 0,
         })
     }
@@ -184,26 +176,21 @@ impl BertTrainer {
     }
 
     pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
-        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
-        let all: Vec<&Tensor> = self
-            .model
-            .params
-            .all()
-            .into_iter()
-            .chain(self.acts.all())
-            .collect();
-        let largest = all
-            .iter()
-            .max_by_key(|t| t.size_bytes())
-            .expect("tensors exist");
-        MemoryReport {
-            parameters: self.model.params.total_bytes(),
-            gradients: self.grads.total_bytes(),
-            optimizer: self.m.total_bytes() + self.v.total_bytes(),
-            activations: sum(self.acts.all()) + sum(self.dacts.all()),
-            largest_binding: (largest.label.clone(), largest.size_bytes()),
-            binding_limit: ctx.binding_limit(),
-        }
+        let mut params = self.model.params.all();
+        params.push(&self.model.zero_pe);
+        let moments: Vec<&Tensor> = self.m.all().into_iter().chain(self.v.all()).collect();
+        let mut acts = self.acts.all();
+        acts.extend(self.dacts.all());
+        acts.extend([
+            &self.micro_ids,
+            &self.micro_types,
+            &self.micro_mask,
+            &self.micro_pad,
+            &self.micro_tgt,
+        ]);
+        let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
+        report.activations += self.replay.bytes();
+        report
     }
 
     fn check(&self, batch: &BertBatchRef, k: usize) -> Result<()> {
@@ -248,32 +235,10 @@ impl BertTrainer {
         targets(&self.acts).write(ctx, batch.targets)
     }
 
-    fn submit_read(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("bert"),
-            });
-        for s in schedules {
-            s.encode(&mut enc);
-        }
-        let stats = loss_stats(&self.acts);
-        enc.copy_buffer_to_buffer(
-            &stats.buffer,
-            0,
-            &self.loss_readback.buffer,
-            0,
-            self.loss_readback.size,
-        );
-        ctx.submit(enc.finish());
-    }
-
     /// Mean loss of one micro-batch without touching gradients or weights. One submit.
     pub async fn eval_loss(&self, ctx: &GpuContext, batch: &BertBatchRef<'_>) -> Result<f32> {
         self.write_one(ctx, batch)?;
-        self.submit_read(ctx, &[&self.forward]);
-        let s: Vec<f32> = self.loss_readback.read(ctx).await?;
-        Ok(s[0])
+        self.replay.eval(ctx).await
     }
 
     /// The classifier's logits (B, NL) of one batch (after `eval_loss`'s forward).
@@ -291,10 +256,7 @@ impl BertTrainer {
         batch: &BertBatchRef<'_>,
     ) -> Result<f32> {
         self.write_one(ctx, batch)?;
-        let exact = self.exact.as_ref().unwrap_or(&self.micro);
-        self.submit_read(ctx, &[&self.zero_grads, exact]);
-        let s: Vec<f32> = self.loss_readback.read(ctx).await?;
-        Ok(s[0])
+        self.replay.forward_backward(ctx).await
     }
 
     /// One training step at `lr` on K micro-batches; returns the mean of their losses.
@@ -305,92 +267,39 @@ impl BertTrainer {
         lr: f32,
     ) -> Result<f32> {
         let (k, (b, t)) = (self.grad_accum, self.shape());
-        let n = k * b * t;
-        for (name, v) in [
-            ("ids", batch.ids),
-            ("token types", batch.types),
-            ("attention mask", batch.mask),
-        ] {
-            if v.len() != n {
-                return Err(Error::Invalid(format!(
-                    "{name}: {} values, expected K·B·T = {n}",
-                    v.len()
-                )));
-            }
-        }
+        let pad = check_inputs(
+            &self.model.config,
+            batch.ids,
+            batch.types,
+            batch.mask,
+            k * b * t,
+        )?;
         self.check(batch, k)?;
-        let cfg = &self.model.config;
-        if let Some(i) = batch
-            .ids
-            .iter()
-            .position(|&x| x < 0 || x as usize >= cfg.vocab_size)
-        {
-            return Err(Error::Invalid(format!(
-                "ids[{i}] = {} is outside the vocabulary of {}",
-                batch.ids[i], cfg.vocab_size
-            )));
-        }
-        if let Some(i) = batch
-            .types
-            .iter()
-            .position(|&x| x < 0 || x as usize >= cfg.type_vocab_size)
-        {
-            return Err(Error::Invalid(format!(
-                "token type {} at {i} is outside 0..{}",
-                batch.types[i], cfg.type_vocab_size
-            )));
-        }
-        let pad: Vec<i32> = batch.mask.iter().map(|&m| (m == 0) as i32).collect();
         self.micro_ids.write(ctx, batch.ids)?;
         self.micro_types.write(ctx, batch.types)?;
         self.micro_mask.write(ctx, batch.mask)?;
         self.micro_pad.write(ctx, &pad)?;
         self.micro_tgt.write(ctx, batch.targets)?;
-        let step = self.step + 1;
-        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
-            .write(ctx, &self.adam_step)?;
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("bert step"),
-            });
-        self.zero_grads.encode(&mut enc);
         let row = (b * t * 4) as u64;
-        let tgt_row = self.micro_tgt.size_bytes() / k as u64;
-        let stats = (STATS_LEN * 4) as u64;
         let a = &self.acts;
-        for i in 0..k as u64 {
-            for (from, to, bytes) in [
-                (&self.micro_ids, &a.ids, row),
-                (&self.micro_types, &a.types, row),
-                (&self.micro_mask, &a.mask, row),
-                (&self.micro_pad, &a.pad, row),
-                (&self.micro_tgt, targets(a), tgt_row),
-            ] {
-                enc.copy_buffer_to_buffer(&from.buffer, i * bytes, &to.buffer, 0, bytes);
-            }
-            self.micro.encode(&mut enc);
-            enc.copy_buffer_to_buffer(
-                &loss_stats(a).buffer,
-                0,
-                &self.micro_stats.buffer,
-                i * stats,
-                stats,
-            );
-        }
-        self.update.encode(&mut enc);
-        enc.copy_buffer_to_buffer(
-            &self.micro_stats.buffer,
-            0,
-            &self.stats_readback.buffer,
-            0,
-            self.micro_stats.size_bytes(),
-        );
-        ctx.submit(enc.finish());
-        self.step = step;
-        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
-        let losses: Vec<f64> = all.chunks(STATS_LEN).take(k).map(|s| s[0] as f64).collect();
-        Ok((losses.iter().sum::<f64>() / k as f64) as f32)
+        let copy = |from, to, bytes| MicroCopy { from, to, bytes };
+        let copies = [
+            copy(&self.micro_ids, &a.ids, row),
+            copy(&self.micro_types, &a.types, row),
+            copy(&self.micro_mask, &a.mask, row),
+            copy(&self.micro_pad, &a.pad, row),
+            copy(
+                &self.micro_tgt,
+                targets(a),
+                self.micro_tgt.size_bytes() / k as u64,
+            ),
+        ];
+        let losses = self
+            .replay
+            .step(ctx, &self.opt, lr, self.step + 1, &copies)
+            .await?;
+        self.step += 1;
+        Ok(mean_loss(&losses))
     }
 }
 

@@ -5,9 +5,8 @@
 //! Only the K loss stats are read back. Dropout is not implemented for this model.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
-use crate::kernels::crossentropy::STATS_LEN;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::gpt2::{MemoryReport, OptimConfig};
 use crate::model::optim::{record_update, slots};
@@ -16,6 +15,7 @@ use crate::model::seq2seq::graph::{
 };
 use crate::model::seq2seq::params::{seq2seq_params, Seq2seqTensors};
 use crate::model::seq2seq::Seq2seq;
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
 
 /// One batch of K·B rows: sources (K·B·S) with their padding flags, targets (K·B·T).
 pub struct Seq2seqBatchRef<'a> {
@@ -36,23 +36,13 @@ pub struct Seq2seqTrainer {
     pub gradnorm: GradNorm,
     pub opt: OptimConfig,
     pub grad_accum: usize,
-    adam_step: Tensor,   // (8) u32 words of an AdamwStep
-    micro_src: Tensor,   // (K, B, S) i32
-    micro_pad: Tensor,   // (K, B, S) i32
-    micro_in: Tensor,    // (K, B, T) i32
-    micro_out: Tensor,   // (K, B, T) i32
-    micro_stats: Tensor, // (K, 4): the loss stats of each micro-batch
-    /// forward + loss (evaluation, parity)
-    forward: Schedule,
-    zero_grads: Schedule,
-    /// zero activation gradients, forward, loss, backward scaled by 1/K
-    micro: Schedule,
-    /// the same unscaled, when K > 1 (parity of gradients)
-    exact: Option<Schedule>,
-    /// clip + AdamW
-    update: Schedule,
-    loss_readback: Readback,
-    stats_readback: Readback,
+    micro_src: Tensor, // (K, B, S) i32
+    micro_pad: Tensor, // (K, B, S) i32
+    micro_in: Tensor,  // (K, B, T) i32
+    micro_out: Tensor, // (K, B, T) i32
+    /// forward + loss, zero grads, micro-batch (1/K), its unscaled twin when K > 1, clip
+    /// + AdamW; replayed by `model::step`
+    replay: StepReplay,
     /// AdamW steps taken.
     pub step: u32,
 }
@@ -86,7 +76,6 @@ impl Seq2seqTrainer {
         let micro_pad = i32t("micro src_pad", s)?;
         let micro_in = i32t("micro tgt_in", t)?;
         let micro_out = i32t("micro tgt_out", t)?;
-        let micro_stats = Tensor::zeros(ctx, "micro loss stats", &[k, STATS_LEN], DType::F32)?;
 
         let mut forward = Schedule::new("seq2seq forward");
         record_forward(&mut forward, ctx, &model, &acts)?;
@@ -114,8 +103,14 @@ impl Seq2seqTrainer {
         let decay = seq2seq_params(&cfg).into_iter().map(|p| p.spec.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
         let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
-        let loss_readback = Readback::new(ctx, "loss", (STATS_LEN * 4) as u64);
-        let stats_readback = Readback::new(ctx, "micro losses", micro_stats.size_bytes());
+        let recorded = Recorded {
+            forward,
+            zero_grads,
+            micro,
+            exact,
+            update,
+        };
+        let replay = StepReplay::new(ctx, k, recorded, adam_step, &acts.loss_stats)?;
         Ok(Seq2seqTrainer {
             model,
             acts,
@@ -126,19 +121,11 @@ impl Seq2seqTrainer {
             gradnorm,
             opt,
             grad_accum: k,
-            adam_step,
             micro_src,
             micro_pad,
             micro_in,
             micro_out,
-            micro_stats,
-            forward,
-            zero_grads,
-            micro,
-            exact,
-            update,
-            loss_readback,
-            stats_readback,
+            replay,
             step: 0,
         })
     }
@@ -149,51 +136,20 @@ impl Seq2seqTrainer {
     }
 
     pub fn memory(&self, ctx: &GpuContext) -> MemoryReport {
-        let sum = |v: Vec<&Tensor>| v.iter().map(|t| t.size_bytes()).sum::<u64>();
-        let all: Vec<&Tensor> = self
-            .model
-            .params
-            .all()
-            .into_iter()
-            .chain(self.acts.all())
-            .collect();
-        let largest = all
-            .iter()
-            .max_by_key(|t| t.size_bytes())
-            .expect("tensors exist");
-        let micro = sum(vec![
+        let mut params = self.model.params.all();
+        params.push(&self.model.pe);
+        let moments: Vec<&Tensor> = self.m.all().into_iter().chain(self.v.all()).collect();
+        let mut acts = self.acts.all();
+        acts.extend(self.dacts.all());
+        acts.extend([
             &self.micro_src,
             &self.micro_pad,
             &self.micro_in,
             &self.micro_out,
         ]);
-        MemoryReport {
-            parameters: self.model.params.total_bytes() + self.model.pe.size_bytes(),
-            gradients: self.grads.total_bytes(),
-            optimizer: self.m.total_bytes() + self.v.total_bytes(),
-            activations: sum(self.acts.all()) + sum(self.dacts.all()) + micro,
-            largest_binding: (largest.label.clone(), largest.size_bytes()),
-            binding_limit: ctx.binding_limit(),
-        }
-    }
-
-    fn submit_and_read_loss(&self, ctx: &GpuContext, schedules: &[&Schedule]) {
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("seq2seq step"),
-            });
-        for s in schedules {
-            s.encode(&mut enc);
-        }
-        enc.copy_buffer_to_buffer(
-            &self.acts.loss_stats.buffer,
-            0,
-            &self.loss_readback.buffer,
-            0,
-            self.loss_readback.size,
-        );
-        ctx.submit(enc.finish());
+        let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
+        report.activations += self.replay.bytes();
+        report
     }
 
     fn write_one(&self, ctx: &GpuContext, batch: &Seq2seqBatchRef) -> Result<()> {
@@ -211,9 +167,7 @@ impl Seq2seqTrainer {
     /// Mean loss of one micro-batch, without touching gradients or weights. One submit.
     pub async fn eval_loss(&self, ctx: &GpuContext, batch: &Seq2seqBatchRef<'_>) -> Result<f32> {
         self.write_one(ctx, batch)?;
-        self.submit_and_read_loss(ctx, &[&self.forward]);
-        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
-        Ok(stats[0])
+        self.replay.eval(ctx).await
     }
 
     /// Forward and backward of one micro-batch without accumulation scaling: its mean
@@ -225,10 +179,7 @@ impl Seq2seqTrainer {
         batch: &Seq2seqBatchRef<'_>,
     ) -> Result<f32> {
         self.write_one(ctx, batch)?;
-        let exact = self.exact.as_ref().unwrap_or(&self.micro);
-        self.submit_and_read_loss(ctx, &[&self.zero_grads, exact]);
-        let stats: Vec<f32> = self.loss_readback.read(ctx).await?;
-        Ok(stats[0])
+        self.replay.forward_backward(ctx).await
     }
 
     /// One training step at learning rate `lr` on K micro-batches (micro-batch k at rows
@@ -255,48 +206,19 @@ impl Seq2seqTrainer {
         self.micro_pad.write(ctx, batch.src_pad)?;
         self.micro_in.write(ctx, batch.tgt_in)?;
         self.micro_out.write(ctx, batch.tgt_out)?;
-        let step = self.step + 1;
-        AdamwStep::new(lr, self.opt.beta1, self.opt.beta2, self.opt.eps, step)?
-            .write(ctx, &self.adam_step)?;
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("seq2seq train step"),
-            });
-        self.zero_grads.encode(&mut enc);
         let (src_row, tgt_row) = ((b * s * 4) as u64, (b * t * 4) as u64);
-        let stats = (STATS_LEN * 4) as u64;
-        for i in 0..k as u64 {
-            let copies = [
-                (&self.micro_src, &self.acts.src, src_row),
-                (&self.micro_pad, &self.acts.src_pad, src_row),
-                (&self.micro_in, &self.acts.tgt_in, tgt_row),
-                (&self.micro_out, &self.acts.tgt_out, tgt_row),
-            ];
-            for (from, to, row) in copies {
-                enc.copy_buffer_to_buffer(&from.buffer, i * row, &to.buffer, 0, row);
-            }
-            self.micro.encode(&mut enc);
-            enc.copy_buffer_to_buffer(
-                &self.acts.loss_stats.buffer,
-                0,
-                &self.micro_stats.buffer,
-                i * stats,
-                stats,
-            );
-        }
-        self.update.encode(&mut enc);
-        enc.copy_buffer_to_buffer(
-            &self.micro_stats.buffer,
-            0,
-            &self.stats_readback.buffer,
-            0,
-            self.micro_stats.size_bytes(),
-        );
-        ctx.submit(enc.finish());
-        self.step = step;
-        let all: Vec<f32> = self.stats_readback.read(ctx).await?;
-        let losses: Vec<f64> = all.chunks(STATS_LEN).take(k).map(|s| s[0] as f64).collect();
-        Ok((losses.iter().sum::<f64>() / k as f64) as f32)
+        let copy = |from, to, bytes| MicroCopy { from, to, bytes };
+        let copies = [
+            copy(&self.micro_src, &self.acts.src, src_row),
+            copy(&self.micro_pad, &self.acts.src_pad, src_row),
+            copy(&self.micro_in, &self.acts.tgt_in, tgt_row),
+            copy(&self.micro_out, &self.acts.tgt_out, tgt_row),
+        ];
+        let losses = self
+            .replay
+            .step(ctx, &self.opt, lr, self.step + 1, &copies)
+            .await?;
+        self.step += 1;
+        Ok(mean_loss(&losses))
     }
 }
