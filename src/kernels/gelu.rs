@@ -4,21 +4,9 @@
 //! each of 256-invocation workgroups. Not in place (out and inp are distinct tensors).
 //! CPU references: `crate::reference::gelu`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{expect_numel, groups_1d, shaders::GELU};
+use super::{pointwise, shaders::GELU};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
-
-/// Mirrors `GeluParams` in shaders/gelu.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct GeluParams {
-    n: u32, // elements
-}
-
-/// Invocations per workgroup (`WG` in the shader).
-const WG: usize = 256;
 
 pub const GELU_FORWARD: KernelDesc = KernelDesc {
     shader: &GELU,
@@ -62,20 +50,7 @@ pub fn gelu_forward(
     inp: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(out, n)?;
-    expect_numel(inp, n)?;
-    let label = format!("gelu_forward {} <- {}", out.label, inp.label);
-    let p = GeluParams { n: n as u32 };
-    let slots = [out.into(), inp.into()];
-    s.dispatch(
-        ctx,
-        &GELU_FORWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &GELU_FORWARD, &[out, inp], n)
 }
 
 /// dinp (N) += gelu'(inp (N)) · dout (N)
@@ -87,21 +62,7 @@ pub fn gelu_backward(
     dout: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(dinp, n)?;
-    expect_numel(inp, n)?;
-    expect_numel(dout, n)?;
-    let label = format!("gelu_backward {} <- {}", dinp.label, dout.label);
-    let p = GeluParams { n: n as u32 };
-    let slots = [dinp.into(), inp.into(), dout.into()];
-    s.dispatch(
-        ctx,
-        &GELU_BACKWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &GELU_BACKWARD, &[dinp, inp, dout], n)
 }
 
 /// out (N) = inp·Φ(inp) = 0.5·inp·(1 + erf(inp/√2)) for inp (N): the exact GELU
@@ -112,20 +73,7 @@ pub fn gelu_erf_forward(
     inp: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(out, n)?;
-    expect_numel(inp, n)?;
-    let label = format!("gelu_erf_forward {} <- {}", out.label, inp.label);
-    let p = GeluParams { n: n as u32 };
-    let slots = [out.into(), inp.into()];
-    s.dispatch(
-        ctx,
-        &GELU_ERF_FORWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &GELU_ERF_FORWARD, &[out, inp], n)
 }
 
 /// dinp (N) += dout (N) · GELU'(inp (N)), GELU'(x) = Φ(x) + x·φ(x) (exact GELU)
@@ -137,19 +85,5 @@ pub fn gelu_erf_backward(
     dout: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(dinp, n)?;
-    expect_numel(inp, n)?;
-    expect_numel(dout, n)?;
-    let label = format!("gelu_erf_backward {} <- {}", dinp.label, dout.label);
-    let p = GeluParams { n: n as u32 };
-    let slots = [dinp.into(), inp.into(), dout.into()];
-    s.dispatch(
-        ctx,
-        &GELU_ERF_BACKWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &GELU_ERF_BACKWARD, &[dinp, inp, dout], n)
 }

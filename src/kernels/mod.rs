@@ -136,6 +136,49 @@ pub mod shaders {
     }
 }
 
+/// The params of every one-pass pointwise kernel (gelu, relu, tanh families): mirrors
+/// `GeluParams`, `ReluParams` and `TanhParams` in their shaders.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PointwiseParams {
+    n: u32, // elements
+}
+
+/// Record a pointwise kernel over N elements: `tensors` (the output first, then the
+/// inputs) each hold N, one 1-D launch of `POINTWISE_WG`-invocation workgroups.
+pub(crate) fn pointwise(
+    s: &mut crate::gpu::Schedule,
+    ctx: &GpuContext,
+    desc: &crate::gpu::KernelDesc,
+    tensors: &[&Tensor],
+    n: usize,
+) -> Result<()> {
+    for t in tensors {
+        expect_numel(t, n)?;
+    }
+    let names: Vec<&str> = tensors[1..].iter().map(|t| t.label.as_str()).collect();
+    let label = format!(
+        "{} {} <- {}",
+        desc.entry,
+        tensors[0].label,
+        names.join(", ")
+    );
+    let slots: Vec<crate::gpu::Slot> = tensors.iter().map(|&t| t.into()).collect();
+    let p = PointwiseParams { n: n as u32 };
+    s.dispatch(
+        ctx,
+        desc,
+        &[],
+        &label,
+        &slots,
+        Some(&p),
+        groups_1d(n, POINTWISE_WG),
+    )
+}
+
+/// Invocations per workgroup of the pointwise kernels (`WG` in their shaders).
+pub(crate) const POINTWISE_WG: usize = 256;
+
 /// Split the batch into ranges such that every tensor, bound as `(B, elems)` with
 /// `elems` from `per_batch` (tensor, elements per batch row), fits the context's binding
 /// limit and starts at an aligned offset. Usually one range holding the whole batch.

@@ -3,21 +3,9 @@
 //! each of 256-invocation workgroups. Not in place (out and inp are distinct tensors, as
 //! for gelu). CPU references: `crate::reference::relu`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{expect_numel, groups_1d, shaders::RELU};
+use super::{pointwise, shaders::RELU};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
-
-/// Mirrors `ReluParams` in shaders/relu.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReluParams {
-    n: u32, // elements
-}
-
-/// Invocations per workgroup (`WG` in the shader).
-const WG: usize = 256;
 
 pub const RELU_FORWARD: KernelDesc = KernelDesc {
     shader: &RELU,
@@ -44,20 +32,7 @@ pub fn relu_forward(
     inp: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(out, n)?;
-    expect_numel(inp, n)?;
-    let label = format!("relu_forward {} <- {}", out.label, inp.label);
-    let p = ReluParams { n: n as u32 };
-    let slots = [out.into(), inp.into()];
-    s.dispatch(
-        ctx,
-        &RELU_FORWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &RELU_FORWARD, &[out, inp], n)
 }
 
 /// dinp (N) += dout (N) · [inp (N) > 0]
@@ -69,19 +44,5 @@ pub fn relu_backward(
     dout: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(dinp, n)?;
-    expect_numel(inp, n)?;
-    expect_numel(dout, n)?;
-    let label = format!("relu_backward {} <- {}", dinp.label, dout.label);
-    let p = ReluParams { n: n as u32 };
-    let slots = [dinp.into(), inp.into(), dout.into()];
-    s.dispatch(
-        ctx,
-        &RELU_BACKWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &RELU_BACKWARD, &[dinp, inp, dout], n)
 }

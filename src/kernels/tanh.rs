@@ -4,21 +4,9 @@
 //! pooler. Not in place (out and inp are distinct tensors). CPU references:
 //! `crate::reference::tanh`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{expect_numel, groups_1d, shaders::TANH};
+use super::{pointwise, shaders::TANH};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
-
-/// Mirrors `TanhParams` in shaders/tanh.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct TanhParams {
-    n: u32, // elements
-}
-
-/// Invocations per workgroup (`WG` in the shader).
-const WG: usize = 256;
 
 pub const TANH_FORWARD: KernelDesc = KernelDesc {
     shader: &TANH,
@@ -45,20 +33,7 @@ pub fn tanh_forward(
     inp: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(out, n)?;
-    expect_numel(inp, n)?;
-    let label = format!("tanh_forward {} <- {}", out.label, inp.label);
-    let p = TanhParams { n: n as u32 };
-    let slots = [out.into(), inp.into()];
-    s.dispatch(
-        ctx,
-        &TANH_FORWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &TANH_FORWARD, &[out, inp], n)
 }
 
 /// dinp (N) += dout (N) · (1 − out²), out (N) the output of [`tanh_forward`]
@@ -70,19 +45,5 @@ pub fn tanh_backward(
     dout: &Tensor,
     n: usize,
 ) -> Result<()> {
-    expect_numel(dinp, n)?;
-    expect_numel(out, n)?;
-    expect_numel(dout, n)?;
-    let label = format!("tanh_backward {} <- {}", dinp.label, dout.label);
-    let p = TanhParams { n: n as u32 };
-    let slots = [dinp.into(), out.into(), dout.into()];
-    s.dispatch(
-        ctx,
-        &TANH_BACKWARD,
-        &[],
-        &label,
-        &slots,
-        Some(&p),
-        groups_1d(n, WG),
-    )
+    pointwise(s, ctx, &TANH_BACKWARD, &[dinp, out, dout], n)
 }
