@@ -1,5 +1,4 @@
-//! The training loop the encoder–decoder and BERT runs share (GPT-2's is `train::run`'s,
-//! which came first): step, log to `metrics.jsonl`, evaluate every `eval_every` steps
+//! The training loop every run shares (GPT-2, the encoder–decoder, BERT): step, log to `metrics.jsonl`, evaluate every `eval_every` steps
 //! and redraw `loss.svg`, checkpoint (latest with the optimizer state, best without),
 //! stop early at `stop_at` as if interrupted, and refuse a non-finite loss before it is
 //! saved. What a step, an evaluation and a checkpoint are is the model's, through
@@ -11,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::train::metrics::{Metrics, Record};
 use crate::train::run::{EvalReport, Observer, StepReport, TrainSettings};
-use crate::train::state::{RunDir, TrainerState};
+use crate::train::state::{find_checkpoint, RunDir, TrainerState};
 
 /// One model's side of the loop.
 #[allow(async_fn_in_trait)]
@@ -35,10 +34,20 @@ pub trait Steps {
     ) -> Result<()>;
 }
 
-fn non_finite(what: &str, step: u64, v: f32) -> Error {
+/// The error of a non-finite loss at `step`: which checkpoint of `run` is kept (the last
+/// one written, never the bad step's) and what to change.
+fn non_finite(what: &str, step: u64, value: f32, run: &RunDir, state: &TrainerState) -> Error {
+    let kept = match find_checkpoint(&run.latest()) {
+        Some(d) => format!(
+            "the last good checkpoint (step {}) is kept in {}",
+            TrainerState::read(&d.join("trainer.json")).map_or(state.step, |s| s.step),
+            d.display()
+        ),
+        None => "no checkpoint had been written yet".to_string(),
+    };
     Error::Invalid(format!(
-        "step {step}: the {what} is {v}; training stopped, and the last checkpoint on disk is the \
-         last good one. Lower --lr, raise --warmup-steps or set --grad-clip"
+        "step {step}: the {what} is {value}; training stopped and {kept}. Lower --lr, raise \
+         --warmup-steps or set --grad-clip, then start again (or --resume from the checkpoint)"
     ))
 }
 
@@ -65,7 +74,7 @@ pub async fn drive<S: Steps>(
     if !resumed && ts.eval_every > 0 {
         let val = steps.evaluate(ctx).await?;
         if !val.is_finite() {
-            return Err(non_finite("validation loss", 0, val));
+            return Err(non_finite("validation loss", 0, val, run, state));
         }
         state.last_val_loss = Some(val);
         metrics.push(Record::Eval {
@@ -93,7 +102,7 @@ pub async fn drive<S: Steps>(
         let (loss, tokens) = steps.step(ctx, step, lr).await?;
         let dt = t0.elapsed().as_secs_f64();
         if !loss.is_finite() {
-            return Err(non_finite("training loss", step + 1, loss));
+            return Err(non_finite("training loss", step + 1, loss, run, state));
         }
         losses.push(loss);
         state.step = step + 1;
@@ -124,7 +133,7 @@ pub async fn drive<S: Steps>(
         if at_eval || state.step == total {
             let val = steps.evaluate(ctx).await?;
             if !val.is_finite() {
-                return Err(non_finite("validation loss", state.step, val));
+                return Err(non_finite("validation loss", state.step, val, run, state));
             }
             let train_loss = metrics.train_mean_since(last_eval_step);
             last_eval_step = state.step;

@@ -11,7 +11,6 @@
 //! saved, so the last checkpoint on disk is the last good one.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -27,7 +26,7 @@ use crate::train::data::{
     fingerprint, read_examples, stream_seed, Batch, Batches, Corpus, SftBatches, TextBatches,
     TokenCache,
 };
-use crate::train::metrics::{Metrics, Record};
+use crate::train::driver::{drive, Steps};
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{
     find_checkpoint, resolve_model_dir, restore_checkpoint, save_checkpoint, RunDir, TrainerState,
@@ -697,19 +696,37 @@ async fn evaluate(ctx: &GpuContext, trainer: &Trainer, batches: &[Batch]) -> Res
     Ok((sum / batches.len().max(1) as f64) as f32)
 }
 
-fn non_finite(what: &str, step: u64, value: f32, run: &RunDir, state: &TrainerState) -> Error {
-    let kept = match find_checkpoint(&run.latest()) {
-        Some(d) => format!(
-            "the last good checkpoint (step {}) is kept in {}",
-            TrainerState::read(&d.join("trainer.json")).map_or(state.step, |s| s.step),
-            d.display()
-        ),
-        None => "no checkpoint had been written yet".to_string(),
-    };
-    Error::Invalid(format!(
-        "step {step}: the {what} is {value}; training stopped and {kept}. Lower --lr, raise \
-         --warmup-steps or set --grad-clip, then start again (or --resume from the checkpoint)"
-    ))
+/// GPT-2's side of the shared loop (`train::driver`).
+struct Gpt2Steps<'a> {
+    trainer: Trainer,
+    batches: &'a dyn Batches,
+    eval_set: Vec<Batch>,
+    /// K·B rows per step, of T tokens.
+    rows: usize,
+    t: usize,
+    tokenizer: &'a Tokenizer,
+}
+
+impl Steps for Gpt2Steps<'_> {
+    async fn step(&mut self, ctx: &GpuContext, step: u64, lr: f32) -> Result<(f32, usize)> {
+        let batch = self.batches.train(step, self.rows, self.t);
+        let loss = self.trainer.step(ctx, &batch.x, &batch.y, lr).await?;
+        Ok((loss, self.trainer.tokens_per_step()))
+    }
+
+    async fn evaluate(&mut self, ctx: &GpuContext) -> Result<f32> {
+        evaluate(ctx, &self.trainer, &self.eval_set).await
+    }
+
+    async fn save(
+        &self,
+        ctx: &GpuContext,
+        state: &TrainerState,
+        dir: &Path,
+        full: bool,
+    ) -> Result<()> {
+        save_checkpoint(ctx, &self.trainer, self.tokenizer, state, dir, full).await
+    }
 }
 
 /// Train `plan` until its last step, or until `stop_at` steps are done (the run can be
@@ -793,10 +810,7 @@ pub async fn train(
     obs.note(&format!("adapter: {}", ctx.adapter_name()));
     obs.note(&format!("run directory: {}", run.root.display()));
     let resumed = matches!(start, Start::Resume(_));
-    let mut metrics = Metrics::open(&run.metrics(), resumed.then_some(state.step))?;
     let eval_set = batches.eval(ts.eval_batches, ts.batch_size, ts.block_size);
-    let total = ts.steps;
-    let end = stop_at.map_or(total, |s| s.clamp(state.step, total));
     let title = format!(
         "{} — {}",
         match spec.kind {
@@ -805,107 +819,19 @@ pub async fn train(
         },
         run.root.display()
     );
-    obs.begin(state.step, total);
-    let session = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    if !resumed && ts.eval_every > 0 {
-        let val = evaluate(ctx, &trainer, &eval_set).await?;
-        if !val.is_finite() {
-            return Err(non_finite("validation loss", 0, val, &run, &state));
-        }
-        state.last_val_loss = Some(val);
-        metrics.push(Record::Eval {
-            step: 0,
-            val_loss: val,
-            train_loss: None,
-            elapsed_s: 0.0,
-        })?;
-        obs.eval(&EvalReport {
-            step: 0,
-            total,
-            val_loss: val,
-            train_loss: None,
-            best: false,
-        });
-    }
-    let mut last_eval_step = state.step;
-    let mut losses = Vec::new();
-    let tokens = ts.tokens_per_step();
-    for step in state.step..end {
-        let lr = ts.schedule.at(step);
-        let batch = batches.train(step, ts.grad_accum * ts.batch_size, ts.block_size);
-        let t0 = Instant::now();
-        let loss = trainer.step(ctx, &batch.x, &batch.y, lr).await?;
-        let dt = t0.elapsed().as_secs_f64();
-        if !loss.is_finite() {
-            return Err(non_finite("training loss", step + 1, loss, &run, &state));
-        }
-        losses.push(loss);
-        state.step = step + 1;
-        state.data_position = state.step;
-        state.tokens_seen += tokens as u64;
-        state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();
-        let tokens_per_s = tokens as f64 / dt.max(1e-9);
-        metrics.push(Record::Train {
-            step: state.step,
-            loss,
-            lr,
-            tokens_per_s,
-            elapsed_s: state.elapsed_s,
-        })?;
-        obs.step(&StepReport {
-            step: state.step,
-            total,
-            loss,
-            lr,
-            tokens_per_s,
-            last_val_loss: state.last_val_loss,
-        });
-        let at_eval = ts.eval_every > 0 && state.step.is_multiple_of(ts.eval_every);
-        if !(at_eval || state.step == end) {
-            continue;
-        }
-        let mut best = false;
-        if at_eval || state.step == total {
-            let val = evaluate(ctx, &trainer, &eval_set).await?;
-            if !val.is_finite() {
-                return Err(non_finite("validation loss", state.step, val, &run, &state));
-            }
-            let train_loss = metrics.train_mean_since(last_eval_step);
-            last_eval_step = state.step;
-            state.last_val_loss = Some(val);
-            best = state.best_val_loss.is_none_or(|b| val < b);
-            if best {
-                state.best_val_loss = Some(val);
-                state.best_step = Some(state.step);
-            }
-            metrics.push(Record::Eval {
-                step: state.step,
-                val_loss: val,
-                train_loss,
-                elapsed_s: state.elapsed_s,
-            })?;
-            metrics.plot(&run.plot(), &title)?;
-            obs.eval(&EvalReport {
-                step: state.step,
-                total,
-                val_loss: val,
-                train_loss,
-                best,
-            });
-        }
-        save_checkpoint(ctx, &trainer, &tokenizer, &state, &run.latest(), true).await?;
-        if best {
-            save_checkpoint(ctx, &trainer, &tokenizer, &state, &run.best(), false).await?;
-        }
-    }
-    if end < total {
-        obs.note(&format!(
-            "stopped at step {end} of {total}; continue with --resume --out {}",
-            run.root.display()
-        ));
-    }
-    obs.end();
+    let mut steps = Gpt2Steps {
+        trainer,
+        batches: batches.as_ref(),
+        eval_set,
+        rows: ts.grad_accum * ts.batch_size,
+        t: ts.block_size,
+        tokenizer: &tokenizer,
+    };
+    let losses = drive(
+        ctx, &mut steps, &run, ts, &mut state, resumed, stop_at, &title, obs,
+    )
+    .await?;
+    let trainer = steps.trainer;
     let Trainer { model, .. } = trainer;
     Ok(Outcome {
         model,
