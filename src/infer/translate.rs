@@ -251,13 +251,15 @@ impl<'m> Translator<'m> {
         let mut done: Vec<Vec<Hypothesis>> = vec![Vec::new(); live];
         let mut closed = vec![false; live];
         let mut inputs = vec![cfg.bos_id as i32; n];
+        // Cache rows to reorder before the next step, when beams changed parents.
+        let mut pending: Option<Vec<usize>> = None;
         let alpha = opts.length_penalty;
         let norm = |h: &Hypothesis| {
             let len = (h.tokens.len() + h.finished as usize).max(1) as f32;
             h.log_prob / len.powf(alpha)
         };
         for pos in 0..opts.max_len {
-            let logits = self.forward_step(ctx, &inputs, pos).await?;
+            let logits = self.forward_step(ctx, &inputs, pos, pending.take()).await?;
             let mut parents: Vec<usize> = (0..n).collect();
             for g in 0..live {
                 if closed[g] {
@@ -344,7 +346,7 @@ impl<'m> Translator<'m> {
                 break;
             }
             if parents.iter().enumerate().any(|(i, &p)| i != p) {
-                self.reorder(ctx, &parents, pos + 1);
+                pending = Some(parents);
             }
         }
         Ok((0..live)
@@ -371,8 +373,15 @@ impl<'m> Translator<'m> {
             .collect())
     }
 
-    /// One decoder step at position `pos` for the N input tokens: returns logits (N, V).
-    async fn forward_step(&self, ctx: &GpuContext, inputs: &[i32], pos: usize) -> Result<Vec<f32>> {
+    /// One decoder step at position `pos` for the N input tokens, after the caches' rows
+    /// are reordered to `parents` if given: returns logits (N, V). One submit.
+    async fn forward_step(
+        &self,
+        ctx: &GpuContext,
+        inputs: &[i32],
+        pos: usize,
+        parents: Option<Vec<usize>>,
+    ) -> Result<Vec<f32>> {
         let n = inputs.len();
         let c = self.model.config.d_model;
         self.step.tokens.write(ctx, inputs)?;
@@ -392,6 +401,9 @@ impl<'m> Translator<'m> {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("translate step"),
             });
+        if let Some(parents) = parents {
+            self.encode_reorder(&mut enc, &parents, pos);
+        }
         let row = (c * 4) as u64;
         enc.copy_buffer_to_buffer(
             &self.model.pe.buffer,
@@ -408,16 +420,11 @@ impl<'m> Translator<'m> {
     }
 
     /// Row i of every cache takes row parents[i]'s first `len` positions.
-    fn reorder(&self, ctx: &GpuContext, parents: &[usize], len: usize) {
+    fn encode_reorder(&self, enc: &mut wgpu::CommandEncoder, parents: &[usize], len: usize) {
         let cfg = &self.model.config;
         let (nh, hs) = (cfg.heads, cfg.head_size());
         let head = (self.max_t * hs * 4) as u64;
         let used = (len.min(self.max_t) * hs * 4) as u64;
-        let mut enc = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("reorder beams"),
-            });
         for cache in self.step.k_cache.iter().chain(&self.step.v_cache) {
             enc.copy_buffer_to_buffer(
                 &cache.buffer,
@@ -445,7 +452,6 @@ impl<'m> Translator<'m> {
                 }
             }
         }
-        ctx.submit(enc.finish());
     }
 }
 
