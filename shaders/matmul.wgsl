@@ -173,12 +173,16 @@ const GX: u32 = 64u;         // workgroup width
 const GY: u32 = 4u;          // workgroup height
 // TRANS_B: rounds of 4 columns per workgroup; GEMV_ROUNDS in src/kernels/matmul.rs.
 override GEMV_ROUNDS: u32 = 8u;
+// Rows of out this launch computes (p.m, 1..GEMV_MAX_M), fixed per pipeline so that the
+// loops over rows do no wasted loads: on CPU adapters every load is a loop over the SIMD
+// lanes, and a decode step (M = 1) would otherwise pay for 4 rows of a.
+override GEMV_M: u32 = 4u;
 
 // (2, GY, GEMV_MAX_M, GX): [half + (y * 4 + m) * 64 + x]; TRANS_B uses both halves.
 var<workgroup> gemv_part: array<f32, 2048>;
 
 // op(a)[m, k] for k < p.k; rows m ≥ p.m read row p.m - 1 again (their sums are never
-// stored), so the loops over m have a constant trip count and no branch.
+// stored), so the loops over m have a constant trip count (GEMV_M) and no branch.
 fn gemv_a(m: u32, k: u32) -> f32 {
     let mm = min(m, p.m - 1u);
     if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
@@ -201,20 +205,20 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
             if (n < p.n) {
                 for (var k = x; k < p.k; k += GX) {
                     let wv = w[p.off_w + n * p.ldw + k];
-                    for (var m = 0u; m < GEMV_MAX_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
+                    for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
                 }
             }
             // Rounds alternate halves of gemv_part, so a round's writes never meet the
             // previous round's reads (two barriers lie between them and the round before).
             let half = (r & 1u) * 1024u;
-            for (var m = 0u; m < GEMV_MAX_M; m++) {
+            for (var m = 0u; m < GEMV_M; m++) {
                 gemv_part[half + (y * GEMV_MAX_M + m) * GX + x] = acc[m];
             }
             workgroupBarrier();
             // Fixed tree over the 64 lanes of each (y, m), 4 terms a level: 64 → 16 → 4 → 1.
             for (var s = GX / 4u; s > 1u; s /= 4u) {
                 if (x < s) {
-                    for (var m = 0u; m < GEMV_MAX_M; m++) {
+                    for (var m = 0u; m < GEMV_M; m++) {
                         let i = half + (y * GEMV_MAX_M + m) * GX + x;
                         gemv_part[i] = gemv_part[i] + gemv_part[i + s] + gemv_part[i + 2u * s]
                                      + gemv_part[i + 3u * s];
@@ -234,10 +238,10 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
         if (n < p.n) {
             for (var k = y; k < p.k; k += GY) {
                 let wv = w[p.off_w + k * p.ldw + n];
-                for (var m = 0u; m < GEMV_MAX_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
+                for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
             }
         }
-        for (var m = 0u; m < GEMV_MAX_M; m++) { gemv_part[(y * GEMV_MAX_M + m) * GX + x] = acc[m]; }
+        for (var m = 0u; m < GEMV_M; m++) { gemv_part[(y * GEMV_MAX_M + m) * GX + x] = acc[m]; }
         workgroupBarrier();
         // Row m = y of out (GY = GEMV_MAX_M): add the GY partial sums in order.
         let m = y;

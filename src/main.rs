@@ -73,7 +73,8 @@ enum Command {
         /// reference.json), e.g. ../shared/fixtures/gpt2-tiny
         dir: std::path::PathBuf,
     },
-    /// Measure speed: kernels at GPT-2 124M shapes against the adapter's FMA ceiling.
+    /// Measure speed (JSON and markdown naming the adapter and date): kernels against the
+    /// FMA ceiling, training steps, generation, or all of them beside a peer.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
@@ -115,6 +116,51 @@ enum BenchWhat {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+    },
+    /// KV-cached generation of a random model or a checkpoint: prefill and decode tokens/s,
+    /// and where one decode step's time goes.
+    Generate {
+        /// Model size (tiny, baby, gpt2, gpt2-medium) with random weights, or a checkpoint
+        /// directory.
+        #[arg(long, default_value = "baby")]
+        model: String,
+        /// Prompt length in tokens (random ids).
+        #[arg(long, default_value_t = 8)]
+        prompt: usize,
+        /// Tokens to generate (greedy).
+        #[arg(long, default_value_t = 32)]
+        tokens: usize,
+        /// Also time one decode step at positions across the context.
+        #[arg(long)]
+        positions: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// The whole suite in one run: kernels, the baby GPT's and a GPT-2 124M training step,
+    /// generation; with --peer, each comparable figure beside a peer's (scripts/bench-peers).
+    All {
+        /// Timed replays per kernel and timed training steps per case.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// B and T of the GPT-2 124M training step (B=1, T=32 takes ~15 s a step on a
+        /// 2-core CPU adapter).
+        #[arg(long, default_value_t = 1)]
+        gpt2_batch: usize,
+        #[arg(long, default_value_t = 32)]
+        gpt2_seq: usize,
+        /// Skip GPT-2 124M (its step and generation), for a quick run.
+        #[arg(long)]
+        no_gpt2: bool,
+        /// A peer's report on the same adapter (JSON of benches/peer-burn) to compare with.
+        #[arg(long)]
+        peer: Option<std::path::PathBuf>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Write the report as markdown to this file (it is printed either way).
+        #[arg(long)]
+        markdown: Option<std::path::PathBuf>,
     },
 }
 
@@ -235,13 +281,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             };
             let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1))?;
             println!("{}", report.markdown());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("report serializes");
-                std::fs::write(&path, text).map_err(|e| wgformer::Error::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })?;
-            }
+            write_json(json.as_deref(), &report)?;
             Ok(true)
         }
         BenchWhat::Step {
@@ -264,8 +304,82 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             );
             let report = wgformer::bench::run_step(&ctx, &cfg, &preset, batch, seq, steps)?;
             println!("{}", report.markdown());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("report serializes");
+            write_json(json.as_deref(), &report)?;
+            Ok(true)
+        }
+        BenchWhat::Generate {
+            model,
+            prompt,
+            tokens,
+            positions,
+            json,
+        } => {
+            let opts = GpuOptions {
+                profile: true,
+                ..opts.clone()
+            };
+            let model = if std::path::Path::new(&model).exists() {
+                pollster::block_on(wgformer::infer::Model::load(model.as_ref(), &opts))?
+            } else {
+                let cfg = wgformer::model::Gpt2Config::preset(&model, None)?;
+                let needs = wgformer::infer::model::needs(&cfg);
+                let ctx =
+                    std::sync::Arc::new(pollster::block_on(GpuContext::with_needs(&opts, &needs))?);
+                let gpt2 = wgformer::model::gpt2::Gpt2::init(&ctx, cfg, 1)?;
+                wgformer::infer::Model::from_parts(
+                    ctx,
+                    gpt2,
+                    None,
+                    format!("{model} (random init)"),
+                )
+            };
+            eprintln!(
+                "benchmarking generation of {} on {}",
+                model.name,
+                model.ctx.adapter_name()
+            );
+            let report = wgformer::bench::run_generate(
+                std::sync::Arc::new(model),
+                prompt,
+                tokens,
+                positions,
+            )?;
+            println!("{}", report.markdown());
+            write_json(json.as_deref(), &report)?;
+            Ok(true)
+        }
+        BenchWhat::All {
+            reps,
+            gpt2_batch,
+            gpt2_seq,
+            no_gpt2,
+            peer,
+            json,
+            markdown,
+        } => {
+            use wgformer::bench::suite::{run_suite, SuiteOptions};
+            let mut o = SuiteOptions {
+                kernels: wgformer::bench::BenchShape::default(),
+                reps,
+                steps: vec![("baby".into(), 12, 64)],
+                timed_steps: reps,
+                generate: vec![("baby".into(), 8, 56)],
+            };
+            if !no_gpt2 {
+                o.steps.push(("gpt2".into(), gpt2_batch, gpt2_seq));
+                o.generate.push(("gpt2".into(), 8, 4));
+            }
+            let peer = peer
+                .map(|p| wgformer::bench::PeerReport::load(&p))
+                .transpose()?;
+            let mut report = run_suite(opts, &o)?;
+            if let Some(p) = peer {
+                report.compare_with(p);
+            }
+            let text = report.markdown();
+            println!("{text}");
+            write_json(json.as_deref(), &report)?;
+            if let Some(path) = markdown {
                 std::fs::write(&path, text).map_err(|e| wgformer::Error::Io {
                     path: path.display().to_string(),
                     source: e,
@@ -274,6 +388,16 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// Write `report` as pretty JSON to `path`, if given.
+fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, report: &T) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(report).expect("report serializes");
+    std::fs::write(path, text).map_err(|e| wgformer::Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 fn parity(opts: &GpuOptions, dir: &std::path::Path) -> Result<bool> {

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result, NO_ADAPTER_HINT};
@@ -114,12 +114,24 @@ impl GpuOptions {
 /// where the device has fixed-size subgroups, else the row kernel. `Auto` picks by the
 /// adapter's device type and features.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
 pub enum MatmulKernel {
     #[default]
-    Auto,
-    Tiled,
-    Rows,
-    Subgroup,
+    Auto = 0,
+    Tiled = 1,
+    Rows = 2,
+    Subgroup = 3,
+}
+
+impl MatmulKernel {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => MatmulKernel::Tiled,
+            2 => MatmulKernel::Rows,
+            3 => MatmulKernel::Subgroup,
+            _ => MatmulKernel::Auto,
+        }
+    }
 }
 
 impl FromStr for MatmulKernel {
@@ -216,8 +228,11 @@ pub struct GpuContext {
     submits: AtomicU64,
     /// Largest binding launchers plan for; the device's limit unless a test lowers it.
     binding_limit: u64,
-    /// Matmul kernel family, resolved from `Auto` at creation.
-    matmul_kernel: MatmulKernel,
+    /// Matmul kernel family (a `MatmulKernel` as u8), resolved from `Auto` at creation:
+    /// tuned where it can be (`kernels::tune`), else guessed from the device type.
+    matmul_kernel: AtomicU8,
+    /// Whether the family was left to wgformer (`WGFORMER_MATMUL` unset or `auto`).
+    auto_matmul: bool,
     /// The subgroup size when the device has subgroups of one fixed size (and the shaders
     /// may use them: not in a browser, whose WGSL wants `enable subgroups`).
     subgroup_size: Option<u32>,
@@ -306,6 +321,10 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
+        let requested: MatmulKernel = match std::env::var("WGFORMER_MATMUL") {
+            Ok(v) => v.parse()?,
+            Err(_) => MatmulKernel::Auto,
+        };
         let device_errors = Arc::new(Mutex::new(Vec::new()));
         let sink = device_errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -322,14 +341,26 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             submits: AtomicU64::new(0),
             binding_limit: limits.max_storage_buffer_binding_size,
-            matmul_kernel: match std::env::var("WGFORMER_MATMUL") {
-                Ok(v) => v.parse()?,
-                Err(_) => MatmulKernel::Auto,
-            },
+            matmul_kernel: AtomicU8::new(MatmulKernel::Auto as u8),
+            auto_matmul: requested == MatmulKernel::Auto,
             subgroup_size,
             device_errors,
         }
-        .resolve_matmul())
+        .with_matmul_kernel(requested)
+        .tuned())
+    }
+
+    /// With `Auto` resolved: tuned on native targets (timed once per adapter, cached on
+    /// disk by `kernels::tune`), guessed from the device type where that fails or in a
+    /// browser.
+    fn tuned(self) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.auto_matmul {
+            if let Some(k) = crate::kernels::tune::tuned_matmul_kernel(&self) {
+                self.set_matmul_kernel(k);
+            }
+        }
+        self
     }
 
     /// "name (backend, device type)": how logs and reports name this adapter.
@@ -344,17 +375,18 @@ impl GpuContext {
         self.device.limits()
     }
 
-    fn resolve_matmul(mut self) -> Self {
+    /// `kernel` with `Auto` replaced by the device-type guess, and the subgroup kernel by
+    /// the row kernel where the device has no fixed-size subgroups.
+    fn resolve_matmul(&self, kernel: MatmulKernel) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
-        self.matmul_kernel = match self.matmul_kernel {
+        match kernel {
             MatmulKernel::Auto if cpu && self.subgroup_size.is_some() => MatmulKernel::Subgroup,
             MatmulKernel::Auto if cpu => MatmulKernel::Rows,
             MatmulKernel::Auto => MatmulKernel::Tiled,
             // Asked for on a device without fixed-size subgroups: the next best.
             MatmulKernel::Subgroup if self.subgroup_size.is_none() => MatmulKernel::Rows,
             k => k,
-        };
-        self
+        }
     }
 
     /// The oldest GPU error no error scope caught since the last call (with a count of
@@ -380,13 +412,20 @@ impl GpuContext {
 
     /// The matmul kernel family launchers use on this device (never `Auto`).
     pub fn matmul_kernel(&self) -> MatmulKernel {
-        self.matmul_kernel
+        MatmulKernel::from_u8(self.matmul_kernel.load(Ordering::Relaxed))
     }
 
     /// Use `kernel` for matmuls from now on (tests run both families on every adapter).
-    pub fn with_matmul_kernel(mut self, kernel: MatmulKernel) -> Self {
-        self.matmul_kernel = kernel;
-        self.resolve_matmul()
+    pub fn with_matmul_kernel(self, kernel: MatmulKernel) -> Self {
+        self.set_matmul_kernel(kernel);
+        self
+    }
+
+    /// Use `kernel` for matmuls recorded from now on (the tuner times each family on the
+    /// context it tunes; schedules already recorded keep their kernels).
+    pub fn set_matmul_kernel(&self, kernel: MatmulKernel) {
+        let k = self.resolve_matmul(kernel);
+        self.matmul_kernel.store(k as u8, Ordering::Relaxed);
     }
 
     /// Largest storage binding, in bytes, that launchers split tensors to fit.

@@ -98,15 +98,21 @@ pub const ATTENTION_SOFTMAX_BACKWARD: KernelDesc = KernelDesc {
     bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
 };
 
+/// The most bytes of T×T scores (all batch rows and heads of one layer) the matmul form
+/// of attention may hold; past it — long contexts — the fused, flash-style kernels run,
+/// which never materialise the scores.
+pub const MATMUL_FORM_MAX_SCORES: u64 = 16 << 20;
+
 /// Whether attention runs in its matmul form: on devices whose matmuls run on the
-/// subgroup kernel (CPU adapters with subgroups), when the T×T scores of every head and
-/// every operand fit one binding, and the heads fit one grid dimension. Elsewhere the
-/// fused kernels run.
+/// subgroup kernel (CPU adapters with subgroups), when the T×T scores of every head stay
+/// under [`MATMUL_FORM_MAX_SCORES`] and every operand fits one binding, and the heads fit
+/// one grid dimension. Elsewhere the fused kernels run.
 fn matmul_form(ctx: &GpuContext, b: usize, t: usize, c: usize, nh: usize) -> bool {
     let limit = ctx.binding_limit();
+    let scores = (b * nh * t * t * 4) as u64;
     ctx.matmul_kernel() == MatmulKernel::Subgroup
         && ctx.subgroup_size().is_some()
-        && ((b * nh * t * t * 4) as u64) <= limit
+        && scores <= limit.min(MATMUL_FORM_MAX_SCORES)
         && ((b * t * 3 * c * 4) as u64) <= limit
         && b * nh <= ctx.limits().max_compute_workgroups_per_dimension as usize
 }

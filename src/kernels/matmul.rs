@@ -287,6 +287,7 @@ impl Gemm {
                         };
                     let (desc, name) = if gemv {
                         constants.extend_from_slice(&gemv_rounds);
+                        constants.push(("GEMV_M", bm as f64));
                         (&MATMUL_FORWARD_GEMV, "matmul_forward_gemv")
                     } else if let Some(sg) = subgroup {
                         constants.push(("SG", sg as f64));

@@ -22,6 +22,8 @@ pub mod relu;
 pub mod residual;
 pub mod sampling;
 pub mod tanh;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tune;
 
 use std::ops::Range;
 

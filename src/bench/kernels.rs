@@ -1,15 +1,12 @@
 //! `wgformer bench kernels`: each kernel at GPT-2 124M shapes (B=4, T=64 by default),
 //! timed on the GPU, reported as GFLOP/s (compute-bound kernels) or GB/s (memory-bound
-//! ones) and as a fraction of the adapter's pure-FMA ceiling. Native only: it blocks.
-//! Timing uses timestamp queries around each launch where the adapter has them, and
-//! wall-clock time around a replay otherwise (the report says which).
+//! ones) and as a fraction of the adapter's pure-FMA ceiling.
 
-use std::time::Instant;
+use serde::{Deserialize, Serialize};
 
-use serde::Serialize;
-
+use super::{time_schedule, today};
 use crate::error::Result;
-use crate::gpu::{DType, GpuContext, Profiler, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels;
 use crate::rng::Rng;
 
@@ -26,7 +23,7 @@ pub struct Case {
 }
 
 /// A measured case.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Measurement {
     pub name: String,
     pub shape: String,
@@ -38,7 +35,7 @@ pub struct Measurement {
 }
 
 /// The whole report, as JSON and as a markdown table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub adapter: String,
     pub date: String,
@@ -69,32 +66,6 @@ impl Report {
         }
         s
     }
-}
-
-/// Seconds one replay of `s` takes: the median over `reps` runs after a warm-up.
-pub fn time_schedule(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<f64> {
-    let wait = || {
-        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-    };
-    s.run(ctx);
-    wait();
-    let mut times = Vec::with_capacity(reps);
-    if let Some(profiler) = Profiler::new(ctx, s) {
-        for _ in 0..reps {
-            s.run_profiled(ctx, &profiler);
-            let t = ctx.block_on(profiler.read(ctx))?;
-            times.push(t.iter().map(|k| k.nanos).sum::<f64>() * 1e-9);
-        }
-    } else {
-        for _ in 0..reps {
-            let t0 = Instant::now();
-            s.run(ctx);
-            wait();
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
 }
 
 fn random(ctx: &GpuContext, rng: &mut Rng, label: &str, shape: &[usize]) -> Result<Tensor> {
@@ -385,139 +356,5 @@ pub fn run_kernels(ctx: &GpuContext, sh: BenchShape, reps: usize) -> Result<Repo
         },
         peak_gflops: peak,
         results,
-    })
-}
-
-/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// A training step's speed: the median over `steps` timed steps after one warm-up.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepReport {
-    pub adapter: String,
-    pub date: String,
-    pub model: String,
-    pub batch: usize,
-    pub seq: usize,
-    pub ms_per_step: f64,
-    pub tokens_per_s: f64,
-    pub first_loss: f32,
-    pub last_loss: f32,
-    /// Per-kernel GPU time of one forward + backward, largest first (pipeline, launches,
-    /// ms), when the adapter has timestamp queries.
-    pub profile: Vec<(String, usize, f64)>,
-}
-
-impl StepReport {
-    pub fn markdown(&self) -> String {
-        let mut s = format!(
-            "Adapter: {} — {}\n\n{} at B={}, T={}: {:.1} ms/step, {:.0} tokens/s (loss {:.3} → {:.3})\n",
-            self.adapter,
-            self.date,
-            self.model,
-            self.batch,
-            self.seq,
-            self.ms_per_step,
-            self.tokens_per_s,
-            self.first_loss,
-            self.last_loss
-        );
-        if !self.profile.is_empty() {
-            let total: f64 = self.profile.iter().map(|p| p.2).sum();
-            s +=
-                "\n| kernel (forward + backward) | launches | ms | share |\n|---|---:|---:|---:|\n";
-            for (k, n, ms) in &self.profile {
-                s += &format!("| {k} | {n} | {ms:.2} | {:.1} % |\n", 100.0 * ms / total);
-            }
-        }
-        s
-    }
-}
-
-/// Time training steps of a randomly initialised `cfg` at batch `b`, length `t`, on random
-/// tokens (the same batch every step, so the loss must fall).
-pub fn run_step(
-    ctx: &GpuContext,
-    cfg: &crate::model::Gpt2Config,
-    name: &str,
-    b: usize,
-    t: usize,
-    steps: usize,
-) -> Result<StepReport> {
-    use crate::model::gpt2::{
-        record_backward, record_forward, record_loss, Activations, Gpt2, GradActivations,
-        OptimConfig, Trainer,
-    };
-    use crate::model::tensors::ParamTensors;
-    let mut rng = Rng::new(7);
-    let n = b * t;
-    let x: Vec<i32> = (0..n)
-        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
-        .collect();
-    let y: Vec<i32> = (0..n)
-        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
-        .collect();
-
-    let mut profile = Vec::new();
-    if ctx.has_timestamps() {
-        let model = Gpt2::init(ctx, cfg.clone(), 1)?;
-        let acts = Activations::new(ctx, cfg, b, t, "profile.")?;
-        let dacts = GradActivations::new(ctx, cfg, b, t)?;
-        let grads = ParamTensors::new(ctx, cfg, "profile.grad", None)?;
-        let mut s = Schedule::new("forward+backward");
-        record_forward(&mut s, ctx, &model, &acts)?;
-        record_loss(&mut s, ctx, cfg, &acts)?;
-        record_backward(&mut s, ctx, &model, &grads, &acts, &dacts)?;
-        acts.write_batch(ctx, cfg.vocab_size, &x, Some(&y))?;
-        if let Some(p) = Profiler::new(ctx, &s) {
-            s.run_profiled(ctx, &p);
-            let times = ctx.block_on(p.read(ctx))?;
-            profile = crate::gpu::schedule::summarize(&times)
-                .into_iter()
-                .map(|(k, c, ns)| (k, c, ns * 1e-6))
-                .collect();
-        }
-    }
-
-    let model = Gpt2::init(ctx, cfg.clone(), 1)?;
-    let mut trainer = Trainer::new(ctx, model, b, t, OptimConfig::default())?;
-    let first_loss = ctx.block_on(trainer.step(ctx, &x, &y, 1e-3))?;
-    let mut times = Vec::new();
-    let mut last_loss = first_loss;
-    for _ in 0..steps.max(1) {
-        let t0 = Instant::now();
-        last_loss = ctx.block_on(trainer.step(ctx, &x, &y, 1e-3))?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let secs = times[times.len() / 2];
-    Ok(StepReport {
-        adapter: ctx.adapter_name(),
-        date: today(),
-        model: name.to_string(),
-        batch: b,
-        seq: t,
-        ms_per_step: secs * 1e3,
-        tokens_per_s: n as f64 / secs,
-        first_loss,
-        last_loss,
-        profile,
     })
 }

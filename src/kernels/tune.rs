@@ -1,0 +1,181 @@
+//! Autotuning of the matmul kernel family, once per adapter, cached on disk.
+//!
+//! Which kernel runs matmuls fastest depends on the adapter more than on anything a
+//! device reports: on a GPU the tiled kernel (workgroup memory, 4×4 register blocks), on
+//! a CPU adapter such as lavapipe the subgroup kernel (register shuffles instead of
+//! workgroup memory and barriers) or the row kernel where there are no subgroups. With
+//! `WGFORMER_MATMUL` unset or `auto`, the first context opened on an adapter times every
+//! family it can run on the two products that dominate a training step (a layer's
+//! forward, out = a · w, and its weight gradient, dw += aᵀ · dout) and keeps the fastest;
+//! the choice is written to `matmul-tune.json` in the cache directory (`WGFORMER_CACHE_DIR`,
+//! else `$XDG_CACHE_HOME/wgformer`, else `~/.cache/wgformer`) under a key naming the
+//! adapter, its driver and a hash of the matmul shaders, so a driver update or a shader
+//! change tunes again. `WGFORMER_TUNE=0` skips tuning and keeps the device-type guess.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::matmul::Gemm;
+use super::shaders::{MATMUL, MATMUL_SUBGROUP};
+use crate::gpu::{GpuContext, MatmulKernel, Schedule, Tensor};
+use crate::rng::Rng;
+
+/// One tuned adapter: the family chosen and what each candidate measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TuneEntry {
+    pub kernel: String,
+    pub date: String,
+    /// GFLOP/s of each candidate over the tuning products.
+    pub gflops: BTreeMap<String, f64>,
+}
+
+/// The tuning products: (M, K, N) of the forward and of the weight gradient.
+const SHAPE: (usize, usize, usize) = (384, 256, 256);
+
+/// The cache file's path.
+pub fn cache_path() -> Option<PathBuf> {
+    let dir = if let Some(d) = std::env::var_os("WGFORMER_CACHE_DIR") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(d).join("wgformer")
+    } else {
+        PathBuf::from(std::env::var_os("HOME")?).join(".cache/wgformer")
+    };
+    Some(dir.join("matmul-tune.json"))
+}
+
+/// The key of `ctx`'s adapter in the cache.
+pub fn cache_key(ctx: &GpuContext) -> String {
+    // FNV-1a over the matmul shaders: an edit to a kernel invalidates the choice.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in MATMUL.source.bytes().chain(MATMUL_SUBGROUP.source.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let i = &ctx.info;
+    format!(
+        "{} | {:?} | {} {} | shaders {h:016x}",
+        i.name, i.backend, i.driver, i.driver_info
+    )
+}
+
+fn read_cache(path: &PathBuf) -> BTreeMap<String, TuneEntry> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// The tuned family for `ctx`'s adapter: from the cache, or measured now and cached.
+/// `None` when tuning is off or failed (the caller keeps its guess); never an error, since
+/// a slow kernel is better than no context.
+pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<MatmulKernel> {
+    if std::env::var("WGFORMER_TUNE").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let key = cache_key(ctx);
+    let path = cache_path();
+    if let Some(e) = path.as_ref().and_then(|p| read_cache(p).remove(&key)) {
+        if let Ok(k) = e.kernel.parse::<MatmulKernel>() {
+            return Some(k);
+        }
+    }
+    let entry = match measure(ctx) {
+        Ok(e) => e,
+        Err(e) => {
+            log::warn!("matmul tuning failed, keeping the default kernel: {e}");
+            return None;
+        }
+    };
+    log::info!(
+        "matmul tuning on {}: {} ({:?})",
+        ctx.adapter_name(),
+        entry.kernel,
+        entry.gflops
+    );
+    let chosen = entry.kernel.parse().ok();
+    if let Some(path) = path {
+        // Read again and merge, then replace the file atomically: other processes may be
+        // tuning other adapters at the same time.
+        let mut all = read_cache(&path);
+        all.insert(key, entry);
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| {
+                std::fs::write(&tmp, serde_json::to_string_pretty(&all).unwrap_or_default())
+            })
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            log::warn!("could not write {}: {e}", path.display());
+        }
+    }
+    chosen
+}
+
+/// Time every family `ctx` can run on the tuning products; the fastest wins.
+pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
+    let (m, k, n) = SHAPE;
+    let mut rng = Rng::new(11);
+    let mut t = |label: &str, len: usize| {
+        Tensor::from_f32(ctx, label, &[len], &rng.vec_uniform(len, -1.0, 1.0))
+    };
+    let (a, w, out, dw) = (
+        t("tune.a", m * k)?,
+        t("tune.w", k * n)?,
+        t("tune.out", m * n)?,
+        t("tune.dw", k * n)?,
+    );
+    let mut candidates = vec![MatmulKernel::Tiled, MatmulKernel::Rows];
+    if ctx.subgroup_size().is_some() {
+        candidates.push(MatmulKernel::Subgroup);
+    }
+    let flops = 2.0 * 2.0 * (m * k * n) as f64;
+    let mut gflops = BTreeMap::new();
+    for kernel in candidates {
+        ctx.set_matmul_kernel(kernel);
+        let kctx = ctx;
+        let mut s = Schedule::new("matmul tuning");
+        Gemm::default().record(&mut s, &kctx, &out, &a, &w, None, m, k, n)?;
+        let dw_form = Gemm {
+            trans_a: true,
+            accumulate: true,
+            ..Gemm::default()
+        };
+        dw_form.record(&mut s, &kctx, &dw, &a, &out, None, k, m, n)?;
+        let secs = time(&kctx, &s, 3);
+        gflops.insert(format!("{kernel:?}").to_lowercase(), flops / secs * 1e-9);
+    }
+    let best = gflops
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| "tiled".into());
+    Ok(TuneEntry {
+        kernel: best,
+        date: crate::bench::today(),
+        gflops,
+    })
+}
+
+/// Median wall-clock seconds of `reps` replays after one that compiles and warms up.
+fn time(ctx: &GpuContext, s: &Schedule, reps: usize) -> f64 {
+    let wait = || {
+        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    };
+    s.run(ctx);
+    wait();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            s.run(ctx);
+            wait();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

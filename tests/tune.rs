@@ -1,0 +1,63 @@
+//! The matmul tuner (src/kernels/tune.rs): it times every kernel family the adapter can
+//! run and keeps the fastest, caches the choice per adapter on disk, takes a cached choice
+//! without measuring again, and survives a corrupt cache file. One test, since it points
+//! the process-wide WGFORMER_CACHE_DIR at a temporary directory.
+
+use wgformer::gpu::{MatmulKernel, Needs};
+use wgformer::kernels::tune::{cache_key, cache_path, measure, TuneEntry};
+use wgformer::testing::test_contexts;
+
+#[test]
+fn tuning_measures_caches_and_reuses_the_choice() {
+    let dir = std::env::temp_dir().join(format!("wgformer-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::env::set_var("WGFORMER_CACHE_DIR", &dir);
+    std::env::remove_var("WGFORMER_MATMUL");
+    std::env::remove_var("WGFORMER_TUNE");
+    let path = cache_path().unwrap();
+    assert_eq!(path, dir.join("matmul-tune.json"));
+
+    // A fresh cache: opening a context tunes and writes the choice for its adapter.
+    let ctxs = test_contexts(&Needs::default());
+    let text = std::fs::read_to_string(&path).expect("tuning wrote the cache file");
+    let cache: std::collections::BTreeMap<String, TuneEntry> =
+        serde_json::from_str(&text).unwrap();
+    for ctx in &ctxs {
+        let e = cache
+            .get(&cache_key(ctx))
+            .unwrap_or_else(|| panic!("no cache entry for {}", ctx.adapter_name()));
+        let best = e.gflops.iter().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+        assert_eq!(&e.kernel, best.0, "the fastest family wins: {:?}", e.gflops);
+        assert!(e.gflops.contains_key("tiled") && e.gflops.contains_key("rows"));
+        assert_eq!(
+            e.gflops.contains_key("subgroup"),
+            ctx.subgroup_size().is_some(),
+            "the subgroup kernel is a candidate exactly where the device has subgroups"
+        );
+        assert_eq!(format!("{:?}", ctx.matmul_kernel()).to_lowercase(), e.kernel);
+        eprintln!("{}: {} {:?}", ctx.adapter_name(), e.kernel, e.gflops);
+        // measure() runs again on a live context, leaving a family set.
+        let again = measure(ctx).unwrap();
+        assert_eq!(again.gflops.len(), e.gflops.len());
+    }
+    drop(ctxs);
+
+    // A cached choice is taken as it stands: pretend the row kernel won everywhere.
+    let mut forged = cache.clone();
+    for e in forged.values_mut() {
+        e.kernel = "rows".into();
+    }
+    std::fs::write(&path, serde_json::to_string(&forged).unwrap()).unwrap();
+    for ctx in test_contexts(&Needs::default()) {
+        assert_eq!(ctx.matmul_kernel(), MatmulKernel::Rows, "the cached choice is used");
+    }
+
+    // A corrupt cache is measured over, never an error.
+    std::fs::write(&path, "{ not json").unwrap();
+    for ctx in test_contexts(&Needs::default()) {
+        assert_ne!(ctx.matmul_kernel(), MatmulKernel::Auto);
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
