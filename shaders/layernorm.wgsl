@@ -19,8 +19,8 @@ struct LayernormParams {
 }
 
 // Invocations per row in the per-row kernels: a power of two, at most 256. The launcher
-// picks the smallest power of two ≥ C in [32, 256]; each invocation takes channels
-// li, li + WG, li + 2·WG, …
+// picks the smallest power of two ≥ C in [32, 256] on GPUs and 8 on CPU adapters (where
+// each tree level's barrier is costly); each invocation takes channels li, li + WG, …
 override WG: u32 = 256u;
 
 var<workgroup> partial: array<vec2<f32>, 256>;
@@ -59,11 +59,15 @@ fn layernorm_forward(@builtin(workgroup_id) wg: vec3<u32>,
     }
     let c = fwd_p.c;
     let base = row * c;
+    // The mean as pivot + mean(x − pivot), pivot the row's first element: sums of
+    // differences stay small for off-centre rows (whatever WG sums them in what order),
+    // and a constant row's mean is exact, so its variance is exactly 0.
+    let pivot = fwd_inp[base];
     var s = 0.0;
     for (var i = li; i < c; i += WG) {
-        s += fwd_inp[base + i];
+        s += fwd_inp[base + i] - pivot;
     }
-    let m = row_sum(li, vec2(s, 0.0)).x / f32(c);
+    let m = pivot + row_sum(li, vec2(s, 0.0)).x / f32(c);
     var v = 0.0;
     for (var i = li; i < c; i += WG) {
         let d = fwd_inp[base + i] - m;

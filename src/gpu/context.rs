@@ -404,6 +404,13 @@ impl GpuContext {
         })
     }
 
+    /// Whether the adapter runs on the CPU (lavapipe, llvmpipe, SwiftShader, WARP), where
+    /// barriers and workgroup memory cost more than on a GPU and kernels that reduce across
+    /// a workgroup are best given few invocations.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// The subgroup size, when the device has subgroups of one fixed size that shaders
     /// may use.
     pub fn subgroup_size(&self) -> Option<u32> {
