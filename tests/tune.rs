@@ -20,8 +20,7 @@ fn tuning_measures_caches_and_reuses_the_choice() {
     // A fresh cache: opening a context tunes and writes the choice for its adapter.
     let ctxs = test_contexts(&Needs::default());
     let text = std::fs::read_to_string(&path).expect("tuning wrote the cache file");
-    let cache: std::collections::BTreeMap<String, TuneEntry> =
-        serde_json::from_str(&text).unwrap();
+    let cache: std::collections::BTreeMap<String, TuneEntry> = serde_json::from_str(&text).unwrap();
     for ctx in &ctxs {
         let e = cache
             .get(&cache_key(ctx))
@@ -34,7 +33,10 @@ fn tuning_measures_caches_and_reuses_the_choice() {
             ctx.subgroup_size().is_some(),
             "the subgroup kernel is a candidate exactly where the device has subgroups"
         );
-        assert_eq!(format!("{:?}", ctx.matmul_kernel()).to_lowercase(), e.kernel);
+        assert_eq!(
+            format!("{:?}", ctx.matmul_kernel()).to_lowercase(),
+            e.kernel
+        );
         eprintln!("{}: {} {:?}", ctx.adapter_name(), e.kernel, e.gflops);
         // measure() runs again on a live context, leaving a family set.
         let again = measure(ctx).unwrap();
@@ -49,7 +51,11 @@ fn tuning_measures_caches_and_reuses_the_choice() {
     }
     std::fs::write(&path, serde_json::to_string(&forged).unwrap()).unwrap();
     for ctx in test_contexts(&Needs::default()) {
-        assert_eq!(ctx.matmul_kernel(), MatmulKernel::Rows, "the cached choice is used");
+        assert_eq!(
+            ctx.matmul_kernel(),
+            MatmulKernel::Rows,
+            "the cached choice is used"
+        );
     }
 
     // A corrupt cache is measured over, never an error.
