@@ -10,7 +10,8 @@
 //   classifier dwte  dwte += dlogitsᵀ · x              (TRANS_A, ACCUMULATE)
 // Each form runs on the tiled kernel `matmul_forward`, on `matmul_forward_gemv` for
 // M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty, or
-// on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers.
+// on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers, and
+// `matmul_forward_gemv_cols` for M ≤ GEMV_MAX_M, which avoids barriers.
 // `matmul_backward_bias` is the third gradient of the layer, dbias += Σ_rows dout.
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
 // training step zeroes gradients once per step.
@@ -249,6 +250,43 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
             var v = 0.0;
             for (var yy = 0u; yy < GY; yy++) { v += gemv_part[(yy * GEMV_MAX_M + m) * GX + x]; }
             store_out(m, n, v);
+        }
+    }
+}
+
+// ---- matmul_forward_gemv_cols: M ≤ GEMV_MAX_M rows on CPU adapters ------------------------
+// The gemv above splits K over 4 rows of 64 lanes and adds the partial sums in workgroup
+// memory behind barriers; on a CPU adapter, where the barriers and every lane's loads are
+// the cost, a decode step's matmuls run here instead: a workgroup is one SIMD register of
+// GEMV_LANES lanes, each lane owns 4 consecutive columns of out and walks all of K alone
+// (no workgroup memory, no barrier, a fixed summation order), so each value of op(a) it
+// loads feeds 4 FMAs per row. w (K, N) only (not TRANS_B).
+
+override GEMV_LANES: u32 = 8u;  // lanes per workgroup; GEMV_CPU_LANES in src/kernels/matmul.rs
+
+@compute @workgroup_size(GEMV_LANES)
+fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) li: u32) {
+    let n = (linear_workgroup(wg, nwg) * GEMV_LANES + li) * 4u;
+    if (n >= p.n) { return; }
+    // Columns past the block re-read its last column (their sums are never stored).
+    let last = p.n - 1u;
+    let c1 = min(n + 1u, last);
+    let c2 = min(n + 2u, last);
+    let c3 = min(n + 3u, last);
+    var acc: array<vec4<f32>, 4>;  // GEMV_MAX_M rows
+    for (var k = 0u; k < p.k; k++) {
+        let r = p.off_w + k * p.ldw;
+        let wv = vec4<f32>(w[r + n], w[r + c1], w[r + c2], w[r + c3]);
+        for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(vec4<f32>(gemv_a(m, k)), wv, acc[m]); }
+    }
+    for (var m = 0u; m < GEMV_M; m++) {
+        if (m < p.m) {
+            store_out(m, n, acc[m].x);
+            if (n + 1u < p.n) { store_out(m, n + 1u, acc[m].y); }
+            if (n + 2u < p.n) { store_out(m, n + 2u, acc[m].z); }
+            if (n + 3u < p.n) { store_out(m, n + 3u, acc[m].w); }
         }
     }
 }

@@ -180,12 +180,19 @@ fn gemm_transposed_and_accumulating_forms_match_reference() {
 
 #[test]
 fn matmul_forward_gemv_matches_reference() {
-    on_each_adapter(|ctx| {
+    // Both M ≤ 4 kernels on every adapter: the tiled family's `matmul_forward_gemv` and
+    // the CPU families' `matmul_forward_gemv_cols`.
+    for (ctx, kernel) in test_contexts(&Needs::default())
+        .iter()
+        .flat_map(|c| [MatmulKernel::Tiled, MatmulKernel::Rows].map(|k| (ctx_with(c, k), k)))
+    {
+        let ctx = &ctx;
+        eprintln!("gemv with the {kernel:?} family on {}", ctx.adapter_name());
         let mut rng = Rng::new(5);
-        for (k, n) in [(768, 3072), (13, 5)] {
+        for (k, n) in [(768, 3072), (13, 5), (40, 130)] {
             let w = rng.vec_normal(k * n, 0.1);
             let bias = rng.vec_uniform(n, -0.5, 0.5);
-            for m in 1..=3 {
+            for m in 1..=4 {
                 let inp = rng.vec_uniform(m * k, -1.0, 1.0);
                 for with_bias in [true, false] {
                     let ti = upload(ctx, "inp", &[m, k], &inp);
@@ -207,12 +214,13 @@ fn matmul_forward_gemv_matches_reference() {
                         k,
                         n,
                     );
-                    let name = format!("matmul_forward_gemv {m}x{k}x{n} bias={with_bias}");
+                    let name =
+                        format!("matmul_forward_gemv {kernel:?} {m}x{k}x{n} bias={with_bias}");
                     assert_close64(&name, &got, &want, 1e-4, 1e-3);
                 }
             }
         }
-    });
+    }
 }
 
 #[test]

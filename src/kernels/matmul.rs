@@ -88,6 +88,16 @@ pub const MATMUL_FORWARD_GEMV: KernelDesc = KernelDesc {
     bindings: GEMM_BINDINGS,
 };
 
+pub const MATMUL_FORWARD_GEMV_COLS: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_forward_gemv_cols",
+    bindings: GEMM_BINDINGS,
+};
+
+/// Lanes per `matmul_forward_gemv_cols` workgroup (GEMV_LANES in the shader): one SIMD
+/// register on a CPU adapter; each lane owns 4 columns.
+const GEMV_CPU_LANES: usize = 8;
+
 pub const MATMUL_FORWARD_ROWS: KernelDesc = KernelDesc {
     shader: &MATMUL,
     entry: "matmul_forward_rows",
@@ -250,6 +260,10 @@ impl Gemm {
             launch_ranges(k, K, &all),
         ];
         let gemv = m <= GEMV_MAX_M;
+        // With the CPU kernel families (rows, subgroup), w (K, N) products at M ≤ 4 run on
+        // the barrier-free column kernel; with the tiled family (GPUs), on the gemv that
+        // splits K over a workgroup. Tests run every family, so both on every adapter.
+        let gemv_cols = gemv && !self.trans_b && ctx.matmul_kernel() != MatmulKernel::Tiled;
         let gemv_rounds = [("GEMV_ROUNDS", GEMV_ROUNDS as f64)];
         let prefer_rows = !gemv && ctx.matmul_kernel() == MatmulKernel::Rows;
         let subgroup = match ctx.subgroup_size() {
@@ -285,7 +299,11 @@ impl Gemm {
                         } else {
                             bn.is_multiple_of(4)
                         };
-                    let (desc, name) = if gemv {
+                    let (desc, name) = if gemv_cols {
+                        constants.push(("GEMV_M", bm as f64));
+                        constants.push(("GEMV_LANES", GEMV_CPU_LANES as f64));
+                        (&MATMUL_FORWARD_GEMV_COLS, "matmul_forward_gemv_cols")
+                    } else if gemv {
                         constants.extend_from_slice(&gemv_rounds);
                         constants.push(("GEMV_M", bm as f64));
                         (&MATMUL_FORWARD_GEMV, "matmul_forward_gemv")
@@ -331,6 +349,8 @@ impl Gemm {
                             bm.div_ceil(ROWS_M) as u32,
                             1,
                         ]
+                    } else if gemv_cols {
+                        groups_1d(bn, 4 * GEMV_CPU_LANES)
                     } else if !gemv {
                         [bn.div_ceil(TILE) as u32, bm.div_ceil(TILE) as u32, 1]
                     } else if self.trans_b {
