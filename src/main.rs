@@ -218,6 +218,23 @@ fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
     }
     for a in adapters.iter().take(take) {
         println!("{}", AdapterReport::of(a));
+        let tuned = match wgformer::kernels::tune::cached(&a.get_info()) {
+            Some(e) => {
+                let all: Vec<String> = e
+                    .gflops
+                    .iter()
+                    .map(|(k, g)| format!("{k} {g:.2}"))
+                    .collect();
+                format!(
+                    "{} (tuned {}; GFLOP/s: {})",
+                    e.kernel,
+                    e.date,
+                    all.join(", ")
+                )
+            }
+            None => "not tuned yet (timed on first use, then cached)".into(),
+        };
+        println!("  matmul kernel:                 {tuned}");
     }
     Ok(true)
 }

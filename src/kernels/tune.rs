@@ -49,12 +49,22 @@ pub fn cache_path() -> Option<PathBuf> {
 
 /// The key of `ctx`'s adapter in the cache.
 pub fn cache_key(ctx: &GpuContext) -> String {
+    adapter_key(&ctx.info)
+}
+
+/// The cached choice for an adapter, if it was tuned (for `wgformer info`).
+pub fn cached(info: &wgpu::AdapterInfo) -> Option<TuneEntry> {
+    read_cache(&cache_path()?).remove(&adapter_key(info))
+}
+
+/// The cache key of an adapter: its name, backend and driver, and the shaders' hash.
+pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     // FNV-1a over the matmul shaders: an edit to a kernel invalidates the choice.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in MATMUL.source.bytes().chain(MATMUL_SUBGROUP.source.bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
     }
-    let i = &ctx.info;
+    let i = info;
     format!(
         "{} | {:?} | {} {} | shaders {h:016x}",
         i.name, i.backend, i.driver, i.driver_info
