@@ -10,6 +10,8 @@
 // One workgroup per row; each invocation folds the elements li, li + WG, ... of the row
 // into a running (max, Σ exp(x - max)), then a fixed tree merges the WG pairs, so a row's
 // result does not depend on timing. The mean is one workgroup summing in a fixed order.
+// The same loss chunked over the vocabulary (crossentropy_chunk_*, at the end of this
+// file) serves a classifier that never materialises the whole logits.
 // A target of IGNORE_INDEX (-100) is not counted: loss 0, gradient row 0. Any other target
 // outside [0, V) is a caller's bug the GPU cannot report: its loss and gradient row are NaN.
 // Rows of logits at GPT-2 scale exceed one binding, so launchers bind a chunk of rows and
@@ -226,5 +228,125 @@ fn crossentropy_backward_inplace(@builtin(workgroup_id) wg: vec3<u32>,
     if (tgt < 0 || u32(tgt) >= v) { dloss = nan(v & 0u); }
     for (var i = li; i < v; i += WG) {
         bwdi_logits[base + i] = dlogit(bwdi_logits[base + i], st, i32(i) == tgt, dloss);
+    }
+}
+
+// ---- chunked over the vocabulary ----
+// The loss of logits that never exist whole: the classifier computes them Vc columns at
+// a time, a logits chunk (rows, Vc) holding columns [v0, v0 + Vc) of each row, and
+//   crossentropy_chunk_forward           folds the chunk into each row's running stats
+//                                        (max, Σ exp(x - max), target's logit): the
+//                                        online softmax, rescaling Σ when the max grows
+//   crossentropy_chunk_finish            losses[n] = (max - logit[target]) + log Σ, as
+//                                        crossentropy_forward writes them, so
+//                                        crossentropy_mean follows unchanged
+//   crossentropy_chunk_backward_inplace  a recomputed chunk becomes its dlogits, in place:
+//                                        (exp(x - max) / Σ - onehot) · stats[2] · grad_scale
+// The chunk at v0 = 0 starts the running stats, so nothing needs clearing between steps.
+// A row whose target is IGNORE_INDEX is skipped by the forward (its stats are never read),
+// gets loss 0 and a zero gradient; a target outside [0, V) gives NaN, as above.
+// Launchers: src/kernels/crossentropy.rs. CPU references: src/reference/crossentropy.rs.
+
+struct ChunkParams {
+    v: u32,           // V: the whole vocabulary
+    v0: u32,          // first vocabulary column of this chunk
+    vc: u32,          // Vc: columns in this chunk (elements per row of the logits chunk)
+    rows: u32,        // rows of the logits chunk in this launch
+    row_offset: u32,  // index among all B·T rows of the launch's first row
+    bt: u32,          // B·T: rows of row_stats, losses and targets
+    grad_scale: f32,  // backward only: d(step loss)/d(this mean loss), 1/K over K micro-batches
+}
+
+@group(0) @binding(0) var<storage, read_write> cf_row_stats: array<f32>;  // (B·T, 3): max, Σ exp(x - max), target's logit
+@group(0) @binding(1) var<storage, read> cf_logits: array<f32>;           // (rows, Vc): columns [v0, v0 + Vc) of this launch's rows
+@group(0) @binding(2) var<storage, read> cf_targets: array<i32>;          // (B·T)
+@group(0) @binding(3) var<uniform> cf_p: ChunkParams;
+
+@compute @workgroup_size(WG)
+fn crossentropy_chunk_forward(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= cf_p.rows) { return; }
+    let vc = cf_p.vc;
+    let n = cf_p.row_offset + row;
+    let tgt = cf_targets[n];
+    if (tgt == IGNORE_INDEX) { return; }
+    let base = row * vc;
+    var ms = vec2<f32>(LOWEST, 0.0);
+    for (var i = li; i < vc; i += WG) {
+        ms = online(ms, cf_logits[base + i]);
+    }
+    let st = row_stats(li, ms);
+    if (li == 0u) {
+        var run = st;
+        var xt = 0.0;
+        if (cf_p.v0 != 0u) {
+            run = merge(vec2<f32>(cf_row_stats[3u * n], cf_row_stats[3u * n + 1u]), st);
+            xt = cf_row_stats[3u * n + 2u];
+        }
+        // tgt - v0 as i32: a target left of the chunk is negative, never in range.
+        let col = tgt - i32(cf_p.v0);
+        if (col >= 0 && u32(col) < vc) {
+            xt = cf_logits[base + u32(col)];
+        }
+        cf_row_stats[3u * n] = run.x;
+        cf_row_stats[3u * n + 1u] = run.y;
+        cf_row_stats[3u * n + 2u] = xt;
+    }
+}
+
+@group(0) @binding(0) var<storage, read_write> cl_losses: array<f32>;  // (B·T)
+@group(0) @binding(1) var<storage, read> cl_row_stats: array<f32>;     // (B·T, 3): after the last chunk
+@group(0) @binding(2) var<storage, read> cl_targets: array<i32>;       // (B·T)
+@group(0) @binding(3) var<uniform> cl_p: ChunkParams;
+
+// One invocation per row.
+@compute @workgroup_size(WG)
+fn crossentropy_chunk_finish(@builtin(workgroup_id) wg: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    let n = linear_workgroup(wg, nwg) * WG + li;
+    if (n >= cl_p.bt) { return; }
+    let tgt = cl_targets[n];
+    if (tgt == IGNORE_INDEX) {
+        cl_losses[n] = 0.0;
+        return;
+    }
+    var loss = nan(cl_p.v & 0u);
+    if (tgt >= 0 && u32(tgt) < cl_p.v) {
+        loss = (cl_row_stats[3u * n] - cl_row_stats[3u * n + 2u]) + log(cl_row_stats[3u * n + 1u]);
+    }
+    cl_losses[n] = loss;
+}
+
+// In place, like crossentropy_backward_inplace: each element is read, then written, by
+// one invocation; the row's (max, Σ) are final, so no reduction and no barrier.
+@group(0) @binding(0) var<storage, read_write> cb_logits: array<f32>;  // (rows, Vc): logits chunk in, dlogits chunk out
+@group(0) @binding(1) var<storage, read> cb_targets: array<i32>;       // (B·T)
+@group(0) @binding(2) var<storage, read> cb_row_stats: array<f32>;     // (B·T, 3): from the forward's last chunk
+@group(0) @binding(3) var<storage, read> cb_stats: array<f32>;         // (4): from crossentropy_mean
+@group(0) @binding(4) var<uniform> cb_p: ChunkParams;
+
+@compute @workgroup_size(WG)
+fn crossentropy_chunk_backward_inplace(@builtin(workgroup_id) wg: vec3<u32>,
+                                       @builtin(num_workgroups) nwg: vec3<u32>,
+                                       @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= cb_p.rows) { return; }
+    let vc = cb_p.vc;
+    let base = row * vc;
+    let n = cb_p.row_offset + row;
+    let tgt = cb_targets[n];
+    if (tgt == IGNORE_INDEX) {
+        for (var i = li; i < vc; i += WG) { cb_logits[base + i] = 0.0; }
+        return;
+    }
+    let st = vec2<f32>(cb_row_stats[3u * n], cb_row_stats[3u * n + 1u]);
+    var dloss = cb_stats[2] * cb_p.grad_scale;
+    if (tgt < 0 || u32(tgt) >= cb_p.v) { dloss = nan(vc & 0u); }
+    let col = tgt - i32(cb_p.v0);
+    for (var i = li; i < vc; i += WG) {
+        cb_logits[base + i] = dlogit(cb_logits[base + i], st, i32(i) == col, dloss);
     }
 }

@@ -1,12 +1,18 @@
 //! GPT-2 end to end: parity with Hugging Face transformers on the shared fixture (the
 //! same function `wgformer parity` runs), a training step at GPT-2 124M's exact shape,
-//! save → load round trips through the GPU model, and the memory report.
+//! save → load round trips through the GPU model, and the memory report. The classifier
+//! fused with the loss over vocabulary chunks: parity with the fixture, agreement with the
+//! whole-logits path (loss, every gradient, AdamW steps, accumulation), and the automatic
+//! choice of chunks for large logits.
 
 use std::path::{Path, PathBuf};
 
-use wgformer::model::gpt2::{generate_greedy, Gpt2, OptimConfig, Trainer};
+use wgformer::gpu::GpuContext;
+use wgformer::kernels::classifier::{ClassifierChunk, CLASSIFIER_CHUNK_THRESHOLD};
+use wgformer::kernels::crossentropy::IGNORE_INDEX;
+use wgformer::model::gpt2::{generate_greedy, Gpt2, OptimConfig, StepConfig, Trainer};
 use wgformer::model::Gpt2Config;
-use wgformer::parity::parity_gpt2;
+use wgformer::parity::{parity_gpt2, parity_gpt2_with};
 use wgformer::rng::Rng;
 use wgformer::testing::{on_each_adapter, test_contexts};
 
@@ -115,4 +121,158 @@ fn bad_batches_are_refused_with_a_reason() {
             .unwrap_err();
         assert!(err.to_string().contains("-1"), "{err}");
     });
+}
+
+fn report_failures(report: &[wgformer::parity::Comparison], ctx: &GpuContext) {
+    for c in report {
+        eprintln!("  {c}");
+    }
+    let failed: Vec<String> = report
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "parity failed on {}:\n{}",
+        ctx.adapter_name(),
+        failed.join("\n")
+    );
+}
+
+/// The fixture's checks with the logits in chunks of 17 of its 101 columns (six chunks,
+/// the last of 16): no logits line, everything else as the whole path.
+#[test]
+fn parity_with_transformers_chunked_classifier() {
+    on_each_adapter(|ctx| {
+        let chunk = ClassifierChunk::Columns(17);
+        let report = ctx
+            .block_on(parity_gpt2_with(ctx, &fixture(), chunk))
+            .unwrap();
+        // loss, 28 gradients, the AdamW losses and greedy decoding.
+        assert_eq!(report.len(), 1 + 28 + 2);
+        report_failures(&report, ctx);
+    });
+}
+
+/// A trainer on the fixture with `chunk` and K micro-batches.
+fn fixture_trainer(ctx: &GpuContext, chunk: ClassifierChunk, k: usize, b: usize) -> Trainer {
+    let model = Gpt2::load(ctx, &fixture()).unwrap();
+    let config = StepConfig {
+        grad_accum: k,
+        classifier_chunk: chunk,
+        ..StepConfig::default()
+    };
+    Trainer::with_config(ctx, model, b, 17, OptimConfig::default(), config).unwrap()
+}
+
+/// Random tokens and targets over V = 101, about one target in six ignored.
+fn batch(rng: &mut Rng, n: usize) -> (Vec<i32>, Vec<i32>) {
+    let x = (0..n).map(|_| rng.below(101) as i32).collect();
+    let y = (0..n)
+        .map(|_| {
+            if rng.below(6) == 0 {
+                IGNORE_INDEX
+            } else {
+                rng.below(101) as i32
+            }
+        })
+        .collect();
+    (x, y)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Chunked and whole logits agree: the evaluation loss, every gradient of one
+/// forward+backward, and the losses of AdamW steps (one micro-batch, and K = 2 with its
+/// 1/2 gradient scale).
+#[test]
+fn chunked_classifier_matches_whole_logits() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(17);
+        for (k, b) in [(1, 3), (2, 2)] {
+            let mut whole = fixture_trainer(ctx, ClassifierChunk::Whole, k, b);
+            let mut chunked = fixture_trainer(ctx, ClassifierChunk::Columns(17), k, b);
+            assert!(whole.acts.classifier.is_none());
+            assert_eq!(chunked.acts.classifier.as_ref().unwrap().columns, 17);
+            assert_eq!(chunked.acts.logits.shape, vec![b, 17, 17]);
+            let (x, y) = batch(&mut rng, b * 17);
+            let lw = ctx.block_on(whole.eval_loss(ctx, &x, &y)).unwrap();
+            let lc = ctx.block_on(chunked.eval_loss(ctx, &x, &y)).unwrap();
+            assert!((lw - lc).abs() < 1e-5, "eval loss {lw} vs {lc}");
+            let fw = ctx.block_on(whole.forward_backward(ctx, &x, &y)).unwrap();
+            let fc = ctx.block_on(chunked.forward_backward(ctx, &x, &y)).unwrap();
+            assert!((fw - fc).abs() < 1e-5, "loss {fw} vs {fc}");
+            let gw = ctx.block_on(whole.grads.read_all(ctx)).unwrap();
+            let gc = ctx.block_on(chunked.grads.read_all(ctx)).unwrap();
+            let names = wgformer::model::params::gpt2_param_specs(&whole.model.config);
+            for ((spec, a), c) in names.iter().zip(&gw).zip(&gc) {
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = max_diff(a, c);
+                assert!(
+                    d <= 1e-6 + 1e-4 * scale,
+                    "grad {}: max |Δ| {d:e} (max |g| {scale:e})",
+                    spec.name
+                );
+            }
+            let (x, y) = batch(&mut rng, k * b * 17);
+            for step in 0..3 {
+                let sw = ctx.block_on(whole.step(ctx, &x, &y, 1e-3)).unwrap();
+                let sc = ctx.block_on(chunked.step(ctx, &x, &y, 1e-3)).unwrap();
+                eprintln!("K={k} step {step}: loss {sw} whole, {sc} chunked");
+                assert!((sw - sc).abs() < 1e-5, "K={k} step {step}: {sw} vs {sc}");
+            }
+            // Weights are not compared: where a gradient is mathematically 0 (the key
+            // bias: softmax ignores a constant added to a row of scores) it is rounding
+            // noise, and AdamW turns noise of either sign into steps of about lr.
+        }
+    });
+}
+
+/// Logits over the threshold are chunked by default (the memory report and the device
+/// needs shrink by about the logits' size), and the loss is the whole path's. A model
+/// with GPT-2's vocabulary but 16 channels and one layer keeps this quick.
+#[test]
+fn large_logits_pick_the_chunked_classifier() {
+    let cfg = Gpt2Config::new(50257, 192, 16, 1, 2);
+    let (b, t) = (2, 192);
+    let whole_bytes = (b * t * cfg.vocab_size * 4) as u64;
+    assert!(whole_bytes > CLASSIFIER_CHUNK_THRESHOLD);
+    let needs = Gpt2::needs(&cfg, b, t);
+    let whole_needs = Gpt2::needs_with(&cfg, b, t, ClassifierChunk::Whole);
+    assert_eq!(whole_needs.max_buffer_size, whole_bytes);
+    assert!(needs.max_buffer_size <= whole_bytes / 2, "{needs:?}");
+    let ctx = test_contexts(&whole_needs).remove(0);
+    let trainer = |chunk| {
+        let model = Gpt2::init(&ctx, cfg.clone(), 7).unwrap();
+        let config = StepConfig {
+            classifier_chunk: chunk,
+            ..StepConfig::default()
+        };
+        Trainer::with_config(&ctx, model, b, t, OptimConfig::default(), config).unwrap()
+    };
+    let auto = trainer(ClassifierChunk::Auto);
+    let whole = trainer(ClassifierChunk::Whole);
+    let vc = auto.acts.classifier.as_ref().expect("chunked").columns;
+    assert_eq!(auto.acts.logits.shape, vec![b, t, vc]);
+    let (ma, mw) = (auto.memory(&ctx), whole.memory(&ctx));
+    eprintln!("auto (Vc = {vc}):\n{ma}\nwhole:\n{mw}");
+    let saved = mw.activations - ma.activations;
+    let logits_saved = (b * t * (cfg.vocab_size - vc) * 4) as u64;
+    let scratch = (b * t * 3 * 4 + vc * cfg.n_embd * 4) as u64;
+    assert_eq!(saved, logits_saved - scratch);
+    assert!(ma.activations * 2 < mw.activations);
+    let mut rng = Rng::new(3);
+    let x: Vec<i32> = (0..b * t).map(|_| rng.below(50257) as i32).collect();
+    let y: Vec<i32> = (0..b * t).map(|_| rng.below(50257) as i32).collect();
+    let la = ctx.block_on(auto.eval_loss(&ctx, &x, &y)).unwrap();
+    let lw = ctx.block_on(whole.eval_loss(&ctx, &x, &y)).unwrap();
+    eprintln!("loss {la} chunked, {lw} whole");
+    assert!((la - lw).abs() < 1e-5, "{la} vs {lw}");
 }

@@ -81,7 +81,16 @@ pub fn run_step(
     let mut profile = Vec::new();
     if ctx.has_timestamps() {
         let model = Gpt2::init(ctx, cfg.clone(), 1)?;
-        let acts = Activations::new(ctx, cfg, b, t, "profile.")?;
+        // The activations the trainer uses: logits in vocabulary chunks where whole ones
+        // would be large (kernels::classifier).
+        let acts = Activations::with_classifier(
+            ctx,
+            cfg,
+            b,
+            t,
+            "profile.",
+            crate::kernels::classifier::ClassifierChunk::Auto,
+        )?;
         let dacts = GradActivations::new(ctx, cfg, b, t)?;
         let grads = ParamTensors::new(ctx, cfg, "profile.grad", None)?;
         let mut s = Schedule::new("forward+backward");

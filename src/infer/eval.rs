@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Readback, Schedule, Slot};
+use crate::kernels::classifier::ClassifierChunk;
 use crate::kernels::crossentropy::{IGNORE_INDEX, STATS_LEN};
 use crate::model::gpt2::{record_forward, record_loss, Activations, Gpt2};
 
@@ -81,7 +82,9 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn new(ctx: &GpuContext, model: &Gpt2, b: usize, t: usize) -> Result<Self> {
-        let acts = Activations::new(ctx, &model.config, b, t, "eval.")?;
+        // Only the loss is read: large logits are chunked, never whole.
+        let chunk = ClassifierChunk::Auto;
+        let acts = Activations::with_classifier(ctx, &model.config, b, t, "eval.", chunk)?;
         let mut pass = Schedule::new("eval");
         record_forward(&mut pass, ctx, model, &acts)?;
         record_loss(&mut pass, ctx, &model.config, &acts)?;

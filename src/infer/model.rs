@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions, Needs};
+use crate::kernels::classifier::ClassifierChunk;
 use crate::model::gpt2::Gpt2;
 use crate::model::Gpt2Config;
 use crate::tokenizer;
@@ -49,10 +50,10 @@ fn config_eos(dir: &Path, vocab: usize) -> Option<u32> {
     (id < vocab as u64).then_some(id as u32)
 }
 
-/// What a device must allow for a model: its largest weight (wte), and the logits of
-/// one full-context evaluation window (the evaluator's largest tensor).
+/// What a device must allow for a model: its largest weight (wte), and the whole logits
+/// of one full-context window (the forward passes of generation read them).
 pub fn needs(cfg: &Gpt2Config) -> Needs {
-    Gpt2::needs(cfg, 1, cfg.n_positions)
+    Gpt2::needs_with(cfg, 1, cfg.n_positions, ClassifierChunk::Whole)
 }
 
 /// The configuration of the checkpoint at `path` (its config.json), read without loading

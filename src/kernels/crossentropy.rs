@@ -8,6 +8,10 @@
 //! The backward launchers WRITE dlogits instead of adding into it, the one exception to
 //! the crate's `+=` convention for gradients. Logits rows are processed in chunks that
 //! fit one binding ([`GpuContext::row_chunks`]), so V = 50257 at any B·T works.
+//! The `crossentropy_chunk_*` launchers compute the same loss and gradient from logits
+//! chunks of Vc vocabulary columns (running per-row stats (B·T, [`ROW_STATS`]), then
+//! per-position losses for `crossentropy_mean`), for a classifier that never holds the
+//! whole (B·T, V) logits; `kernels::classifier` drives them.
 //! Sampling over logits (softmax with temperature, argmax, top-k) is in `sampling`.
 //! CPU references: `crate::reference::crossentropy`.
 
@@ -280,6 +284,235 @@ pub fn crossentropy_backward_inplace(
         s.dispatch(
             ctx,
             &CROSSENTROPY_BACKWARD_INPLACE,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}
+
+// ---- chunked over the vocabulary ----
+
+/// Invocations per workgroup (`WG` in shaders/crossentropy.wgsl); the finish kernel
+/// runs one per row.
+const WG: usize = 256;
+
+/// Floats per row of the running stats the chunked loss keeps: [max, Σ exp(x - max),
+/// target's logit].
+pub const ROW_STATS: usize = 3;
+
+/// Mirrors `ChunkParams` in shaders/crossentropy.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ChunkParams {
+    v: u32,          // V: the whole vocabulary
+    v0: u32,         // first vocabulary column of this chunk
+    vc: u32,         // Vc: columns in this chunk (elements per row of the logits chunk)
+    rows: u32,       // rows of the logits chunk in this launch
+    row_offset: u32, // index among all B·T rows of the launch's first row
+    bt: u32,         // B·T: rows of row_stats, losses and targets
+    grad_scale: f32, // backward only: 1, or 1/K over K accumulated micro-batches
+}
+
+pub const CROSSENTROPY_CHUNK_FORWARD: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_chunk_forward",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+pub const CROSSENTROPY_CHUNK_FINISH: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_chunk_finish",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+pub const CROSSENTROPY_CHUNK_BACKWARD_INPLACE: KernelDesc = KernelDesc {
+    shader: &CROSSENTROPY,
+    entry: "crossentropy_chunk_backward_inplace",
+    bindings: &[
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
+
+/// Error unless columns [v0, v0 + vc) are a non-empty part of a usable vocabulary `v`.
+fn check_chunk(op: &str, v: usize, v0: usize, vc: usize) -> Result<()> {
+    check_v(op, v)?;
+    if vc == 0 || v0 + vc > v {
+        return Err(Error::Invalid(format!(
+            "{op}: columns {v0}..{} are not a non-empty chunk of V = {v}",
+            v0 + vc
+        )));
+    }
+    Ok(())
+}
+
+fn chunk_params(
+    v: usize,
+    v0: usize,
+    vc: usize,
+    rows: &std::ops::Range<usize>,
+    bt: usize,
+    grad_scale: f32,
+) -> ChunkParams {
+    ChunkParams {
+        v: v as u32,
+        v0: v0 as u32,
+        vc: vc as u32,
+        rows: rows.len() as u32,
+        row_offset: rows.start as u32,
+        bt: bt as u32,
+        grad_scale,
+    }
+}
+
+/// Fold the logits chunk (B·T, Vc), columns [v0, v0 + Vc) of logits (B·T, V), into
+/// row_stats (B·T, [`ROW_STATS`]) = [max, Σ exp(x - max), target's logit] of each row
+/// over the columns seen so far. The chunk at v0 = 0 starts the stats (overwrites them);
+/// later chunks must follow in any order that ends with every column seen once. Rows
+/// whose target is [`IGNORE_INDEX`] are left untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn crossentropy_chunk_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    row_stats: &Tensor,
+    logits: &Tensor,
+    targets: &Tensor,
+    bt: usize,
+    v: usize,
+    v0: usize,
+    vc: usize,
+) -> Result<()> {
+    check_chunk("crossentropy_chunk_forward", v, v0, vc)?;
+    expect_numel(row_stats, bt * ROW_STATS)?;
+    expect_numel(logits, bt * vc)?;
+    expect_numel(targets, bt)?;
+    expect_dtype(targets, DType::I32)?;
+    if bt == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(bt, vc) {
+        let p = chunk_params(v, v0, vc, &rows, bt, 0.0);
+        let label = format!(
+            "crossentropy_chunk_forward {} <- {} cols {v0}..{} rows {rows:?}",
+            row_stats.label,
+            logits.label,
+            v0 + vc
+        );
+        let slots = [
+            row_stats.into(),
+            logits.rows_slot(rows.clone(), vc),
+            targets.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(
+            ctx,
+            &CROSSENTROPY_CHUNK_FORWARD,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        )?;
+    }
+    Ok(())
+}
+
+/// losses (B·T) = (max - logit[target]) + log Σ exp(x - max) from row_stats
+/// (B·T, [`ROW_STATS`]) after the last chunk: what [`crossentropy_forward`] writes for
+/// the whole logits (0 where ignored, NaN for a target outside [0, V)), so
+/// [`crossentropy_mean`] follows unchanged.
+pub fn crossentropy_chunk_finish(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    losses: &Tensor,
+    row_stats: &Tensor,
+    targets: &Tensor,
+    bt: usize,
+    v: usize,
+) -> Result<()> {
+    check_v("crossentropy_chunk_finish", v)?;
+    expect_numel(losses, bt)?;
+    expect_numel(row_stats, bt * ROW_STATS)?;
+    expect_numel(targets, bt)?;
+    expect_dtype(targets, DType::I32)?;
+    if bt == 0 {
+        return Ok(());
+    }
+    let p = chunk_params(v, 0, 0, &(0..bt), bt, 0.0);
+    let label = format!(
+        "crossentropy_chunk_finish {} <- {}",
+        losses.label, row_stats.label
+    );
+    let slots = [losses.into(), row_stats.into(), targets.into()];
+    s.dispatch(
+        ctx,
+        &CROSSENTROPY_CHUNK_FINISH,
+        &[],
+        &label,
+        &slots,
+        Some(&p),
+        groups_1d(bt, WG),
+    )
+}
+
+/// The logits chunk (B·T, Vc), columns [v0, v0 + Vc) recomputed, becomes its dlogits in
+/// place: (exp(x - max) / Σ - onehot(target)) · stats[2] · grad_scale with (max, Σ) from
+/// row_stats (B·T, [`ROW_STATS`]) after the forward's last chunk and stats (4) from
+/// [`crossentropy_mean`]; zero rows where ignored. Exactly the columns
+/// [`crossentropy_backward_inplace`] writes for the whole logits.
+#[allow(clippy::too_many_arguments)]
+pub fn crossentropy_chunk_backward_inplace(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    logits: &Tensor,
+    targets: &Tensor,
+    row_stats: &Tensor,
+    stats: &Tensor,
+    bt: usize,
+    v: usize,
+    v0: usize,
+    vc: usize,
+    grad_scale: f32,
+) -> Result<()> {
+    let op = "crossentropy_chunk_backward_inplace";
+    check_chunk(op, v, v0, vc)?;
+    check_scale(op, grad_scale)?;
+    expect_numel(logits, bt * vc)?;
+    expect_numel(targets, bt)?;
+    expect_numel(row_stats, bt * ROW_STATS)?;
+    expect_numel(stats, STATS_LEN)?;
+    expect_dtype(targets, DType::I32)?;
+    if bt == 0 {
+        return Ok(());
+    }
+    for rows in ctx.row_chunks(bt, vc) {
+        let p = chunk_params(v, v0, vc, &rows, bt, grad_scale);
+        let label = format!("{op} {} cols {v0}..{} rows {rows:?}", logits.label, v0 + vc);
+        let slots = [
+            logits.rows_slot(rows.clone(), vc),
+            targets.into(),
+            row_stats.into(),
+            stats.into(),
+        ];
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(
+            ctx,
+            &CROSSENTROPY_CHUNK_BACKWARD_INPLACE,
             &[],
             &label,
             &slots,

@@ -6,6 +6,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod classifier;
 pub mod crossentropy;
 pub mod decode;
 pub mod dropout;

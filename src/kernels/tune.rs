@@ -147,16 +147,15 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
     let mut gflops = BTreeMap::new();
     for kernel in candidates {
         ctx.set_matmul_kernel(kernel);
-        let kctx = ctx;
         let mut s = Schedule::new("matmul tuning");
-        Gemm::default().record(&mut s, &kctx, &out, &a, &w, None, m, k, n)?;
+        Gemm::default().record(&mut s, ctx, &out, &a, &w, None, m, k, n)?;
         let dw_form = Gemm {
             trans_a: true,
             accumulate: true,
             ..Gemm::default()
         };
-        dw_form.record(&mut s, &kctx, &dw, &a, &out, None, k, m, n)?;
-        let secs = time(&kctx, &s, 3);
+        dw_form.record(&mut s, ctx, &dw, &a, &out, None, k, m, n)?;
+        let secs = time(ctx, &s, 3);
         gflops.insert(format!("{kernel:?}").to_lowercase(), flops / secs * 1e-9);
     }
     let best = gflops

@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Needs, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::attention::{attention_backward, attention_forward};
+use crate::kernels::classifier::{
+    classifier_crossentropy_backward, classifier_crossentropy_forward,
+    classifier_crossentropy_loss, ClassifierChunk, ClassifierChunks,
+};
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
@@ -104,11 +108,20 @@ impl Gpt2 {
     }
 
     /// Device limits a run at batch `b` and length `t` needs beyond WebGPU's defaults:
-    /// the largest single buffer (the logits or wte).
+    /// the largest single buffer (the logits or wte), with the logits chunked as
+    /// [`ClassifierChunk::Auto`] chunks them (training, evaluation).
     pub fn needs(config: &Gpt2Config, b: usize, t: usize) -> Needs {
+        Self::needs_with(config, b, t, ClassifierChunk::Auto)
+    }
+
+    /// [`needs`](Self::needs) with the logits as `chunk` makes them: `Whole` for the
+    /// forward passes of generation, which read whole logits.
+    pub fn needs_with(config: &Gpt2Config, b: usize, t: usize, chunk: ClassifierChunk) -> Needs {
         let c = config.n_embd as u64;
+        let v = config.vocab_size;
+        let logits_cols = chunk.columns(b * t, v).ok().flatten().unwrap_or(v);
         let biggest = [
-            (b * t) as u64 * config.vocab_size as u64,
+            (b * t) as u64 * logits_cols as u64,
             config.vocab_size as u64 * c,
             (b * t) as u64 * config.mlp_width() as u64,
         ]
@@ -150,12 +163,16 @@ pub struct Activations {
     pub targets: Tensor, // (B, T) i32, -100 = not counted
     pub encoded: Tensor, // (B, T, C)
     pub layers: Vec<LayerActs>,
-    pub lnf: Tensor,        // (B, T, C)
-    pub lnf_mean: Tensor,   // (B, T)
-    pub lnf_rstd: Tensor,   // (B, T)
-    pub logits: Tensor,     // (B, T, V); the backward pass overwrites it with dlogits
+    pub lnf: Tensor,      // (B, T, C)
+    pub lnf_mean: Tensor, // (B, T)
+    pub lnf_rstd: Tensor, // (B, T)
+    /// (B, T, V), or (B, T, Vc) with `classifier`: one chunk of vocabulary columns at a
+    /// time, never the whole logits. The backward pass overwrites it with dlogits.
+    pub logits: Tensor,
     pub losses: Tensor,     // (B, T)
     pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
+    /// The classifier fused with the loss over chunks of Vc columns; `None`: whole logits.
+    pub classifier: Option<ClassifierChunks>,
 }
 
 fn f32t(ctx: &GpuContext, label: String, shape: &[usize]) -> Result<Tensor> {
@@ -163,12 +180,28 @@ fn f32t(ctx: &GpuContext, label: String, shape: &[usize]) -> Result<Tensor> {
 }
 
 impl Activations {
+    /// Activations with whole logits (B, T, V), which generation and tests of the logits
+    /// read.
     pub fn new(
         ctx: &GpuContext,
         cfg: &Gpt2Config,
         b: usize,
         t: usize,
         prefix: &str,
+    ) -> Result<Self> {
+        Self::with_classifier(ctx, cfg, b, t, prefix, ClassifierChunk::Whole)
+    }
+
+    /// Activations whose logits are whole or chunked over the vocabulary as `chunk`
+    /// decides for B·T rows. Chunked, the logits are never readable as a whole: the
+    /// forward pass folds them into the loss (it then needs the targets in place).
+    pub fn with_classifier(
+        ctx: &GpuContext,
+        cfg: &Gpt2Config,
+        b: usize,
+        t: usize,
+        prefix: &str,
+        chunk: ClassifierChunk,
     ) -> Result<Self> {
         if t == 0 || b == 0 {
             return Err(Error::Invalid(format!(
@@ -182,6 +215,7 @@ impl Activations {
             )));
         }
         let (c, nh, f) = (cfg.n_embd, cfg.n_head, cfg.mlp_width());
+        let vc = chunk.columns(b * t, cfg.vocab_size)?;
         let bt = [b, t];
         let btc = [b, t, c];
         let layers = (0..cfg.n_layer)
@@ -216,9 +250,16 @@ impl Activations {
             lnf: f32t(ctx, format!("{prefix}lnf"), &btc)?,
             lnf_mean: f32t(ctx, format!("{prefix}lnf_mean"), &bt)?,
             lnf_rstd: f32t(ctx, format!("{prefix}lnf_rstd"), &bt)?,
-            logits: f32t(ctx, format!("{prefix}logits"), &[b, t, cfg.vocab_size])?,
+            logits: f32t(
+                ctx,
+                format!("{prefix}logits"),
+                &[b, t, vc.unwrap_or(cfg.vocab_size)],
+            )?,
             losses: f32t(ctx, format!("{prefix}losses"), &bt)?,
             loss_stats: f32t(ctx, format!("{prefix}loss_stats"), &[STATS_LEN])?,
+            classifier: vc
+                .map(|vc| ClassifierChunks::new(ctx, prefix, b * t, c, vc))
+                .transpose()?,
         })
     }
 
@@ -251,6 +292,9 @@ impl Activations {
             &self.losses,
             &self.loss_stats,
         ]);
+        if let Some(ch) = &self.classifier {
+            v.extend(ch.all());
+        }
         v
     }
 
@@ -404,7 +448,8 @@ fn dropout_site_mlp(l: usize) -> u32 {
 }
 
 /// Record the forward pass: tokens → logits (B, T, V), without dropout (evaluation,
-/// inference, parity).
+/// inference, parity). With a chunked classifier (`a.classifier`) it ends instead in
+/// the loss's running row stats, chunk by chunk, and needs the targets in place.
 pub fn record_forward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -535,23 +580,42 @@ pub fn record_forward_dropout(
         c,
         eps,
     )?;
-    classifier_forward(s, ctx, &a.logits, &a.lnf, &p.wte, bt, c, v)
+    match &a.classifier {
+        None => classifier_forward(s, ctx, &a.logits, &a.lnf, &p.wte, bt, c, v),
+        Some(ch) => classifier_crossentropy_forward(
+            s, ctx, ch, &a.logits, &a.lnf, &p.wte, &a.targets, bt, c, v,
+        ),
+    }
 }
 
-/// Record the loss: per-position cross-entropy and its mean over counted positions.
+/// Record the loss: per-position cross-entropy and its mean over counted positions,
+/// from the logits or, chunked, from the row stats the forward left.
 pub fn record_loss(
     s: &mut Schedule,
     ctx: &GpuContext,
     cfg: &Gpt2Config,
     a: &Activations,
 ) -> Result<()> {
-    let bt = a.b * a.t;
-    crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.targets, bt, cfg.vocab_size)?;
+    let (bt, v) = (a.b * a.t, cfg.vocab_size);
+    if let Some(ch) = &a.classifier {
+        return classifier_crossentropy_loss(
+            s,
+            ctx,
+            &a.losses,
+            &a.loss_stats,
+            ch,
+            &a.targets,
+            bt,
+            v,
+        );
+    }
+    crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.targets, bt, v)?;
     crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.targets, bt)
 }
 
 /// Record the backward pass, the forward in reverse. Adds into `grads` and `d`, which
-/// the caller zeroes first; overwrites the logits with dlogits.
+/// the caller zeroes first; overwrites the logits with dlogits (chunked: recomputes
+/// each chunk of logits, then overwrites it).
 pub fn record_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -591,20 +655,40 @@ pub fn record_backward_with(
         Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
         None => Ok(()),
     };
-    crossentropy_backward_inplace(
-        s,
-        ctx,
-        &a.logits,
-        &a.targets,
-        &a.loss_stats,
-        bt,
-        v,
-        grad_scale,
-    )?;
-    let dlogits = &a.logits;
-    classifier_backward(
-        s, ctx, &d.dlnf, &grads.wte, dlogits, &a.lnf, &p.wte, bt, c, v,
-    )?;
+    match &a.classifier {
+        None => {
+            crossentropy_backward_inplace(
+                s,
+                ctx,
+                &a.logits,
+                &a.targets,
+                &a.loss_stats,
+                bt,
+                v,
+                grad_scale,
+            )?;
+            let dlogits = &a.logits;
+            classifier_backward(
+                s, ctx, &d.dlnf, &grads.wte, dlogits, &a.lnf, &p.wte, bt, c, v,
+            )?;
+        }
+        Some(ch) => classifier_crossentropy_backward(
+            s,
+            ctx,
+            &d.dlnf,
+            &grads.wte,
+            ch,
+            &a.logits,
+            &a.lnf,
+            &p.wte,
+            &a.targets,
+            &a.loss_stats,
+            bt,
+            c,
+            v,
+            grad_scale,
+        )?,
+    }
     let (last, dlast) = match (a.layers.last(), d.layers.last()) {
         (Some(x), Some(dx)) => (&x.residual3, &dx.dresidual3),
         _ => (&a.encoded, &d.dencoded),
@@ -844,6 +928,9 @@ pub struct StepConfig {
     pub dropout: f32,
     /// Seed of the dropout masks; with the step number it fixes every mask.
     pub seed: u64,
+    /// Whole logits or the classifier fused with the loss over vocabulary chunks
+    /// (smaller, one more classifier matmul); `Auto` chunks only logits over 64 MiB.
+    pub classifier_chunk: ClassifierChunk,
 }
 
 impl Default for StepConfig {
@@ -852,6 +939,7 @@ impl Default for StepConfig {
             grad_accum: 1,
             dropout: 0.0,
             seed: 0,
+            classifier_chunk: ClassifierChunk::Auto,
         }
     }
 }
@@ -914,7 +1002,7 @@ impl Trainer {
         }
         check_rate(config.dropout)?;
         let cfg = model.config.clone();
-        let acts = Activations::new(ctx, &cfg, b, t, "act.")?;
+        let acts = Activations::with_classifier(ctx, &cfg, b, t, "act.", config.classifier_chunk)?;
         let dacts = GradActivations::new(ctx, &cfg, b, t)?;
         let grads = ParamTensors::new(ctx, &cfg, "grad", None)?;
         let m = ParamTensors::new(ctx, &cfg, "adam.m", None)?;

@@ -17,6 +17,8 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Needs};
+use crate::infer::model::max_needs;
+use crate::kernels::classifier::ClassifierChunk;
 use crate::model::checkpoint::write_atomic;
 use crate::model::gpt2::{Gpt2, OptimConfig, StepConfig, Trainer};
 use crate::model::params::num_parameters;
@@ -178,13 +180,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Device limits the model needs at the run's (B, T).
+    /// Device limits the model needs at the run's (B, T), and for the samples it draws
+    /// (whole logits of one window of T).
     pub fn needs(&self) -> Needs {
-        Gpt2::needs(
-            &self.spec.model,
-            self.spec.train.batch_size,
-            self.spec.train.block_size,
-        )
+        let (cfg, t) = (&self.spec.model, self.spec.train.block_size);
+        let train = Gpt2::needs(cfg, self.spec.train.batch_size, t);
+        let sample = Gpt2::needs_with(cfg, 1, t, ClassifierChunk::Whole);
+        max_needs(&train, &sample)
     }
 }
 
@@ -768,6 +770,7 @@ pub async fn train(
         grad_accum: ts.grad_accum,
         dropout: ts.dropout,
         seed: stream_seed(ts.seed, STREAM_DROPOUT, 0),
+        ..StepConfig::default()
     };
     let mut trainer = Trainer::with_config(
         ctx,
