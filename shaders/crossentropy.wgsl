@@ -26,7 +26,9 @@ struct CrossentropyParams {
     grad_scale: f32,  // backward only: d(step loss)/d(this mean loss), 1/K over K micro-batches
 }
 
-const WG: u32 = 256u;
+// Invocations per row: 256 on GPUs, 8 on CPU adapters (the launcher's choice), where
+// the tree's barriers cost more than a longer walk along the row.
+override WG: u32 = 256u;
 const IGNORE_INDEX: i32 = -100;
 // Start of a running max: finite, so merging two empty parts gives exp(0)·0, never NaN,
 // and exp(-inf - LOWEST) is 0 for -inf logits.

@@ -114,6 +114,12 @@ fn check_scale(op: &str, grad_scale: f32) -> Result<()> {
     Ok(())
 }
 
+/// Invocations per row (`WG` in the shader): 256 on a GPU; 8, one SIMD register, on a CPU
+/// adapter, where each level of the reduction tree is a costly barrier.
+fn wg(ctx: &GpuContext) -> [(&'static str, f64); 1] {
+    [("WG", if ctx.is_cpu() { 8.0 } else { 256.0 })]
+}
+
 /// losses (B·T) = -log softmax(logits (B·T, V))[targets (B·T)], 0 where the target is
 /// [`IGNORE_INDEX`] and NaN where it is outside [0, V) otherwise.
 pub fn crossentropy_forward(
@@ -148,7 +154,7 @@ pub fn crossentropy_forward(
         s.dispatch(
             ctx,
             &CROSSENTROPY_FORWARD,
-            &[],
+            &wg(ctx),
             &label,
             &slots,
             Some(&p),
@@ -179,7 +185,7 @@ pub fn crossentropy_mean(
     s.dispatch(
         ctx,
         &CROSSENTROPY_MEAN,
-        &[],
+        &wg(ctx),
         &label,
         &slots,
         Some(&p),
@@ -237,7 +243,7 @@ pub fn crossentropy_backward(
         s.dispatch(
             ctx,
             &CROSSENTROPY_BACKWARD,
-            &[],
+            &wg(ctx),
             &label,
             &slots,
             Some(&p),
@@ -284,7 +290,7 @@ pub fn crossentropy_backward_inplace(
         s.dispatch(
             ctx,
             &CROSSENTROPY_BACKWARD_INPLACE,
-            &[],
+            &wg(ctx),
             &label,
             &slots,
             Some(&p),
@@ -422,7 +428,7 @@ pub fn crossentropy_chunk_forward(
         s.dispatch(
             ctx,
             &CROSSENTROPY_CHUNK_FORWARD,
-            &[],
+            &wg(ctx),
             &label,
             &slots,
             Some(&p),
@@ -462,7 +468,8 @@ pub fn crossentropy_chunk_finish(
     s.dispatch(
         ctx,
         &CROSSENTROPY_CHUNK_FINISH,
-        &[],
+        // One position per invocation, no reduction: the GPU width everywhere.
+        &[("WG", WG as f64)],
         &label,
         &slots,
         Some(&p),
@@ -513,7 +520,7 @@ pub fn crossentropy_chunk_backward_inplace(
         s.dispatch(
             ctx,
             &CROSSENTROPY_CHUNK_BACKWARD_INPLACE,
-            &[],
+            &wg(ctx),
             &label,
             &slots,
             Some(&p),
