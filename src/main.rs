@@ -380,7 +380,8 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
                 reps,
                 steps: vec![("baby".into(), 12, 64)],
                 timed_steps: reps,
-                generate: vec![("baby".into(), 8, 56)],
+                // Decode over most of the context; a prefill of the whole context.
+                generate: vec![("baby".into(), 8, 56), ("baby".into(), 63, 1)],
             };
             if !no_gpt2 {
                 o.steps.push(("gpt2".into(), gpt2_batch, gpt2_seq));

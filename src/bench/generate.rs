@@ -90,7 +90,7 @@ pub fn run_generate(
     let prompt: Vec<u32> = (0..prompt_len.max(1))
         .map(|_| rng.below(cfg.vocab_size as u64) as u32)
         .collect();
-    ctx.block_on(generator.generate(&prompt, &GenerateOptions::greedy(2)))?;
+    ctx.block_on(generator.generate(&prompt, &GenerateOptions::greedy(new_tokens.min(2))))?;
     let out = ctx.block_on(generator.generate(&prompt, &GenerateOptions::greedy(new_tokens)))?;
     let st = &out.stats;
 
