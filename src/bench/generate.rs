@@ -33,6 +33,9 @@ pub struct GenerateReport {
     /// Device time of one decode step by kernel, largest first (kernel, launches, ms),
     /// when the adapter has timestamp queries.
     pub profile: Vec<(String, usize, f64)>,
+    /// Device time of the prefill pass by kernel, largest first, with timestamps.
+    #[serde(default)]
+    pub prefill_profile: Vec<(String, usize, f64)>,
     /// Wall-clock ms of one decode step at positions across the context (position, ms),
     /// when asked for: it may grow only by the attention over the cache, never by
     /// recomputing the prefix.
@@ -60,6 +63,13 @@ impl GenerateReport {
             s += "\n| position | ms/decode step |\n|---:|---:|\n";
             for (pos, ms) in &self.at_positions {
                 s += &format!("| {pos} | {ms:.2} |\n");
+            }
+        }
+        if !self.prefill_profile.is_empty() {
+            let total: f64 = self.prefill_profile.iter().map(|p| p.2).sum();
+            s += "\n| kernel (the prefill) | launches | ms | share |\n|---|---:|---:|---:|\n";
+            for (k, n, ms) in &self.prefill_profile {
+                s += &format!("| {k} | {n} | {ms:.3} | {:.1} % |\n", 100.0 * ms / total);
             }
         }
         if !self.profile.is_empty() {
@@ -116,6 +126,20 @@ pub fn run_generate(
             times.push((pos, ms[reps / 2]));
         }
     }
+    // The prefill pass, profiled the same way after a feed of the prompt.
+    let mut prefill_profile = Vec::new();
+    dec.set_position(0, 0)?;
+    let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    ctx.block_on(dec.feed(&ctx, &[&ids], &[SampleSettings::greedy()]))?;
+    if let Some(pass) = dec.schedule(ids.len()) {
+        if let Some(p) = Profiler::new(&ctx, pass) {
+            pass.run_profiled(&ctx, &p);
+            prefill_profile = crate::gpu::schedule::summarize(&ctx.block_on(p.read(&ctx))?)
+                .into_iter()
+                .map(|(k, c, ns)| (k, c, ns * 1e-6))
+                .collect();
+        }
+    }
     let launches = dec.launches(1);
     let mut profile = Vec::new();
     if let Some(pass) = dec.schedule(1) {
@@ -140,6 +164,7 @@ pub fn run_generate(
         ms_per_decode_step: 1e3 * st.decode_secs / st.decode_tokens.max(1) as f64,
         launches_per_step: launches,
         profile,
+        prefill_profile,
         at_positions: times,
     })
 }
