@@ -354,11 +354,12 @@ impl GpuContext {
     /// disk by `kernels::tune`), guessed from the device type where that fails or in a
     /// browser.
     fn tuned(self) -> Self {
+        if !self.auto_matmul {
+            return self;
+        }
         #[cfg(not(target_arch = "wasm32"))]
-        if self.auto_matmul {
-            if let Some(k) = crate::kernels::tune::tuned_matmul_kernel(&self) {
-                self.set_matmul_kernel(k);
-            }
+        if let Some(k) = crate::kernels::tune::tuned_matmul_kernel(&self) {
+            self.set_matmul_kernel(k);
         }
         self
     }
