@@ -15,11 +15,13 @@
 //! Sampling over logits (softmax with temperature, argmax, top-k) is in `sampling`.
 //! CPU references: `crate::reference::crossentropy`.
 
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 
 use super::{expect_dtype, expect_numel, groups_1d, shaders::CROSSENTROPY};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Slot, Tensor};
 
 /// Target value of a position that is not counted (PyTorch's default `ignore_index`);
 /// mirrors `IGNORE_INDEX` in shaders/crossentropy.wgsl.
@@ -120,6 +122,25 @@ fn wg(ctx: &GpuContext) -> [(&'static str, f64); 1] {
     [("WG", if ctx.is_cpu() { 8.0 } else { 256.0 })]
 }
 
+/// One launch of a per-row kernel for each chunk of the B·T rows whose (rows, `width`)
+/// logits fit one binding, one workgroup per row: `launch(rows)` gives the label, the
+/// bindings and the params of a chunk's launch.
+fn row_launches<'a, P: Pod>(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    desc: &KernelDesc,
+    bt: usize,
+    width: usize,
+    launch: impl Fn(&Range<usize>) -> (String, Vec<Slot<'a>>, P),
+) -> Result<()> {
+    for rows in ctx.row_chunks(bt, width) {
+        let (label, slots, p) = launch(&rows);
+        let groups = groups_1d(rows.len(), 1);
+        s.dispatch(ctx, desc, &wg(ctx), &label, &slots, Some(&p), groups)?;
+    }
+    Ok(())
+}
+
 /// losses (B·T) = -log softmax(logits (B·T, V))[targets (B·T)], 0 where the target is
 /// [`IGNORE_INDEX`] and NaN where it is outside [0, V) otherwise.
 pub fn crossentropy_forward(
@@ -139,29 +160,21 @@ pub fn crossentropy_forward(
     if bt == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt, 0.0);
+    row_launches(s, ctx, &CROSSENTROPY_FORWARD, bt, v, |rows| {
         let label = format!(
             "crossentropy_forward {} <- {} rows {rows:?}",
             losses.label, logits.label
         );
-        let slots = [
-            losses.into(),
-            logits.rows_slot(rows.clone(), v),
-            targets.into(),
-        ];
-        let groups = groups_1d(rows.len(), 1);
-        s.dispatch(
-            ctx,
-            &CROSSENTROPY_FORWARD,
-            &wg(ctx),
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )?;
-    }
-    Ok(())
+        (
+            label,
+            vec![
+                losses.into(),
+                logits.rows_slot(rows.clone(), v),
+                targets.into(),
+            ],
+            params(v, rows, bt, 0.0),
+        )
+    })
 }
 
 /// stats (4) = [mean, count, 1/count, sum] of losses (B·T) over the positions whose
@@ -227,30 +240,22 @@ pub fn crossentropy_backward(
     if bt == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt, grad_scale);
+    row_launches(s, ctx, &CROSSENTROPY_BACKWARD, bt, v, |rows| {
         let label = format!(
             "crossentropy_backward {} <- {} rows {rows:?}",
             dlogits.label, logits.label
         );
-        let slots = [
-            dlogits.rows_slot(rows.clone(), v),
-            logits.rows_slot(rows.clone(), v),
-            targets.into(),
-            stats.into(),
-        ];
-        let groups = groups_1d(rows.len(), 1);
-        s.dispatch(
-            ctx,
-            &CROSSENTROPY_BACKWARD,
-            &wg(ctx),
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )?;
-    }
-    Ok(())
+        (
+            label,
+            vec![
+                dlogits.rows_slot(rows.clone(), v),
+                logits.rows_slot(rows.clone(), v),
+                targets.into(),
+                stats.into(),
+            ],
+            params(v, rows, bt, grad_scale),
+        )
+    })
 }
 
 /// [`crossentropy_backward`] with dlogits written over logits (B·T, V), as llm.c does,
@@ -275,29 +280,21 @@ pub fn crossentropy_backward_inplace(
     if bt == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(bt, v) {
-        let p = params(v, &rows, bt, grad_scale);
+    row_launches(s, ctx, &CROSSENTROPY_BACKWARD_INPLACE, bt, v, |rows| {
         let label = format!(
             "crossentropy_backward_inplace {} rows {rows:?}",
             logits.label
         );
-        let slots = [
-            logits.rows_slot(rows.clone(), v),
-            targets.into(),
-            stats.into(),
-        ];
-        let groups = groups_1d(rows.len(), 1);
-        s.dispatch(
-            ctx,
-            &CROSSENTROPY_BACKWARD_INPLACE,
-            &wg(ctx),
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )?;
-    }
-    Ok(())
+        (
+            label,
+            vec![
+                logits.rows_slot(rows.clone(), v),
+                targets.into(),
+                stats.into(),
+            ],
+            params(v, rows, bt, grad_scale),
+        )
+    })
 }
 
 // ---- chunked over the vocabulary ----
@@ -411,31 +408,23 @@ pub fn crossentropy_chunk_forward(
     if bt == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(bt, vc) {
-        let p = chunk_params(v, v0, vc, &rows, bt, 0.0);
+    row_launches(s, ctx, &CROSSENTROPY_CHUNK_FORWARD, bt, vc, |rows| {
         let label = format!(
             "crossentropy_chunk_forward {} <- {} cols {v0}..{} rows {rows:?}",
             row_stats.label,
             logits.label,
             v0 + vc
         );
-        let slots = [
-            row_stats.into(),
-            logits.rows_slot(rows.clone(), vc),
-            targets.into(),
-        ];
-        let groups = groups_1d(rows.len(), 1);
-        s.dispatch(
-            ctx,
-            &CROSSENTROPY_CHUNK_FORWARD,
-            &wg(ctx),
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )?;
-    }
-    Ok(())
+        (
+            label,
+            vec![
+                row_stats.into(),
+                logits.rows_slot(rows.clone(), vc),
+                targets.into(),
+            ],
+            chunk_params(v, v0, vc, rows, bt, 0.0),
+        )
+    })
 }
 
 /// losses (B·T) = (max - logit[target]) + log Σ exp(x - max) from row_stats
@@ -507,25 +496,24 @@ pub fn crossentropy_chunk_backward_inplace(
     if bt == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(bt, vc) {
-        let p = chunk_params(v, v0, vc, &rows, bt, grad_scale);
-        let label = format!("{op} {} cols {v0}..{} rows {rows:?}", logits.label, v0 + vc);
-        let slots = [
-            logits.rows_slot(rows.clone(), vc),
-            targets.into(),
-            row_stats.into(),
-            stats.into(),
-        ];
-        let groups = groups_1d(rows.len(), 1);
-        s.dispatch(
-            ctx,
-            &CROSSENTROPY_CHUNK_BACKWARD_INPLACE,
-            &wg(ctx),
-            &label,
-            &slots,
-            Some(&p),
-            groups,
-        )?;
-    }
-    Ok(())
+    row_launches(
+        s,
+        ctx,
+        &CROSSENTROPY_CHUNK_BACKWARD_INPLACE,
+        bt,
+        vc,
+        |rows| {
+            let label = format!("{op} {} cols {v0}..{} rows {rows:?}", logits.label, v0 + vc);
+            (
+                label,
+                vec![
+                    logits.rows_slot(rows.clone(), vc),
+                    targets.into(),
+                    row_stats.into(),
+                    stats.into(),
+                ],
+                chunk_params(v, v0, vc, rows, bt, grad_scale),
+            )
+        },
+    )
 }
