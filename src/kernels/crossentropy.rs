@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, expect_numel, groups_1d, shaders::CROSSENTROPY};
+use super::{expect_dtype, expect_numel, groups_1d, row_reduction_lanes, shaders::CROSSENTROPY};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Slot, Tensor};
 
@@ -116,10 +116,10 @@ fn check_scale(op: &str, grad_scale: f32) -> Result<()> {
     Ok(())
 }
 
-/// Invocations per row (`WG` in the shader): 256 on a GPU; 8, one SIMD register, on a CPU
-/// adapter, where each level of the reduction tree is a costly barrier.
+/// Invocations per row (`WG` in the shader): 256 on a GPU, [`row_reduction_lanes`]'s on a
+/// CPU adapter.
 fn wg(ctx: &GpuContext) -> [(&'static str, f64); 1] {
-    [("WG", if ctx.is_cpu() { 8.0 } else { 256.0 })]
+    [("WG", row_reduction_lanes(ctx, 256))]
 }
 
 /// One launch of a per-row kernel for each chunk of the B·T rows whose (rows, `width`)

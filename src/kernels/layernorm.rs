@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, groups_1d, shaders::LAYERNORM};
+use super::{expect_numel, groups_1d, row_reduction_lanes, shaders::LAYERNORM};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
 
@@ -65,16 +65,12 @@ pub const LAYERNORM_BACKWARD_DPARAMS: KernelDesc = KernelDesc {
 /// Channels per workgroup of `layernorm_backward_dparams` (`CHANNELS` in the shader).
 const DPARAMS_CHANNELS: usize = 32;
 
-/// Invocations per row (`WG` in the shader). On a GPU the smallest power of two ≥ C,
-/// within [32, 256], so narrow rows do not leave most of a workgroup idle. On a CPU
-/// adapter 8, one SIMD register of lanes: there every level of the reduction tree is a
-/// barrier that switches between the workgroup's invocations, and a row per 8 lanes is
-/// 4–7x faster (lavapipe, 768 rows of 128: forward 47 → 6.5 ms, backward 40 → 14 ms).
+/// Invocations per row (`WG` in the shader): on a GPU the smallest power of two ≥ C,
+/// within [32, 256], so narrow rows do not leave most of a workgroup idle; on a CPU
+/// adapter [`row_reduction_lanes`]'s (lavapipe, 768 rows of 128: forward 47 → 6.5 ms,
+/// backward 40 → 14 ms).
 fn row_workgroup(ctx: &GpuContext, c: usize) -> f64 {
-    if ctx.is_cpu() {
-        return 8.0;
-    }
-    c.next_power_of_two().clamp(32, 256) as f64
+    row_reduction_lanes(ctx, c.next_power_of_two().clamp(32, 256))
 }
 
 fn params(b: usize, t: usize, c: usize, eps: f32) -> LayernormParams {

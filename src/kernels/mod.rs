@@ -237,6 +237,18 @@ pub(crate) fn batch_chunks(
         .collect())
 }
 
+/// Invocations per workgroup of a kernel that reduces each row inside one workgroup by a
+/// barrier tree (layernorm, crossentropy): `gpu` on a GPU; on a CPU adapter 8, one SIMD
+/// register of lanes, since there every level of the tree is a barrier that switches
+/// between the workgroup's invocations (BENCHMARKS.md: 4–70x faster rows on lavapipe).
+pub(crate) fn row_reduction_lanes(ctx: &crate::gpu::GpuContext, gpu: usize) -> f64 {
+    if ctx.is_cpu() {
+        8.0
+    } else {
+        gpu as f64
+    }
+}
+
 /// Workgroups for `n` elements at `per_group` elements per workgroup, as a 1-D launch
 /// (the scheduler folds it into 2-D when it is too wide).
 pub(crate) fn groups_1d(n: usize, per_group: usize) -> [u32; 3] {
