@@ -11,8 +11,9 @@
 //! Rows [v0, v0 + Vc) of wte (V, C) are contiguous, but the matmul launchers
 //! (`matmul::Gemm`) bind whole tensors, so each chunk's rows are copied into a (Vc, C)
 //! scratch, `wte_chunk`, and dwte's rows go through the same scratch: copied in, added
-//! into by the matmul, copied back: five copies of wte's size per step, small beside the
-//! 4·B·T·V·C multiply-adds of the matmuls. The last chunk may be narrower;
+//! into by the matmul, copied back: four copies of wte's size per step (the backward's
+//! recompute leaves wte's rows in the scratch for dx), small beside the 4·B·T·V·C
+//! multiply-adds of the matmuls. The last chunk may be narrower;
 //! it uses a prefix of the (B·T, Vc) and (Vc, C) buffers.
 //!
 //! [`ClassifierChunk`] decides between this and whole logits. Seq2seq and BERT heads
@@ -208,8 +209,9 @@ pub fn classifier_chunk_forward(
 }
 
 /// Gradients of [`classifier_chunk_forward`], added into (`+=`) both:
-/// dx (M, C) += dlogits (M, Vc) · wte[cols] and dwte[cols] += dlogitsᵀ · x (M, C), with
-/// wte's rows `cols`, then dwte's, passing through wte_chunk (at least (Vc, C)).
+/// dx (M, C) += dlogits (M, Vc) · wte[cols] and dwte[cols] += dlogitsᵀ · x (M, C).
+/// wte_chunk (at least (Vc, C)) must hold wte's rows `cols`, as the chunk's forward (the
+/// backward's recompute of the chunk) leaves it; dwte's rows then pass through it.
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_chunk_backward(
     s: &mut Schedule,
@@ -219,7 +221,6 @@ pub fn classifier_chunk_backward(
     wte_chunk: &Tensor,
     dlogits: &Tensor,
     x: &Tensor,
-    wte: &Tensor,
     m: usize,
     c: usize,
     v: usize,
@@ -237,11 +238,9 @@ pub fn classifier_chunk_backward(
     expect_numel(dx, m * c)?;
     expect_numel(dwte, v * c)?;
     expect_numel(x, m * c)?;
-    expect_numel(wte, v * c)?;
     let vc = cols.len();
     let w = prefix(wte_chunk, &[vc, c]);
     let dl = prefix(dlogits, &[m, vc]);
-    copy_rows(s, wte, &cols, &w, 0, c);
     let dx_form = Gemm {
         accumulate: true,
         ..Gemm::default()
@@ -383,7 +382,7 @@ pub fn classifier_crossentropy_backward(
             n,
             grad_scale,
         )?;
-        classifier_chunk_backward(s, ctx, dx, dwte, w, logits, x, wte, m, c, v, cols)?;
+        classifier_chunk_backward(s, ctx, dx, dwte, w, logits, x, m, c, v, cols)?;
     }
     Ok(())
 }
