@@ -16,6 +16,10 @@
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
 // training step zeroes gradients once per step.
 // Weights are kept in Hugging Face Conv1D layout, (C, OC) = (K, N), row-major.
+// `w` is stored as W_T, defined in front of this file by the launcher's shader variant
+// (src/kernels/mod.rs): f32, or f16 (`matmul[w f16]`, weights kept in half precision for
+// the f16 path); every value of w is widened to f32 as it is loaded, and all arithmetic
+// and accumulation is f32, so the f16 variant differs only in w's rounding.
 //
 // Sub-blocks: every operand is addressed as base + row·ld + column, so one launch can
 // compute a block of a larger product. The launcher splits operands bigger than one
@@ -45,7 +49,7 @@ override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // (K, N), or (N, K) if TRANS_B
+@group(0) @binding(2) var<storage, read> w: array<W_T>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: MatmulParams;
 
@@ -58,8 +62,8 @@ fn load_a(m: u32, k: u32) -> f32 {
 
 fn load_w(k: u32, n: u32) -> f32 {
     if (k >= p.k || n >= p.n) { return 0.0; }
-    if (TRANS_B) { return w[p.off_w + n * p.ldw + k]; }
-    return w[p.off_w + k * p.ldw + n];
+    if (TRANS_B) { return f32(w[p.off_w + n * p.ldw + k]); }
+    return f32(w[p.off_w + k * p.ldw + n]);
 }
 
 // out[m, n] = v (+ bias[n]) (+ out[m, n]): the one place both kernels write.
@@ -205,7 +209,7 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
             var acc: array<f32, 4>;  // GEMV_MAX_M
             if (n < p.n) {
                 for (var k = x; k < p.k; k += GX) {
-                    let wv = w[p.off_w + n * p.ldw + k];
+                    let wv = f32(w[p.off_w + n * p.ldw + k]);
                     for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
                 }
             }
@@ -238,7 +242,7 @@ fn matmul_forward_gemv(@builtin(workgroup_id) wg: vec3<u32>,
         var acc: array<f32, 4>;  // GEMV_MAX_M
         if (n < p.n) {
             for (var k = y; k < p.k; k += GY) {
-                let wv = w[p.off_w + k * p.ldw + n];
+                let wv = f32(w[p.off_w + k * p.ldw + n]);
                 for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(gemv_a(m, k), wv, acc[m]); }
             }
         }
@@ -278,7 +282,7 @@ fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
     var acc: array<vec4<f32>, 4>;  // GEMV_MAX_M rows
     for (var k = 0u; k < p.k; k++) {
         let r = p.off_w + k * p.ldw;
-        let wv = vec4<f32>(w[r + n], w[r + c1], w[r + c2], w[r + c3]);
+        let wv = vec4<f32>(f32(w[r + n]), f32(w[r + c1]), f32(w[r + c2]), f32(w[r + c3]));
         for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(vec4<f32>(gemv_a(m, k)), wv, acc[m]); }
     }
     for (var m = 0u; m < GEMV_M; m++) {
@@ -304,7 +308,7 @@ fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
 
 const RR: u32 = 16u;  // rows of out per workgroup; ROWS_M in src/kernels/matmul.rs
 
-@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;  // w viewed as vec4 (same binding)
+@group(0) @binding(2) var<storage, read> w4: array<vec4<W_T>>;  // w viewed as vec4 (same binding)
 
 // op(a)[m, k] with m clamped to the block's last row (its results are never stored).
 fn rows_a(m: u32, k: u32) -> f32 {
@@ -360,10 +364,10 @@ fn rows_plain(m0: u32, n: u32) {
     var c15 = vec4<f32>(0.0);
     let k4 = p.k & ~3u;
     for (var k = 0u; k < k4; k += 4u) {
-        let w0 = w4[(p.off_w + k * p.ldw + nc) / 4u];
-        let w1 = w4[(p.off_w + (k + 1u) * p.ldw + nc) / 4u];
-        let w2 = w4[(p.off_w + (k + 2u) * p.ldw + nc) / 4u];
-        let w3 = w4[(p.off_w + (k + 3u) * p.ldw + nc) / 4u];
+        let w0 = vec4<f32>(w4[(p.off_w + k * p.ldw + nc) / 4u]);
+        let w1 = vec4<f32>(w4[(p.off_w + (k + 1u) * p.ldw + nc) / 4u]);
+        let w2 = vec4<f32>(w4[(p.off_w + (k + 2u) * p.ldw + nc) / 4u]);
+        let w3 = vec4<f32>(w4[(p.off_w + (k + 3u) * p.ldw + nc) / 4u]);
         { let av = rows_a4(m0 + 0u, k); c0 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c0)))); }
         { let av = rows_a4(m0 + 1u, k); c1 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c1)))); }
         { let av = rows_a4(m0 + 2u, k); c2 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c2)))); }
@@ -382,7 +386,7 @@ fn rows_plain(m0: u32, n: u32) {
         { let av = rows_a4(m0 + 15u, k); c15 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c15)))); }
     }
     for (var k = k4; k < p.k; k++) {
-        let wv = w4[(p.off_w + k * p.ldw + nc) / 4u];
+        let wv = vec4<f32>(w4[(p.off_w + k * p.ldw + nc) / 4u]);
         c0 = fma(vec4<f32>(rows_a(m0 + 0u, k)), wv, c0);
         c1 = fma(vec4<f32>(rows_a(m0 + 1u, k)), wv, c1);
         c2 = fma(vec4<f32>(rows_a(m0 + 2u, k)), wv, c2);
@@ -442,10 +446,10 @@ fn rows_trans_b(m0: u32, n: u32) {
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k; k += 4u) {
-        let w0 = w4[(r0 + k) / 4u];
-        let w1 = w4[(r1 + k) / 4u];
-        let w2 = w4[(r2 + k) / 4u];
-        let w3 = w4[(r3 + k) / 4u];
+        let w0 = vec4<f32>(w4[(r0 + k) / 4u]);
+        let w1 = vec4<f32>(w4[(r1 + k) / 4u]);
+        let w2 = vec4<f32>(w4[(r2 + k) / 4u]);
+        let w3 = vec4<f32>(w4[(r3 + k) / 4u]);
         { let av = rows_a4(m0 + 0u, k); c0 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
         { let av = rows_a4(m0 + 1u, k); c1 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
         { let av = rows_a4(m0 + 2u, k); c2 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }

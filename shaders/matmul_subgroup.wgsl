@@ -49,7 +49,7 @@ const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // (K, N), or (N, K) if TRANS_B
+@group(0) @binding(2) var<storage, read> w: array<W_T>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: SubgroupParams;
 
@@ -71,10 +71,10 @@ fn sg_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
     let n3 = min(n + 3u, last);
     if (TRANS_B) {
         let r = ow + k;
-        return vec4<f32>(w[r + n0 * p.ldw], w[r + n1 * p.ldw], w[r + n2 * p.ldw], w[r + n3 * p.ldw]);
+        return vec4<f32>(f32(w[r + n0 * p.ldw]), f32(w[r + n1 * p.ldw]), f32(w[r + n2 * p.ldw]), f32(w[r + n3 * p.ldw]));
     }
     let r = ow + k * p.ldw;
-    return vec4<f32>(w[r + n0], w[r + n1], w[r + n2], w[r + n3]);
+    return vec4<f32>(f32(w[r + n0]), f32(w[r + n1]), f32(w[r + n2]), f32(w[r + n3]));
 }
 
 // out[m, n .. n + 4] = v (+ bias) (+ out), each column only if inside the block.

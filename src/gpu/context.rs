@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result, NO_ADAPTER_HINT};
 use crate::gpu::pipeline::PipelineCache;
+use crate::gpu::DType;
 
 /// Which graphics API to take adapters from (`--backend`, `WGFORMER_BACKEND`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,13 +289,17 @@ impl GpuContext {
             "max_storage_buffer_binding_size",
         )?;
         let mut features = wgpu::Features::empty();
-        if needs.shader_f16 {
-            if !adapter.features().contains(wgpu::Features::SHADER_F16) {
-                return Err(Error::Limits {
-                    adapter: info.name.clone(),
-                    message: "needs shader-f16, which the adapter lacks".into(),
-                });
-            }
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        if needs.shader_f16 && !has_f16 {
+            return Err(Error::Limits {
+                adapter: info.name.clone(),
+                message: "needs shader-f16 (f16 storage and arithmetic), which the adapter \
+                          lacks; run in f32 instead"
+                    .into(),
+            });
+        }
+        // Enabling it costs nothing and lets f16 paths be chosen later.
+        if has_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
         if opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
@@ -452,8 +457,30 @@ impl GpuContext {
     /// be bound on its own: at most [`binding_limit`](Self::binding_limit) bytes, and
     /// starting at a byte offset the device accepts for storage bindings.
     pub fn row_chunks(&self, rows: usize, row_elems: usize) -> Vec<std::ops::Range<usize>> {
+        self.row_chunks_of(DType::F32, rows, row_elems)
+    }
+
+    /// [`row_chunks`](Self::row_chunks) for elements of `dtype`.
+    pub fn row_chunks_of(
+        &self,
+        dtype: DType,
+        rows: usize,
+        row_elems: usize,
+    ) -> Vec<std::ops::Range<usize>> {
         let align = self.device.limits().min_storage_buffer_offset_alignment as u64;
-        binding_chunks(rows, row_elems as u64 * 4, self.binding_limit, align)
+        // Bound sizes are rounded up to whole words, which stays within a word-sized limit.
+        binding_chunks(
+            rows,
+            (row_elems * dtype.size()) as u64,
+            self.binding_limit,
+            align,
+        )
+    }
+
+    /// Whether the device was opened with `shader-f16` (opened with it wherever the
+    /// adapter has it): f16 tensors can then be bound, and f16 kernels compiled.
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
     }
 
     /// Whether per-kernel GPU timing is available on this device.

@@ -9,8 +9,8 @@ pub mod schedule;
 pub mod tensor;
 
 pub use context::{
-    list_adapters, select_adapter, AdapterReport, BackendChoice, GpuContext, GpuOptions,
-    MatmulKernel, Needs,
+    binding_chunks, list_adapters, select_adapter, AdapterReport, BackendChoice, GpuContext,
+    GpuOptions, MatmulKernel, Needs,
 };
 pub use pipeline::{Binding, KernelDesc, Shader};
 pub use plan::{BufferPlanner, TensorSet, TensorSpec};

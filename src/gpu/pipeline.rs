@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 /// prelude's length in compiler messages).
 pub struct Shader {
     pub name: &'static str,
+    /// Put before the common prelude: `enable` directives and the aliases a variant of a
+    /// shared source is made with (`W_T` of the matmul shaders).
+    pub prelude: &'static str,
     pub source: &'static str,
 }
 
@@ -108,7 +111,10 @@ impl PipelineCache {
                 modules
                     .entry(desc.shader.name)
                     .or_insert_with(|| {
-                        let source = format!("{COMMON_WGSL}\n{}", desc.shader.source);
+                        let source = format!(
+                            "{}\n{COMMON_WGSL}\n{}",
+                            desc.shader.prelude, desc.shader.source
+                        );
                         device.create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(desc.shader.name),
                             source: wgpu::ShaderSource::Wgsl(source.into()),

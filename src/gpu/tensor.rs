@@ -13,17 +13,28 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Slot};
 
-/// Element type of a tensor. Every type is 4 bytes wide for now.
+/// Element type of a tensor. `F16` (IEEE half) needs the device's `shader-f16` in any
+/// kernel that binds it; buffers of it are padded to a whole number of 4-byte words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     U32,
     I32,
+    F16,
 }
 
 impl DType {
+    /// Bytes per element.
     pub fn size(self) -> usize {
-        4
+        match self {
+            DType::F16 => 2,
+            _ => 4,
+        }
+    }
+
+    /// Bytes `numel` elements take in a buffer: wgpu copies and binds whole 4-byte words.
+    pub fn bytes(self, numel: usize) -> u64 {
+        ((numel * self.size()) as u64).div_ceil(4) * 4
     }
 }
 
@@ -33,6 +44,7 @@ impl fmt::Display for DType {
             DType::F32 => "f32",
             DType::U32 => "u32",
             DType::I32 => "i32",
+            DType::F16 => "f16",
         })
     }
 }
@@ -85,16 +97,13 @@ impl Tensor {
             });
         }
         Self::check_size(ctx, label, shape, dtype)?;
-        let contents: &[u8] = if data.is_empty() {
-            &[0u8; 4]
-        } else {
-            bytemuck::cast_slice(data)
-        };
+        let mut contents: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+        contents.resize(dtype.bytes(numel.max(1)) as usize, 0);
         let buffer = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents,
+                contents: &contents,
                 usage: TENSOR_USAGE,
             });
         Ok(Tensor {
@@ -117,11 +126,22 @@ impl Tensor {
         Self::from_slice(ctx, label, shape, DType::I32, data)
     }
 
+    /// An f16 tensor holding `data` rounded to the nearest f16 (ties to even).
+    pub fn from_f32_as_f16(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<Self> {
+        let half: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        Self::from_slice(ctx, label, shape, DType::F16, &half)
+    }
+
     /// Bytes the buffer for `shape` takes; errors if it exceeds the device's buffer limit.
     fn check_size(ctx: &GpuContext, label: &str, shape: &[usize], dtype: DType) -> Result<u64> {
         let numel: usize = shape.iter().product();
         // wgpu refuses zero-sized bindings; an empty tensor keeps one element of storage.
-        let bytes = (numel.max(1) * dtype.size()) as u64;
+        let bytes = dtype.bytes(numel.max(1));
         let limit = ctx.device.limits().max_buffer_size;
         if bytes > limit {
             return Err(Error::TooLarge {
@@ -138,9 +158,10 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// Bytes of data (not counting the one-element minimum of an empty tensor).
+    /// Bytes of data (not counting the one-element minimum of an empty tensor), padded
+    /// to whole 4-byte words.
     pub fn size_bytes(&self) -> u64 {
-        (self.numel() * self.dtype.size()) as u64
+        self.dtype.bytes(self.numel())
     }
 
     /// Error unless the tensor has exactly `shape`.
@@ -162,7 +183,8 @@ impl Tensor {
         Slot {
             buffer: &self.buffer,
             offset: rows.start as u64 * row_bytes,
-            size: Some(((rows.end - rows.start).max(1) as u64 * row_bytes).max(4)),
+            // Whole 4-byte words: an f16 chunk of odd size ends inside the padded buffer.
+            size: Some(((rows.end - rows.start).max(1) as u64 * row_bytes).div_ceil(4) * 4),
             label: &self.label,
         }
     }
@@ -198,7 +220,13 @@ impl Tensor {
         Ok(v)
     }
 
+    /// The values as f32; an f16 tensor's are widened exactly.
     pub async fn read_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        if self.dtype == DType::F16 {
+            let words: Vec<u32> = self.read::<u32>(ctx).await?;
+            let half: &[half::f16] = bytemuck::cast_slice(&words);
+            return Ok(half[..self.numel()].iter().map(|h| h.to_f32()).collect());
+        }
         self.read::<f32>(ctx).await
     }
 }

@@ -11,12 +11,13 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::cast::{expect_dtype, expect_f16};
 use super::{
     expect_numel, groups_1d,
-    shaders::{MATMUL, MATMUL_SUBGROUP},
+    shaders::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16},
 };
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
 
 /// Mirrors `MatmulParams` in shaders/matmul.wgsl: the block of the product one launch
 /// computes and where it lies inside each bound chunk.
@@ -176,7 +177,7 @@ impl<'a> Operand<'a> {
             rows,
             cols,
             ld,
-            chunks: ctx.row_chunks(dims[rows], ld),
+            chunks: ctx.row_chunks_of(t.dtype, dims[rows], ld),
         }
     }
 
@@ -243,6 +244,17 @@ impl Gemm {
         expect_numel(w, k * n)?;
         if let Some(b) = bias {
             expect_numel(b, n)?;
+            expect_dtype("matmul", b, DType::F32)?;
+        }
+        expect_dtype("matmul", out, DType::F32)?;
+        expect_dtype("matmul", a, DType::F32)?;
+        // w may be f16 (the f16 path's weight copies): the same kernels, compiled with
+        // w stored as f16 and widened on load.
+        let half = w.dtype == DType::F16;
+        if half {
+            expect_f16("matmul", ctx)?;
+        } else {
+            expect_dtype("matmul", w, DType::F32)?;
         }
         if m == 0 || n == 0 {
             return Ok(());
@@ -359,6 +371,20 @@ impl Gemm {
                         groups_1d(bn, GEMV_COLS)
                     };
                     let slots = [so, sa, sw, sb];
+                    let half_desc;
+                    let desc = if half {
+                        half_desc = KernelDesc {
+                            shader: if subgroup.is_some() {
+                                &MATMUL_SUBGROUP_F16
+                            } else {
+                                &MATMUL_F16
+                            },
+                            ..*desc
+                        };
+                        &half_desc
+                    } else {
+                        desc
+                    };
                     if subgroup.is_some() {
                         let p = SubgroupParams::single(p);
                         s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)?;
@@ -587,6 +613,9 @@ pub fn matmul_batched(
     };
     if m == 0 || n == 0 || k == 0 || batch.0 == 0 || batch.1 == 0 {
         return Ok(());
+    }
+    for t in [out.t, a.t, w.t] {
+        expect_dtype("matmul_batched", t, DType::F32)?;
     }
     let (a_rows, a_cols) = if gemm.trans_a { (k, m) } else { (m, k) };
     let (w_rows, w_cols) = if gemm.trans_b { (n, k) } else { (k, n) };

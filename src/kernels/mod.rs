@@ -6,6 +6,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod cast;
 pub mod classifier;
 pub mod crossentropy;
 pub mod decode;
@@ -37,80 +38,119 @@ pub mod shaders {
 
     pub static ELEMENTWISE: Shader = Shader {
         name: "elementwise",
+        prelude: "",
         source: include_str!("../../shaders/elementwise.wgsl"),
     };
+    /// The matmul shaders are written over `W_T`, the element type `w` is stored in:
+    /// f32, or f16 in the `_F16` variants (same source), which need `shader-f16`.
+    const W_F32: &str = "alias W_T = f32;";
+    const W_F16: &str = "enable f16;\nalias W_T = f16;";
     pub static MATMUL: Shader = Shader {
         name: "matmul",
+        prelude: W_F32,
         source: include_str!("../../shaders/matmul.wgsl"),
+    };
+    pub static MATMUL_F16: Shader = Shader {
+        name: "matmul[w f16]",
+        prelude: W_F16,
+        source: MATMUL.source,
     };
     /// Only compiled on devices with fixed-size subgroups.
     pub static MATMUL_SUBGROUP: Shader = Shader {
         name: "matmul_subgroup",
+        prelude: W_F32,
         source: include_str!("../../shaders/matmul_subgroup.wgsl"),
+    };
+    pub static MATMUL_SUBGROUP_F16: Shader = Shader {
+        name: "matmul_subgroup[w f16]",
+        prelude: W_F16,
+        source: MATMUL_SUBGROUP.source,
+    };
+    /// Needs `shader-f16`.
+    pub static CAST: Shader = Shader {
+        name: "cast",
+        prelude: "enable f16;",
+        source: include_str!("../../shaders/cast.wgsl"),
     };
     pub static ENCODER: Shader = Shader {
         name: "encoder",
+        prelude: "",
         source: include_str!("../../shaders/encoder.wgsl"),
     };
     pub static LAYERNORM: Shader = Shader {
         name: "layernorm",
+        prelude: "",
         source: include_str!("../../shaders/layernorm.wgsl"),
     };
     pub static ATTENTION: Shader = Shader {
         name: "attention",
+        prelude: "",
         source: include_str!("../../shaders/attention.wgsl"),
     };
     pub static MHA: Shader = Shader {
         name: "mha",
+        prelude: "",
         source: include_str!("../../shaders/mha.wgsl"),
     };
     pub static GELU: Shader = Shader {
         name: "gelu",
+        prelude: "",
         source: include_str!("../../shaders/gelu.wgsl"),
     };
     pub static RELU: Shader = Shader {
         name: "relu",
+        prelude: "",
         source: include_str!("../../shaders/relu.wgsl"),
     };
     pub static RESIDUAL: Shader = Shader {
         name: "residual",
+        prelude: "",
         source: include_str!("../../shaders/residual.wgsl"),
     };
     pub static CROSSENTROPY: Shader = Shader {
         name: "crossentropy",
+        prelude: "",
         source: include_str!("../../shaders/crossentropy.wgsl"),
     };
     pub static SAMPLING: Shader = Shader {
         name: "sampling",
+        prelude: "",
         source: include_str!("../../shaders/sampling.wgsl"),
     };
     pub static ADAMW: Shader = Shader {
         name: "adamw",
+        prelude: "",
         source: include_str!("../../shaders/adamw.wgsl"),
     };
     pub static GRADNORM: Shader = Shader {
         name: "gradnorm",
+        prelude: "",
         source: include_str!("../../shaders/gradnorm.wgsl"),
     };
 
     pub static DROPOUT: Shader = Shader {
         name: "dropout",
+        prelude: "",
         source: include_str!("../../shaders/dropout.wgsl"),
     };
     pub static DECODE: Shader = Shader {
         name: "decode",
+        prelude: "",
         source: include_str!("../../shaders/decode.wgsl"),
     };
     pub static PEAK: Shader = Shader {
         name: "peak",
+        prelude: "",
         source: include_str!("../../shaders/peak.wgsl"),
     };
     pub static TANH: Shader = Shader {
         name: "tanh",
+        prelude: "",
         source: include_str!("../../shaders/tanh.wgsl"),
     };
     pub static POOL: Shader = Shader {
         name: "pool",
+        prelude: "",
         source: include_str!("../../shaders/pool.wgsl"),
     };
 

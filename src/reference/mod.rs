@@ -7,6 +7,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod cast;
 pub mod crossentropy;
 pub mod decode;
 pub mod dropout;

@@ -1,0 +1,296 @@
+//! The f16 path: `cast_f32_to_f16` against its CPU reference (round to nearest, overflow
+//! to infinity), and every matmul kernel family and form with `w` stored in f16 against
+//! the f64 reference of the same product with w rounded to f16, including w (GPT-2's
+//! wte shape) bound in row chunks. Runs on every adapter with `shader-f16`; adapters
+//! without it must refuse f16 with an error naming the feature. At least one adapter
+//! must have it (lavapipe does): the f16 path is never left untested.
+
+use wgformer::gpu::{DType, GpuContext, GpuOptions, MatmulKernel, Needs, Schedule, Tensor};
+use wgformer::kernels::cast::cast_f32_to_f16;
+use wgformer::kernels::matmul::{matmul_forward, Gemm};
+use wgformer::reference::{cast as cpu_cast, matmul as cpu};
+use wgformer::rng::Rng;
+use wgformer::testing::{assert_close64, test_contexts, to_f64};
+
+/// The test contexts whose device has `shader-f16`. Checks that the others refuse f16
+/// with a clear error, and fails if no adapter has it.
+fn f16_contexts() -> Vec<GpuContext> {
+    let mut with = Vec::new();
+    for ctx in test_contexts(&Needs::default()) {
+        if ctx.has_f16() {
+            with.push(ctx);
+            continue;
+        }
+        eprintln!(
+            "[wgformer test] {}: no shader-f16; checking that f16 is refused",
+            ctx.adapter_name()
+        );
+        let a = Tensor::from_f32(&ctx, "a", &[2, 2], &[1.0; 4]).unwrap();
+        let w = Tensor::from_f32_as_f16(&ctx, "w16", &[2, 2], &[1.0; 4]).unwrap();
+        let out = Tensor::zeros(&ctx, "out", &[2, 2], DType::F32).unwrap();
+        let mut s = Schedule::new("f16 refused");
+        let err = matmul_forward(&mut s, &ctx, &out, &a, &w, None, 2, 2, 2)
+            .expect_err("an f16 matmul on a device without shader-f16")
+            .to_string();
+        assert!(err.contains("shader-f16"), "unclear error: {err}");
+    }
+    assert!(
+        !with.is_empty(),
+        "no adapter with shader-f16 among those tested, so the f16 path would go untested; \
+         install Mesa's lavapipe (apt-get install -y mesa-vulkan-drivers), which has it, \
+         and run with WGFORMER_TEST_ADAPTERS=all"
+    );
+    with
+}
+
+/// A second context on the same device (to change its binding limit or matmul family).
+fn reopen(ctx: &GpuContext) -> GpuContext {
+    pollster::block_on(GpuContext::from_adapter(
+        ctx.adapter.clone(),
+        &GpuOptions::default(),
+        &Needs::default(),
+    ))
+    .unwrap()
+}
+
+fn rounded(x: &[f32]) -> Vec<f64> {
+    let mut r = vec![0f64; x.len()];
+    cpu_cast::cast_f32_to_f16(&mut r, &to_f64(x), x.len());
+    r
+}
+
+#[test]
+fn cast_f32_to_f16_matches_reference() {
+    let mut rng = Rng::new(5);
+    for ctx in f16_contexts() {
+        // Odd N (the last word half padding), and N over three binding chunks.
+        for n in [1usize, 7, 1000, 300_001] {
+            let mut x = rng.vec_normal(n, 3.0);
+            let specials = [
+                0.0, -0.0, 65504.0, -65504.0, 70000.0, -1e6, 1e-7, 6e-8, 1e-9,
+            ];
+            for (xi, &v) in x.iter_mut().zip(&specials) {
+                *xi = v;
+            }
+            let ctx = if n > 100_000 {
+                // 256 KiB a binding: inp (1.2 MB) in five chunks, out in three.
+                reopen(&ctx).with_binding_limit(256 << 10)
+            } else {
+                reopen(&ctx)
+            };
+            let inp = Tensor::from_f32(&ctx, "x", &[n], &x).unwrap();
+            let out = Tensor::zeros(&ctx, "x16", &[n], DType::F16).unwrap();
+            let mut s = Schedule::new("cast");
+            cast_f32_to_f16(&mut s, &ctx, &out, &inp, n).unwrap();
+            s.run(&ctx);
+            let got = ctx.block_on(out.read_f32(&ctx)).unwrap();
+            let want = rounded(&x);
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                // WGSL leaves the rounding of an inexact conversion to the device between
+                // the two neighbours; lavapipe rounds to nearest like the reference.
+                let ok = g as f64 == w
+                    || (g.is_infinite() && w.is_infinite() && g.signum() as f64 == w.signum());
+                assert!(
+                    ok,
+                    "{}: x[{i}] = {} → {g}, expected {w}",
+                    ctx.adapter_name(),
+                    x[i]
+                );
+            }
+        }
+        // Wrong dtypes are refused by name.
+        let a = Tensor::from_f32(&ctx, "a32", &[4], &[1.0; 4]).unwrap();
+        let b = Tensor::from_f32(&ctx, "b32", &[4], &[1.0; 4]).unwrap();
+        let err = cast_f32_to_f16(&mut Schedule::new("bad"), &ctx, &a, &b, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a32") && err.contains("f16"), "{err}");
+    }
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = x[r * cols + c];
+        }
+    }
+    t
+}
+
+/// out (+)= op(a) · op(w16) (+ bias) in every form, against the reference with w rounded.
+fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+    let a = rng.vec_uniform(m * k, -1.0, 1.0); // (M, K)
+    let w = rng.vec_normal(k * n, 0.5); // (K, N)
+    let bias = rng.vec_uniform(n, -0.5, 0.5);
+    let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+    let w16 = rounded(&w);
+    for (trans_a, trans_b, accumulate, with_bias) in [
+        (false, false, false, true),
+        (false, true, false, false),
+        (false, true, true, false),
+        (true, false, true, false),
+        (false, false, true, false),
+    ] {
+        let a_stored = if trans_a {
+            transpose(&a, m, k)
+        } else {
+            a.clone()
+        };
+        let w_stored = if trans_b {
+            transpose(&w, k, n)
+        } else {
+            w.clone()
+        };
+        let ta = Tensor::from_f32(ctx, "a", &[a.len()], &a_stored).unwrap();
+        let tw = Tensor::from_f32_as_f16(ctx, "w16", &[w.len()], &w_stored).unwrap();
+        let tb = Tensor::from_f32(ctx, "bias", &[n], &bias).unwrap();
+        let to = Tensor::from_f32(ctx, "out", &[m, n], &prior).unwrap();
+        let gemm = Gemm {
+            trans_a,
+            trans_b,
+            accumulate,
+        };
+        let mut s = Schedule::new("gemm f16");
+        let b = with_bias.then_some(&tb);
+        gemm.record(&mut s, ctx, &to, &ta, &tw, b, m, k, n).unwrap();
+        s.run(ctx);
+        let got = ctx.block_on(to.read_f32(ctx)).unwrap();
+        let mut want = vec![0f64; m * n];
+        let b64 = to_f64(&bias);
+        cpu::matmul_forward(
+            &mut want,
+            &to_f64(&a),
+            &w16,
+            with_bias.then_some(b64.as_slice()),
+            m,
+            k,
+            n,
+        );
+        if accumulate {
+            for (x, &p) in want.iter_mut().zip(&prior) {
+                *x += p as f64;
+            }
+        }
+        let name = format!(
+            "{} {:?} f16 w {gemm:?} bias {with_bias} {m}x{k}x{n}",
+            ctx.adapter_name(),
+            ctx.matmul_kernel()
+        );
+        assert_close64(&name, &got, &want, 1e-4, 1e-3);
+    }
+}
+
+/// Every matmul family with w in f16: the tiled and gemv kernels (GPUs), rows and
+/// gemv_cols (CPU adapters), subgroup (CPU adapters with subgroups), with tails in
+/// every dimension and M ≤ 4 (decoding).
+#[test]
+fn matmul_with_f16_weights_matches_reference() {
+    for ctx in f16_contexts() {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::Rows,
+            MatmulKernel::Subgroup,
+        ] {
+            let ctx = reopen(&ctx).with_matmul_kernel(kernel);
+            if ctx.matmul_kernel() != kernel {
+                eprintln!("{}: {kernel:?} not available", ctx.adapter_name());
+                continue;
+            }
+            let mut rng = Rng::new(77);
+            for size in [
+                (1, 13, 5),
+                (3, 96, 68),
+                (17, 64, 48),
+                (65, 132, 68),
+                (40, 48, 101),
+            ] {
+                check_forms(&ctx, &mut rng, size);
+            }
+        }
+    }
+}
+
+/// The tied classifier's shape with wte in f16 split into row chunks (logits = x · wteᵀ),
+/// prefill and decode, on the adapter's own matmul family.
+#[test]
+fn classifier_with_f16_wte_in_row_chunks_matches_reference() {
+    let mut rng = Rng::new(9);
+    let (c, v) = (96, 1000);
+    for ctx in f16_contexts() {
+        // 64 KiB a binding: wte16 (V, C) = 188 KiB in 3+ chunks (logits in 2+).
+        let ctx = reopen(&ctx).with_binding_limit(64 << 10);
+        assert!(ctx.row_chunks_of(DType::F16, v, c).len() >= 3);
+        for m in [2usize, 37] {
+            let x = rng.vec_uniform(m * c, -1.0, 1.0);
+            let wte = rng.vec_normal(v * c, 0.3);
+            let tx = Tensor::from_f32(&ctx, "x", &[m, c], &x).unwrap();
+            let tw = Tensor::from_f32_as_f16(&ctx, "wte16", &[v, c], &wte).unwrap();
+            let to = Tensor::zeros(&ctx, "logits", &[m, v], DType::F32).unwrap();
+            let mut s = Schedule::new("classifier f16");
+            wgformer::kernels::matmul::classifier_forward(&mut s, &ctx, &to, &tx, &tw, m, c, v)
+                .unwrap();
+            s.run(&ctx);
+            let got = ctx.block_on(to.read_f32(&ctx)).unwrap();
+            let mut want = vec![0f64; m * v];
+            cpu::classifier_forward(&mut want, &to_f64(&x), &rounded(&wte), m, c, v);
+            // The kernel must have read the rounded weights, not f32 ones: against the
+            // unrounded product it is off by far more than against the rounded one.
+            let mut exact = vec![0f64; m * v];
+            cpu::classifier_forward(&mut exact, &to_f64(&x), &to_f64(&wte), m, c, v);
+            let err = |r: &[f64]| {
+                got.iter()
+                    .zip(r)
+                    .map(|(&g, &r)| (g as f64 - r).abs())
+                    .fold(0f64, f64::max)
+            };
+            assert!(
+                err(&exact) > 10.0 * err(&want),
+                "f16 rounding not visible: {:e} vs {:e}",
+                err(&exact),
+                err(&want)
+            );
+            assert_close64(
+                &format!("{} classifier f16 M={m}", ctx.adapter_name()),
+                &got,
+                &want,
+                1e-4,
+                1e-3,
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_is_refused_where_only_f32_is_read() {
+    for ctx in f16_contexts() {
+        let a16 = Tensor::from_f32_as_f16(&ctx, "a16", &[2, 2], &[1.0; 4]).unwrap();
+        let w = Tensor::from_f32(&ctx, "w", &[2, 2], &[1.0; 4]).unwrap();
+        let out = Tensor::zeros(&ctx, "out", &[2, 2], DType::F32).unwrap();
+        let mut s = Schedule::new("bad");
+        let err = matmul_forward(&mut s, &ctx, &out, &a16, &w, None, 2, 2, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a16") && err.contains("expected f32"), "{err}");
+    }
+    // Needs::shader_f16 on an adapter without it is an error naming the feature.
+    let opts = GpuOptions::from_env().unwrap();
+    for ctx in test_contexts(&Needs::default()) {
+        if ctx.has_f16() {
+            continue;
+        }
+        let needs = Needs {
+            shader_f16: true,
+            ..Needs::default()
+        };
+        let err = match pollster::block_on(GpuContext::from_adapter(
+            ctx.adapter.clone(),
+            &opts,
+            &needs,
+        )) {
+            Ok(_) => panic!("opened {} with shader-f16", ctx.adapter_name()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("shader-f16"), "{err}");
+    }
+}
