@@ -245,7 +245,7 @@ const LOGIT_ROWS: u32 = 4u;  // LOGIT_ROWS in src/kernels/decode.rs
 
 @group(0) @binding(0) var<storage, read_write> lg_logits: array<f32>;  // (B, V)
 @group(0) @binding(1) var<storage, read> lg_x: array<f32>;             // (B, C)
-@group(0) @binding(2) var<storage, read> lg_wte: array<f32>;           // (rows, C): wte[row0..row0+rows]
+@group(0) @binding(2) var<storage, read> lg_wte: array<W_T>;           // (rows, C): wte[row0..row0+rows], f32 or f16
 @group(0) @binding(3) var<uniform> lg_p: DecodeParams;
 
 @compute @workgroup_size(WG)
@@ -266,7 +266,7 @@ fn decode_logits(@builtin(workgroup_id) wg: vec3<u32>,
     let x = b * p.c;
     var acc = vec4<f32>(0.0);
     for (var ch = 0u; ch < p.c; ch++) {
-        let w = vec4<f32>(lg_wte[w0 + ch], lg_wte[w1 + ch], lg_wte[w2 + ch], lg_wte[w3 + ch]);
+        let w = vec4<f32>(f32(lg_wte[w0 + ch]), f32(lg_wte[w1 + ch]), f32(lg_wte[w2 + ch]), f32(lg_wte[w3 + ch]));
         acc = fma(vec4<f32>(lg_x[x + ch]), w, acc);
     }
     let o = b * p.v + p.row0 + r0;

@@ -18,6 +18,7 @@ use crate::infer::decoder::generate_greedy_cached;
 use crate::infer::translate::{translate, TranslateOptions};
 use crate::kernels::classifier::ClassifierChunk;
 use crate::model::gpt2::{Gpt2, OptimConfig, StepConfig, Trainer};
+use crate::model::half::Precision;
 use crate::model::params::gpt2_param_specs;
 use crate::model::seq2seq::params::values_to_torch;
 use crate::model::seq2seq::trainer::Seq2seqBatchRef;
@@ -166,6 +167,29 @@ pub async fn parity_gpt2_with(
     dir: &Path,
     chunk: ClassifierChunk,
 ) -> Result<Vec<Comparison>> {
+    parity_gpt2_in(ctx, dir, chunk, Precision::F32).await
+}
+
+/// Tolerances of the f16 path relative to f32's: its matmuls read weights rounded to
+/// f16 (relative error up to 2^-11), against transformers' f32 reference.
+const F16_TOLERANCE_SCALE: f64 = 8.0;
+
+/// [`parity_gpt2_with`] with the model's matmuls reading weights in `precision`; in f16
+/// every tolerance is [`F16_TOLERANCE_SCALE`] times f32's (greedy decoding must still
+/// be identical).
+pub async fn parity_gpt2_in(
+    ctx: &GpuContext,
+    dir: &Path,
+    chunk: ClassifierChunk,
+    precision: Precision,
+) -> Result<Vec<Comparison>> {
+    let scale = match precision {
+        Precision::F32 => 1.0,
+        Precision::F16 => F16_TOLERANCE_SCALE,
+    };
+    let compare = |what: String, got: &[f32], want: &[f32], tol: f64| {
+        compare(what, got, want, tol * scale)
+    };
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| Error::Io {
@@ -199,7 +223,7 @@ pub async fn parity_gpt2_with(
     let (b, t) = (xshape[0], xshape[1]);
     let mut out = Vec::new();
 
-    let model = Gpt2::load(ctx, dir)?;
+    let model = Gpt2::load(ctx, dir)?.with_precision(ctx, precision)?;
     let cfg = model.config.clone();
     let step_config = StepConfig {
         classifier_chunk: chunk,
@@ -257,7 +281,7 @@ pub async fn parity_gpt2_with(
     // Greedy continuation through the KV cache, from the untrained checkpoint.
     let (_, prompt) = reference.i32("generate.prompt")?;
     let (_, greedy) = reference.i32("generate.greedy")?;
-    let model = Gpt2::load(ctx, dir)?;
+    let model = Gpt2::load(ctx, dir)?.with_precision(ctx, precision)?;
     let tokens = generate_greedy_cached(ctx, &model, &prompt, prompt.len() + greedy.len()).await?;
     let got = &tokens[prompt.len()..];
     let first_diff = got.iter().zip(&greedy).position(|(a, b)| a != b);

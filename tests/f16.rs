@@ -5,10 +5,19 @@
 //! without it must refuse f16 with an error naming the feature. At least one adapter
 //! must have it (lavapipe does): the f16 path is never left untested.
 
+use std::path::{Path, PathBuf};
+
 use wgformer::gpu::{DType, GpuContext, GpuOptions, MatmulKernel, Needs, Schedule, Tensor};
+use wgformer::infer::decoder::generate_greedy_cached;
 use wgformer::kernels::cast::cast_f32_to_f16;
+use wgformer::kernels::classifier::ClassifierChunk;
+use wgformer::kernels::decode::decode_logits;
 use wgformer::kernels::matmul::{matmul_forward, Gemm};
-use wgformer::reference::{cast as cpu_cast, matmul as cpu};
+use wgformer::model::gpt2::{record_forward, Activations, Gpt2, OptimConfig, Trainer};
+use wgformer::model::half::Precision;
+use wgformer::model::params::gpt2_param_specs;
+use wgformer::parity::parity_gpt2_in;
+use wgformer::reference::{cast as cpu_cast, decode as cpu_decode, matmul as cpu};
 use wgformer::rng::Rng;
 use wgformer::testing::{assert_close64, test_contexts, to_f64};
 
@@ -271,7 +280,7 @@ fn f16_is_refused_where_only_f32_is_read() {
         let err = matmul_forward(&mut s, &ctx, &out, &a16, &w, None, 2, 2, 2)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a16") && err.contains("expected f32"), "{err}");
+        assert!(err.contains("a16") && err.contains("expected dtype f32"), "{err}");
     }
     // Needs::shader_f16 on an adapter without it is an error naming the feature.
     let opts = GpuOptions::from_env().unwrap();
@@ -292,5 +301,186 @@ fn f16_is_refused_where_only_f32_is_read() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("shader-f16"), "{err}");
+    }
+}
+
+/// decode_logits (a decode step's tied classifier) with wte in f16, bound in row chunks.
+#[test]
+fn decode_logits_with_f16_wte_matches_reference() {
+    let mut rng = Rng::new(13);
+    let (b, c, v) = (3, 96, 1000);
+    for ctx in f16_contexts() {
+        let ctx = reopen(&ctx).with_binding_limit(64 << 10);
+        let x = rng.vec_uniform(b * c, -1.0, 1.0);
+        let wte = rng.vec_normal(v * c, 0.3);
+        let tx = Tensor::from_f32(&ctx, "x", &[b, c], &x).unwrap();
+        let tw = Tensor::from_f32_as_f16(&ctx, "wte16", &[v, c], &wte).unwrap();
+        let to = Tensor::zeros(&ctx, "logits", &[b, v], DType::F32).unwrap();
+        let mut s = Schedule::new("decode_logits f16");
+        decode_logits(&mut s, &ctx, &to, &tx, &tw, b, c, v).unwrap();
+        s.run(&ctx);
+        let got = ctx.block_on(to.read_f32(&ctx)).unwrap();
+        let mut want = vec![0f64; b * v];
+        cpu_decode::decode_logits(&mut want, &to_f64(&x), &rounded(&wte), b, c, v);
+        assert_close64(
+            &format!("{} decode_logits f16", ctx.adapter_name()),
+            &got,
+            &want,
+            1e-4,
+            1e-3,
+        );
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2-tiny")
+}
+
+/// The gpt2-tiny fixture through the f16 path against transformers: logits, loss, all
+/// 28 gradients, 10 AdamW steps and greedy decoding through the KV cache, with 8x f32's
+/// tolerances (greedy decoding identical).
+#[test]
+fn f16_parity_with_transformers_on_gpt2_tiny() {
+    for ctx in f16_contexts() {
+        for chunk in [ClassifierChunk::Whole, ClassifierChunk::Columns(32)] {
+            let report = ctx
+                .block_on(parity_gpt2_in(&ctx, &fixture(), chunk, Precision::F16))
+                .unwrap();
+            for c in &report {
+                eprintln!("  f16 {chunk:?}: {c}");
+            }
+            let failed: Vec<String> = report
+                .iter()
+                .filter(|c| !c.pass)
+                .map(|c| c.to_string())
+                .collect();
+            assert!(
+                failed.is_empty(),
+                "f16 parity failed on {}:\n{}",
+                ctx.adapter_name(),
+                failed.join("\n")
+            );
+        }
+    }
+}
+
+/// Logits (B·T, V) of a full forward pass over `x`.
+fn logits(ctx: &GpuContext, model: &Gpt2, x: &[i32], b: usize, t: usize) -> Vec<f32> {
+    let acts = Activations::new(ctx, &model.config, b, t, "full.").unwrap();
+    let mut s = Schedule::new("full forward");
+    record_forward(&mut s, ctx, model, &acts).unwrap();
+    acts.write_batch(ctx, model.config.vocab_size, x, None)
+        .unwrap();
+    s.run(ctx);
+    ctx.block_on(acts.logits.read_f32(ctx)).unwrap()
+}
+
+fn is_matmul_weight(name: &str) -> bool {
+    ["wte.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+/// With weights that f16 holds exactly, the f16 path computes what f32 does, to the
+/// bit, in the forward pass and through the KV cache; and it reads the copies: zeroing
+/// the master matrices changes nothing until the copies are refreshed.
+#[test]
+fn f16_path_reads_its_copies_and_matches_f32_on_f16_exact_weights() {
+    for ctx in f16_contexts() {
+        let base = Gpt2::load(&ctx, &fixture()).unwrap();
+        let cfg = base.config.clone();
+        let specs = gpt2_param_specs(&cfg);
+        let mut values = ctx.block_on(base.params.read_all(&ctx)).unwrap();
+        for (spec, v) in specs.iter().zip(values.iter_mut()) {
+            if is_matmul_weight(&spec.name) {
+                for x in v.iter_mut() {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+            }
+        }
+        let m32 = Gpt2::from_values(&ctx, cfg.clone(), &values).unwrap();
+        let m16 = Gpt2::from_values(&ctx, cfg.clone(), &values)
+            .unwrap()
+            .with_precision(&ctx, Precision::F16)
+            .unwrap();
+        assert_eq!(m16.precision(), Precision::F16);
+        let (b, t) = (2, 17);
+        let mut rng = Rng::new(3);
+        let x: Vec<i32> = (0..b * t)
+            .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+            .collect();
+        let want = logits(&ctx, &m32, &x, b, t);
+        let got = logits(&ctx, &m16, &x, b, t);
+        assert_close64(
+            &format!("{} f16 path on f16-exact weights", ctx.adapter_name()),
+            &got,
+            &to_f64(&want),
+            1e-6,
+            1e-6,
+        );
+        let prompt: Vec<i32> = x[..5].to_vec();
+        let g32 = ctx.block_on(generate_greedy_cached(&ctx, &m32, &prompt, 30));
+        let g16 = ctx.block_on(generate_greedy_cached(&ctx, &m16, &prompt, 30));
+        assert_eq!(g16.unwrap(), g32.unwrap(), "greedy through the KV cache");
+
+        // Zero the block matrices of the master weights (wte stays: the embedding reads
+        // it): the copies still hold the old ones, so the logits do not move...
+        let mut zeroed = values.clone();
+        for (spec, v) in specs.iter().zip(zeroed.iter_mut()) {
+            if is_matmul_weight(&spec.name) && spec.name != "wte.weight" {
+                v.iter_mut().for_each(|x| *x = 0.0);
+            }
+        }
+        m16.params.write_all(&ctx, &zeroed).unwrap();
+        let stale = logits(&ctx, &m16, &x, b, t);
+        assert!(stale == got, "the f16 path read the f32 master weights");
+        // ...until they are refreshed.
+        m16.refresh_half(&ctx).unwrap();
+        let fresh = logits(&ctx, &m16, &x, b, t);
+        assert!(fresh != got, "refresh_half did not update the copies");
+    }
+}
+
+/// A training step refreshes the f16 copies from the updated master weights, in the
+/// step's own submit: after steps, every copy is its master rounded to f16.
+#[test]
+fn f16_training_steps_keep_the_copies_in_step() {
+    for ctx in f16_contexts() {
+        let model = Gpt2::load(&ctx, &fixture())
+            .unwrap()
+            .with_precision(&ctx, Precision::F16)
+            .unwrap();
+        let cfg = model.config.clone();
+        let (b, t) = (2, 16);
+        let mut trainer = Trainer::new(&ctx, model, b, t, OptimConfig::default()).unwrap();
+        let mut rng = Rng::new(8);
+        let x: Vec<i32> = (0..b * t)
+            .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+            .collect();
+        let y: Vec<i32> = x[1..].iter().chain(&x[..1]).copied().collect();
+        let submits = ctx.submit_count();
+        let mut losses = Vec::new();
+        for _ in 0..3 {
+            losses.push(ctx.block_on(trainer.step(&ctx, &x, &y, 1e-2)).unwrap());
+        }
+        assert!(losses[2] < losses[0], "f16 training did not learn: {losses:?}");
+        assert_eq!(ctx.submit_count() - submits, 3, "one submit per step");
+        let (half, _) = trainer.model.half.as_ref().unwrap();
+        let master = &trainer.model.params;
+        let mut pairs = vec![(&half.wte, &master.wte)];
+        for (h, m) in half.layers.iter().zip(&master.layers) {
+            pairs.push((&h.c_attn_w, &m.c_attn_w));
+            pairs.push((&h.mlp_proj_w, &m.mlp_proj_w));
+        }
+        for (h, m) in pairs {
+            let copy = ctx.block_on(h.read_f32(&ctx)).unwrap();
+            let want = rounded(&ctx.block_on(m.read_f32(&ctx)).unwrap());
+            assert!(
+                copy.iter().zip(&want).all(|(&c, &w)| c as f64 == w),
+                "{} is not {} rounded after 3 steps",
+                h.label,
+                m.label
+            );
+        }
     }
 }

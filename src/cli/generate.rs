@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::infer::{GenerateOptions, Generator, Model};
+use crate::model::half::Precision;
 
 /// Flags of `wgformer generate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -53,6 +54,10 @@ pub struct Args {
     /// Keep generating past the end-of-text token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Precision the matmuls read weights in: f32, or f16 (half the weight bytes per
+    /// token; needs an adapter with shader-f16).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 fn time_seed() -> u64 {
@@ -63,17 +68,18 @@ fn time_seed() -> u64 {
 
 pub fn run(opts: &GpuOptions, args: Args) -> Result<bool> {
     let model = pollster::block_on(Model::load(&args.model, opts))?;
-    let model = Arc::new(model);
+    let model = Arc::new(model.with_precision(args.precision)?);
     let ctx = model.ctx.clone();
     let cfg = model.config();
     eprintln!(
-        "model {} ({} layers, {} channels, {} heads, vocabulary {}, context {}) on {}",
+        "model {} ({} layers, {} channels, {} heads, vocabulary {}, context {}) in {} on {}",
         model.name,
         cfg.n_layer,
         cfg.n_embd,
         cfg.n_head,
         cfg.vocab_size,
         cfg.n_positions,
+        model.gpt2.precision(),
         ctx.adapter_name()
     );
     let prompt = match (&args.prompt, &args.prompt_ids) {

@@ -197,7 +197,8 @@ impl Decoder {
     /// the last real row → final layernorm → logits (B, V) → sample → copy the ids out.
     fn record(&self, ctx: &GpuContext, model: &Gpt2, t: usize) -> Result<Schedule> {
         let cfg = &self.cfg;
-        let p = &model.params;
+        // The block matrices in the model's precision (f16 copies on the f16 path).
+        let p = model.compute_params();
         let (b, c, nh, v, f) = (
             self.b,
             cfg.n_embd,
@@ -290,7 +291,7 @@ impl Decoder {
             c,
             eps,
         )?;
-        decode_logits(&mut s, ctx, &self.logits, &self.lnf, &p.wte, b, c, v)?;
+        decode_logits(&mut s, ctx, &self.logits, &self.lnf, model.head(), b, c, v)?;
         sample_forward(&mut s, ctx, &self.ids, &self.logits, &self.settings, b, v)?;
         s.copy(
             (&self.ids).into(),

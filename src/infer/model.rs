@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions, Needs};
 use crate::kernels::classifier::ClassifierChunk;
 use crate::model::gpt2::Gpt2;
+use crate::model::half::Precision;
 use crate::model::Gpt2Config;
 use crate::tokenizer;
 
@@ -141,6 +142,13 @@ impl Model {
             eos,
             name,
         }
+    }
+
+    /// The model with its matmuls reading weights in `precision` (see
+    /// [`Gpt2::with_precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.gpt2 = self.gpt2.with_precision(&self.ctx, precision)?;
+        Ok(self)
     }
 
     /// Use `eos` (if `Some`) as the end-of-text id.

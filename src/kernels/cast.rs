@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_numel, groups_1d, shaders::CAST};
+use super::{expect_dtype, expect_numel, groups_1d, shaders::CAST};
 use crate::error::{Error, Result};
 use crate::gpu::{binding_chunks, Binding, DType, GpuContext, KernelDesc, Schedule, Slot, Tensor};
 
@@ -29,17 +29,6 @@ const WG: usize = 256;
 /// whole units starts at an offset every device accepts for both bindings.
 const UNIT: usize = 128;
 
-/// An error unless `t` holds `dtype`.
-pub(crate) fn expect_dtype(op: &str, t: &Tensor, dtype: DType) -> Result<()> {
-    if t.dtype != dtype {
-        return Err(Error::Invalid(format!(
-            "{op}: tensor {} is {}, expected {dtype}",
-            t.label, t.dtype
-        )));
-    }
-    Ok(())
-}
-
 /// An error unless the device can run f16 kernels.
 pub(crate) fn expect_f16(op: &str, ctx: &GpuContext) -> Result<()> {
     if !ctx.has_f16() {
@@ -61,8 +50,8 @@ pub fn cast_f32_to_f16(
 ) -> Result<()> {
     expect_numel(out, n)?;
     expect_numel(inp, n)?;
-    expect_dtype("cast_f32_to_f16", out, DType::F16)?;
-    expect_dtype("cast_f32_to_f16", inp, DType::F32)?;
+    expect_dtype(out, DType::F16)?;
+    expect_dtype(inp, DType::F32)?;
     expect_f16("cast_f32_to_f16", ctx)?;
     if n == 0 {
         return Ok(());

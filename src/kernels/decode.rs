@@ -13,7 +13,11 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::expect_dtype;
-use super::{expect_numel, groups_1d, shaders::DECODE};
+use super::cast::expect_f16;
+use super::{
+    expect_numel, groups_1d,
+    shaders::{DECODE, DECODE_F16},
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, Schedule, Tensor};
 
@@ -359,10 +363,23 @@ pub fn decode_logits(
     expect_numel(logits, b * v)?;
     expect_numel(x, b * c)?;
     expect_numel(wte, v * c)?;
+    expect_dtype(logits, DType::F32)?;
+    expect_dtype(x, DType::F32)?;
+    // wte may be f16 (the f16 path's copy): the same kernel with wte read as f16.
+    let desc = if wte.dtype == DType::F16 {
+        expect_f16("decode_logits", ctx)?;
+        KernelDesc {
+            shader: &DECODE_F16,
+            ..DECODE_LOGITS
+        }
+    } else {
+        expect_dtype(wte, DType::F32)?;
+        DECODE_LOGITS
+    };
     if b == 0 {
         return Ok(());
     }
-    for rows in ctx.row_chunks(v, c) {
+    for rows in ctx.row_chunks_of(wte.dtype, v, c) {
         let mut p = params(b, 1, c, None, 1)?;
         p.v = v as u32;
         p.row0 = rows.start as u32;
@@ -373,7 +390,7 @@ pub fn decode_logits(
         );
         let slots = [logits.into(), x.into(), wte.rows_slot(rows.clone(), c)];
         let groups = groups_1d(b * rows.len().div_ceil(LOGIT_ROWS), WG);
-        s.dispatch(ctx, &DECODE_LOGITS, &[], &label, &slots, Some(&p), groups)?;
+        s.dispatch(ctx, &desc, &[], &label, &slots, Some(&p), groups)?;
     }
     Ok(())
 }

@@ -11,9 +11,9 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::cast::{expect_dtype, expect_f16};
+use super::cast::expect_f16;
 use super::{
-    expect_numel, groups_1d,
+    expect_dtype, expect_numel, groups_1d,
     shaders::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16},
 };
 use crate::error::{Error, Result};
@@ -244,17 +244,17 @@ impl Gemm {
         expect_numel(w, k * n)?;
         if let Some(b) = bias {
             expect_numel(b, n)?;
-            expect_dtype("matmul", b, DType::F32)?;
+            expect_dtype(b, DType::F32)?;
         }
-        expect_dtype("matmul", out, DType::F32)?;
-        expect_dtype("matmul", a, DType::F32)?;
+        expect_dtype(out, DType::F32)?;
+        expect_dtype(a, DType::F32)?;
         // w may be f16 (the f16 path's weight copies): the same kernels, compiled with
         // w stored as f16 and widened on load.
         let half = w.dtype == DType::F16;
         if half {
             expect_f16("matmul", ctx)?;
         } else {
-            expect_dtype("matmul", w, DType::F32)?;
+            expect_dtype(w, DType::F32)?;
         }
         if m == 0 || n == 0 {
             return Ok(());
@@ -615,7 +615,7 @@ pub fn matmul_batched(
         return Ok(());
     }
     for t in [out.t, a.t, w.t] {
-        expect_dtype("matmul_batched", t, DType::F32)?;
+        expect_dtype(t, DType::F32)?;
     }
     let (a_rows, a_cols) = if gemm.trans_a { (k, m) } else { (m, k) };
     let (w_rows, w_cols) = if gemm.trans_b { (n, k) } else { (k, n) };

@@ -133,10 +133,16 @@ pub mod shaders {
         prelude: "",
         source: include_str!("../../shaders/dropout.wgsl"),
     };
+    /// `decode_logits` reads wte as `W_T`: f32, or f16 in `DECODE_F16` (the f16 path).
     pub static DECODE: Shader = Shader {
         name: "decode",
-        prelude: "",
+        prelude: W_F32,
         source: include_str!("../../shaders/decode.wgsl"),
+    };
+    pub static DECODE_F16: Shader = Shader {
+        name: "decode[w f16]",
+        prelude: W_F16,
+        source: DECODE.source,
     };
     pub static PEAK: Shader = Shader {
         name: "peak",

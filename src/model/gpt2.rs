@@ -34,6 +34,7 @@ use crate::kernels::residual::{residual_backward, residual_forward};
 use crate::kernels::sampling::argmax_forward;
 use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
 use crate::model::config::Gpt2Config;
+use crate::model::half::{HalfWeights, Precision};
 use crate::model::optim::{record_update, slots};
 use crate::model::params::{gpt2_param_specs, init_params};
 use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
@@ -44,7 +45,11 @@ use crate::model::tensors::ParamTensors;
 #[derive(Clone)]
 pub struct Gpt2 {
     pub config: Gpt2Config,
+    /// The f32 master weights.
     pub params: ParamTensors,
+    /// The f16 path ([`Gpt2::with_precision`]): f16 copies of the matmul weights, and
+    /// `params` with each block's matrices swapped for them. `None` in f32.
+    pub half: Option<(HalfWeights, ParamTensors)>,
 }
 
 impl Gpt2 {
@@ -69,7 +74,70 @@ impl Gpt2 {
             }
         }
         let params = ParamTensors::new(ctx, &config, "param", Some(values))?;
-        Ok(Gpt2 { config, params })
+        Ok(Gpt2 {
+            config,
+            params,
+            half: None,
+        })
+    }
+
+    /// The model with its matmuls reading weights in `precision`: for f16, f16 copies of
+    /// every matmul weight are made and filled now (one submit), and kept in step by the
+    /// training step. Errors for f16 where the adapter lacks `shader-f16`.
+    pub fn with_precision(mut self, ctx: &GpuContext, precision: Precision) -> Result<Self> {
+        self.half = match precision {
+            Precision::F32 => None,
+            Precision::F16 => {
+                let half = HalfWeights::new(ctx, &self.params)?;
+                let view = half.compute_view(&self.params);
+                Some((half, view))
+            }
+        };
+        self.refresh_half(ctx)?;
+        Ok(self)
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.half {
+            Some(_) => Precision::F16,
+            None => Precision::F32,
+        }
+    }
+
+    /// The parameters the passes read: `params`, or with f16 the view whose block
+    /// matrices are the f16 copies (wte there stays f32, for the embedding).
+    pub fn compute_params(&self) -> &ParamTensors {
+        match &self.half {
+            Some((_, view)) => view,
+            None => &self.params,
+        }
+    }
+
+    /// The tied classifier's weights: wte, or its f16 copy.
+    pub fn head(&self) -> &Tensor {
+        match &self.half {
+            Some((h, _)) => &h.wte,
+            None => &self.params.wte,
+        }
+    }
+
+    /// Record the f16 copies' refresh from the master weights (nothing in f32).
+    pub fn record_refresh_half(&self, s: &mut Schedule, ctx: &GpuContext) -> Result<()> {
+        match &self.half {
+            Some((h, _)) => h.record_refresh(s, ctx, &self.params),
+            None => Ok(()),
+        }
+    }
+
+    /// Refresh the f16 copies now, in their own submit: after the master weights were
+    /// written from outside a training step (a resumed checkpoint).
+    pub fn refresh_half(&self, ctx: &GpuContext) -> Result<()> {
+        if self.half.is_some() {
+            let mut s = Schedule::new("refresh f16 weights");
+            self.record_refresh_half(&mut s, ctx)?;
+            s.run(ctx);
+        }
+        Ok(())
     }
 
     /// A fresh model initialised as GPT-2 (N(0, 0.02), residual projections scaled by
@@ -470,7 +538,8 @@ pub fn record_forward_dropout(
     dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
-    let p = &model.params;
+    // Matmul weights in the model's precision (f16 copies on the f16 path).
+    let p = model.compute_params();
     let (b, t, c, nh, v, f) = (
         a.b,
         a.t,
@@ -581,7 +650,7 @@ pub fn record_forward_dropout(
         eps,
     )?;
     match &a.classifier {
-        None => classifier_forward(s, ctx, &a.logits, &a.lnf, &p.wte, bt, c, v),
+        None => classifier_forward(s, ctx, &a.logits, &a.lnf, model.head(), bt, c, v),
         Some(ch) => classifier_crossentropy_forward(
             s, ctx, ch, &a.logits, &a.lnf, &p.wte, &a.targets, bt, c, v,
         ),
@@ -641,7 +710,8 @@ pub fn record_backward_with(
     grad_scale: f32,
 ) -> Result<()> {
     let cfg = &model.config;
-    let p = &model.params;
+    // Matmul weights in the model's precision (f16 copies on the f16 path).
+    let p = model.compute_params();
     let (b, t, c, nh, v, f) = (
         a.b,
         a.t,
@@ -669,7 +739,16 @@ pub fn record_backward_with(
             )?;
             let dlogits = &a.logits;
             classifier_backward(
-                s, ctx, &d.dlnf, &grads.wte, dlogits, &a.lnf, &p.wte, bt, c, v,
+                s,
+                ctx,
+                &d.dlnf,
+                &grads.wte,
+                dlogits,
+                &a.lnf,
+                model.head(),
+                bt,
+                c,
+                v,
             )?;
         }
         Some(ch) => classifier_crossentropy_backward(
@@ -1046,7 +1125,9 @@ impl Trainer {
 
         let decay = gpt2_param_specs(&cfg).into_iter().map(|p| p.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
-        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
+        let mut update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
+        // The f16 copies follow each update, inside the step's one submit.
+        model.record_refresh_half(&mut update, ctx)?;
         let recorded = Recorded {
             forward,
             zero_grads,

@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt2;
+pub mod half;
 pub mod optim;
 pub mod params;
 pub mod seq2seq;

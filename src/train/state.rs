@@ -343,6 +343,7 @@ pub fn restore_checkpoint(
     let values = load_gpt2_safetensors(&dir.join("model.safetensors"), &cfg)?;
     let (m, v) = read_optimizer(&dir.join("optimizer.safetensors"), &gpt2_shapes(&cfg))?;
     trainer.model.params.write_all(ctx, &values)?;
+    trainer.model.refresh_half(ctx)?;
     trainer.m.write_all(ctx, &m)?;
     trainer.v.write_all(ctx, &v)?;
     trainer.step = u32::try_from(state.step).map_err(|_| {
