@@ -1,14 +1,20 @@
 // layernorm.wgsl: layer normalisation over the channels of each row (B·T rows of C),
 //   out = (inp − mean)·rstd·weight + bias,  rstd = 1/√(var + eps),
-// saving mean and rstd for the backward, which walks it in reverse. Three entry points:
-//   layernorm_forward          one workgroup per row
-//   layernorm_backward_dinp    one workgroup per row: dinp
-//   layernorm_backward_dparams one workgroup per 32 channels: dweight, dbias
-// Both per-row kernels reduce with a fixed-shape tree in workgroup memory (row_sum), and
-// the forward takes two passes over the row (the mean, then the variance of x − mean),
-// so results are reproducible to the bit and accurate at any C. dweight and dbias are
-// sums over all B·T rows: each column of invocations walks the rows in order with a
-// stride of LANES, and the LANES partial sums are then added by a fixed tree. No atomics.
+// saving mean and rstd for the backward, which walks it in reverse; and the same fused
+// with the residual add before it (res = x + sub; out = norm(res)), which saves the pass
+// that residual.wgsl would take over memory each way. Five entry points:
+//   layernorm_forward                   one workgroup per row
+//   residual_layernorm_forward          one workgroup per row: res, then out
+//   layernorm_backward_dinp             one workgroup per row: dinp
+//   residual_layernorm_backward_dinp    one workgroup per row: dres, then dx and dsub
+//   layernorm_backward_dparams          one workgroup per 32 channels: dweight, dbias
+// The per-row kernels reduce with a fixed-shape tree in workgroup memory (row_sum), and
+// the forwards take two passes over the row (the mean, then the variance of x − mean),
+// so results are reproducible to the bit and accurate at any C. Each fused kernel does
+// the arithmetic of its unfused pair in the same order, so it gives the same bits.
+// dweight and dbias are sums over all B·T rows: each column of invocations walks the
+// rows in order with a stride of LANES, and the LANES partial sums are then added by a
+// fixed tree. No atomics.
 // Launchers: src/kernels/layernorm.rs. CPU references: src/reference/layernorm.rs.
 
 // Mirrored by `LayernormParams` in src/kernels/layernorm.rs.
@@ -85,6 +91,55 @@ fn layernorm_forward(@builtin(workgroup_id) wg: vec3<u32>,
     }
 }
 
+@group(0) @binding(0) var<storage, read_write> rfwd_res: array<f32>;   // (B, T, C)
+@group(0) @binding(1) var<storage, read_write> rfwd_out: array<f32>;   // (B, T, C)
+@group(0) @binding(2) var<storage, read_write> rfwd_mean: array<f32>;  // (B, T)
+@group(0) @binding(3) var<storage, read_write> rfwd_rstd: array<f32>;  // (B, T)
+@group(0) @binding(4) var<storage, read> rfwd_x: array<f32>;           // (B, T, C)
+@group(0) @binding(5) var<storage, read> rfwd_sub: array<f32>;         // (B, T, C)
+@group(0) @binding(6) var<storage, read> rfwd_weight: array<f32>;      // (C)
+@group(0) @binding(7) var<storage, read> rfwd_bias: array<f32>;        // (C)
+@group(0) @binding(8) var<uniform> rfwd_p: LayernormParams;
+
+// res = x + sub; then layernorm_forward of res, step for step. Each invocation writes
+// its channels of res in the first pass and reads back only those in the later two
+// (its own writes, so no barrier is needed); the pivot, res's first element, every
+// invocation adds for itself (x + sub rounds the same wherever it is computed).
+@compute @workgroup_size(WG)
+fn residual_layernorm_forward(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= rfwd_p.rows) {
+        return;  // the whole workgroup leaves: control flow stays uniform
+    }
+    let c = rfwd_p.c;
+    let base = row * c;
+    let pivot = rfwd_x[base] + rfwd_sub[base];
+    var s = 0.0;
+    for (var i = li; i < c; i += WG) {
+        let x = rfwd_x[base + i] + rfwd_sub[base + i];
+        rfwd_res[base + i] = x;
+        s += x - pivot;
+    }
+    let m = pivot + row_sum(li, vec2(s, 0.0)).x / f32(c);
+    var v = 0.0;
+    for (var i = li; i < c; i += WG) {
+        let d = rfwd_res[base + i] - m;
+        v += d * d;
+    }
+    let variance = row_sum(li, vec2(v, 0.0)).x / f32(c);
+    let r = 1.0 / sqrt(variance + rfwd_p.eps);
+    for (var i = li; i < c; i += WG) {
+        let n = (rfwd_res[base + i] - m) * r;
+        rfwd_out[base + i] = n * rfwd_weight[i] + rfwd_bias[i];
+    }
+    if (li == 0u) {
+        rfwd_mean[row] = m;
+        rfwd_rstd[row] = r;
+    }
+}
+
 @group(0) @binding(0) var<storage, read_write> bwd_dinp: array<f32>;  // (B, T, C)
 @group(0) @binding(1) var<storage, read> bwd_dout: array<f32>;        // (B, T, C)
 @group(0) @binding(2) var<storage, read> bwd_inp: array<f32>;         // (B, T, C)
@@ -119,6 +174,50 @@ fn layernorm_backward_dinp(@builtin(workgroup_id) wg: vec3<u32>,
         let g = bwd_weight[i] * bwd_dout[base + i];
         let n = (bwd_inp[base + i] - m) * r;
         bwd_dinp[base + i] += (g - means.x - n * means.y) * r;
+    }
+}
+
+@group(0) @binding(0) var<storage, read_write> rbwd_dx: array<f32>;    // (B, T, C)
+@group(0) @binding(1) var<storage, read_write> rbwd_dsub: array<f32>;  // (B, T, C)
+@group(0) @binding(2) var<storage, read_write> rbwd_dres: array<f32>;  // (B, T, C)
+@group(0) @binding(3) var<storage, read> rbwd_dout: array<f32>;        // (B, T, C)
+@group(0) @binding(4) var<storage, read> rbwd_res: array<f32>;         // (B, T, C)
+@group(0) @binding(5) var<storage, read> rbwd_weight: array<f32>;      // (C)
+@group(0) @binding(6) var<storage, read> rbwd_mean: array<f32>;        // (B, T)
+@group(0) @binding(7) var<storage, read> rbwd_rstd: array<f32>;        // (B, T)
+@group(0) @binding(8) var<uniform> rbwd_p: LayernormParams;
+
+// layernorm_backward_dinp into dres, then residual_backward of dres, in one pass:
+//   dres += rstd·(g − mean_C(g) − n·mean_C(g·n));  dx += dres;  dsub += dres.
+// dres comes in holding what the rest of the graph added to res's gradient and leaves
+// holding the whole of it, as after the two unfused kernels. The expressions are theirs,
+// so the bits are too.
+@compute @workgroup_size(WG)
+fn residual_layernorm_backward_dinp(@builtin(workgroup_id) wg: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) li: u32) {
+    let row = linear_workgroup(wg, nwg);
+    if (row >= rbwd_p.rows) {
+        return;  // the whole workgroup leaves: control flow stays uniform
+    }
+    let c = rbwd_p.c;
+    let base = row * c;
+    let m = rbwd_mean[row];
+    let r = rbwd_rstd[row];
+    var acc = vec2(0.0, 0.0);  // (Σ g, Σ g·n)
+    for (var i = li; i < c; i += WG) {
+        let g = rbwd_weight[i] * rbwd_dout[base + i];
+        let n = (rbwd_res[base + i] - m) * r;
+        acc += vec2(g, g * n);
+    }
+    let means = row_sum(li, acc) / f32(c);
+    for (var i = li; i < c; i += WG) {
+        let g = rbwd_weight[i] * rbwd_dout[base + i];
+        let n = (rbwd_res[base + i] - m) * r;
+        let d = rbwd_dres[base + i] + (g - means.x - n * means.y) * r;
+        rbwd_dres[base + i] = d;
+        rbwd_dx[base + i] += d;
+        rbwd_dsub[base + i] += d;
     }
 }
 

@@ -1,10 +1,16 @@
 //! layernorm_forward and layernorm_backward against their CPU references at GPT-2's
 //! awkward sizes (T = 1; C = 48, 80, 768), including a constant row (variance 0, so
 //! rstd = 1/√eps); the backward reference checked by finite differences; both kernels
-//! checked to give the same bits on a second run.
+//! checked to give the same bits on a second run. The fused residual_layernorm_forward
+//! and residual_layernorm_backward likewise against their references (also at odd C and
+//! C > 1024), and checked to give the same bits as residual_forward + layernorm_forward
+//! and layernorm_backward + residual_backward, which they replace in the models.
 
 use wgformer::gpu::{DType, GpuContext, Schedule, Tensor};
-use wgformer::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use wgformer::kernels::layernorm::{
+    layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
+};
+use wgformer::kernels::residual::{residual_backward, residual_forward};
 use wgformer::reference::layernorm as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{assert_close64, assert_gradient, on_each_adapter, same_bits, to_f64};
@@ -256,5 +262,313 @@ fn layernorm_rows_past_the_workgroup_limit() {
             let cl = assert_close64(&format!("layernorm {name} T=65537"), g, w, 1e-4, 1e-3);
             eprintln!("layernorm T=65537 {name}: max |Δ| {:.1e}", cl.max_abs);
         }
+    });
+}
+
+/// (B, T, C) of the fused kernels: odd C, C under and over one workgroup's 256 lanes.
+const FUSED_SIZES: [(usize, usize, usize); 7] = [
+    (1, 1, 48),
+    (2, 7, 81),
+    (3, 1, 768),
+    (2, 64, 33),
+    (3, 7, 768),
+    (2, 5, 1025),
+    (2, 64, 768),
+];
+
+/// Inputs of one fused test case: [`Case`]'s rows split as x + sub.
+struct FusedCase {
+    b: usize,
+    t: usize,
+    c: usize,
+    x: Vec<f32>,
+    sub: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    dout: Vec<f32>,
+    /// Starting values of dx, dsub, dres, dweight, dbias: the backward adds into them
+    /// (dres: the gradient res already has from the rest of the graph).
+    prior: [Vec<f32>; 5],
+}
+
+impl FusedCase {
+    fn new(rng: &mut Rng, size: (usize, usize, usize)) -> Self {
+        let k = Case::new(rng, size);
+        let (b, t, c) = size;
+        let mut x = k.inp;
+        let mut sub = rng.vec_normal(b * t * c, 0.5);
+        // With more than one row, the last sums to a constant (exactly: 0.5 + 0.25).
+        if b * t > 1 {
+            x[(b * t - 1) * c..].fill(0.5);
+            sub[(b * t - 1) * c..].fill(0.25);
+        }
+        let [_, dweight, dbias] = k.prior;
+        FusedCase {
+            b,
+            t,
+            c,
+            x,
+            sub,
+            weight: k.weight,
+            bias: k.bias,
+            dout: k.dout,
+            prior: [
+                rng.vec_normal(b * t * c, 1.0),
+                rng.vec_normal(b * t * c, 1.0),
+                rng.vec_normal(b * t * c, 1.0),
+                dweight,
+                dbias,
+            ],
+        }
+    }
+}
+
+const FUSED_NAMES: [&str; 9] = [
+    "res", "out", "mean", "rstd", "dx", "dsub", "dres", "dweight", "dbias",
+];
+
+/// GPU results in the order of [`FUSED_NAMES`], by the fused kernels or, with `fused`
+/// false, by the unfused pairs they replace.
+fn run_fused(ctx: &GpuContext, k: &FusedCase, fused: bool) -> [Vec<f32>; 9] {
+    let (b, t, c) = (k.b, k.t, k.c);
+    let f = |name: &str, shape: &[usize], data: &[f32]| {
+        Tensor::from_f32(ctx, name, shape, data).unwrap()
+    };
+    let z = |name: &str, shape: &[usize]| Tensor::zeros(ctx, name, shape, DType::F32).unwrap();
+    let x = f("x", &[b, t, c], &k.x);
+    let sub = f("sub", &[b, t, c], &k.sub);
+    let weight = f("weight", &[c], &k.weight);
+    let bias = f("bias", &[c], &k.bias);
+    let dout = f("dout", &[b, t, c], &k.dout);
+    let res = z("res", &[b, t, c]);
+    let out = z("out", &[b, t, c]);
+    let mean = z("mean", &[b, t]);
+    let rstd = z("rstd", &[b, t]);
+    let dx = f("dx", &[b, t, c], &k.prior[0]);
+    let dsub = f("dsub", &[b, t, c], &k.prior[1]);
+    let dres = f("dres", &[b, t, c], &k.prior[2]);
+    let dweight = f("dweight", &[c], &k.prior[3]);
+    let dbias = f("dbias", &[c], &k.prior[4]);
+    let mut s = Schedule::new("residual_layernorm");
+    if fused {
+        residual_layernorm_forward(
+            &mut s, ctx, &res, &out, &mean, &rstd, &x, &sub, &weight, &bias, b, t, c, EPS,
+        )
+        .unwrap();
+        residual_layernorm_backward(
+            &mut s, ctx, &dx, &dsub, &dres, &dweight, &dbias, &dout, &res, &weight, &mean, &rstd,
+            b, t, c,
+        )
+        .unwrap();
+    } else {
+        residual_forward(&mut s, ctx, &res, &x, &sub, b * t * c).unwrap();
+        layernorm_forward(
+            &mut s, ctx, &out, &mean, &rstd, &res, &weight, &bias, b, t, c, EPS,
+        )
+        .unwrap();
+        layernorm_backward(
+            &mut s, ctx, &dres, &dweight, &dbias, &dout, &res, &weight, &mean, &rstd, b, t, c,
+        )
+        .unwrap();
+        residual_backward(&mut s, ctx, &dx, &dsub, &dres, b * t * c).unwrap();
+    }
+    s.run(ctx);
+    [res, out, mean, rstd, dx, dsub, dres, dweight, dbias]
+        .map(|x| ctx.block_on(x.read_f32(ctx)).unwrap())
+}
+
+/// Reference results, in the order of [`FUSED_NAMES`].
+fn reference_fused(k: &FusedCase) -> [Vec<f64>; 9] {
+    let (b, t, c) = (k.b, k.t, k.c);
+    let weight = to_f64(&k.weight);
+    let mut res = vec![0f64; b * t * c];
+    let mut out = vec![0f64; b * t * c];
+    let mut mean = vec![0f64; b * t];
+    let mut rstd = vec![0f64; b * t];
+    cpu::residual_layernorm_forward(
+        &mut res,
+        &mut out,
+        &mut mean,
+        &mut rstd,
+        &to_f64(&k.x),
+        &to_f64(&k.sub),
+        &weight,
+        &to_f64(&k.bias),
+        b,
+        t,
+        c,
+        EPS as f64,
+    );
+    let [mut dx, mut dsub, mut dres, mut dweight, mut dbias] = k.prior.clone().map(|p| to_f64(&p));
+    cpu::residual_layernorm_backward(
+        &mut dx,
+        &mut dsub,
+        &mut dres,
+        &mut dweight,
+        &mut dbias,
+        &to_f64(&k.dout),
+        &res,
+        &weight,
+        &mean,
+        &rstd,
+        b,
+        t,
+        c,
+    );
+    [res, out, mean, rstd, dx, dsub, dres, dweight, dbias]
+}
+
+#[test]
+fn residual_layernorm_matches_reference() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(25);
+        for size in FUSED_SIZES {
+            let k = FusedCase::new(&mut rng, size);
+            let got = run_fused(ctx, &k, true);
+            let want = reference_fused(&k);
+            let mut report = Vec::new();
+            for ((name, g), w) in FUSED_NAMES.iter().zip(&got).zip(&want) {
+                let what = format!("residual_layernorm {name} B={} T={} C={}", k.b, k.t, k.c);
+                let cl = assert_close64(&what, g, w, 1e-4, 1e-3);
+                report.push(format!("{name} {:.1e}", cl.max_abs));
+            }
+            eprintln!("residual_layernorm {size:?}: max |Δ| {}", report.join(", "));
+        }
+    });
+}
+
+#[test]
+fn residual_layernorm_gives_the_unfused_bits() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(26);
+        for size in FUSED_SIZES {
+            let k = FusedCase::new(&mut rng, size);
+            let fused = run_fused(ctx, &k, true);
+            let unfused = run_fused(ctx, &k, false);
+            for ((name, a), b) in FUSED_NAMES.iter().zip(&fused).zip(&unfused) {
+                if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+                    let max = a
+                        .iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, f32::max);
+                    panic!(
+                        "residual_layernorm {name} {size:?}: fused and unfused differ, first at \
+                         index {i}: {} vs {}; max |Δ| = {max:e}",
+                        a[i], b[i]
+                    );
+                }
+            }
+            // And the same bits on a second run.
+            let again = run_fused(ctx, &k, true);
+            for ((name, a), b) in FUSED_NAMES.iter().zip(&fused).zip(&again) {
+                assert!(
+                    same_bits(a, b),
+                    "residual_layernorm {name} gave different bits"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn residual_layernorm_backward_reference_is_the_gradient() {
+    // loss = Σ out·dout + Σ res·dres0, with res = x + sub, out = norm(res): dres0 is the
+    // gradient res gets from elsewhere (the next residual add), which the backward
+    // finds in dres and hands on to x and sub with norm's.
+    let (b, t, c) = (2, 3, 5);
+    let mut rng = Rng::new(27);
+    let k = FusedCase::new(&mut rng, (b, t, c));
+    // No constant row here: at variance 0 the finite differences are dominated by eps.
+    let x = to_f64(&rng.vec_normal(b * t * c, 1.5));
+    let sub = to_f64(&rng.vec_normal(b * t * c, 0.5));
+    let weight = to_f64(&k.weight);
+    let bias = to_f64(&k.bias);
+    let dout = to_f64(&k.dout);
+    let dres0 = to_f64(&k.prior[2]);
+    let eps = EPS as f64;
+    let forward = |x: &[f64], sub: &[f64], weight: &[f64], bias: &[f64]| {
+        let (mut res, mut out) = (vec![0f64; b * t * c], vec![0f64; b * t * c]);
+        let (mut mean, mut rstd) = (vec![0f64; b * t], vec![0f64; b * t]);
+        cpu::residual_layernorm_forward(
+            &mut res, &mut out, &mut mean, &mut rstd, x, sub, weight, bias, b, t, c, eps,
+        );
+        (res, out, mean, rstd)
+    };
+    let loss = |x: &[f64], sub: &[f64], weight: &[f64], bias: &[f64]| {
+        let (res, out, _, _) = forward(x, sub, weight, bias);
+        let o = out.iter().zip(&dout).map(|(o, d)| o * d).sum::<f64>();
+        o + res.iter().zip(&dres0).map(|(r, d)| r * d).sum::<f64>()
+    };
+    let (res, _, mean, rstd) = forward(&x, &sub, &weight, &bias);
+    let n = b * t * c;
+    let (mut dx, mut dsub, mut dres) = (vec![0f64; n], vec![0f64; n], dres0.clone());
+    let (mut dweight, mut dbias) = (vec![0f64; c], vec![0f64; c]);
+    cpu::residual_layernorm_backward(
+        &mut dx,
+        &mut dsub,
+        &mut dres,
+        &mut dweight,
+        &mut dbias,
+        &dout,
+        &res,
+        &weight,
+        &mean,
+        &rstd,
+        b,
+        t,
+        c,
+    );
+    assert_gradient(
+        "residual_layernorm dx",
+        &x,
+        &dx,
+        |v| loss(v, &sub, &weight, &bias),
+        100,
+    );
+    assert_gradient(
+        "residual_layernorm dsub",
+        &sub,
+        &dsub,
+        |v| loss(&x, v, &weight, &bias),
+        100,
+    );
+    assert_gradient(
+        "residual_layernorm dweight",
+        &weight,
+        &dweight,
+        |v| loss(&x, &sub, v, &bias),
+        100,
+    );
+    assert_gradient(
+        "residual_layernorm dbias",
+        &bias,
+        &dbias,
+        |v| loss(&x, &sub, &weight, v),
+        100,
+    );
+}
+
+#[test]
+fn residual_layernorm_rejects_wrong_sizes() {
+    on_each_adapter(|ctx| {
+        let (b, t, c) = (2, 3, 48);
+        let z = |name: &str, n: usize| Tensor::zeros(ctx, name, &[n], DType::F32).unwrap();
+        let x = z("x", b * t * c);
+        let (y, w) = (z("y", b * t * c), z("w", b * t * c));
+        let row = z("row", b * t);
+        let ch = z("ch", c);
+        let bad = z("bad_sub", b * t * c - 1);
+        let mut s = Schedule::new("residual_layernorm");
+        let e = residual_layernorm_forward(
+            &mut s, ctx, &y, &w, &row, &row, &x, &bad, &ch, &ch, b, t, c, EPS,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bad_sub"), "{e}");
+        let e = residual_layernorm_backward(
+            &mut s, ctx, &y, &bad, &w, &ch, &ch, &x, &x, &ch, &row, &row, b, t, c,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bad_sub"), "{e}");
     });
 }

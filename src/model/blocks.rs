@@ -9,11 +9,10 @@
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
-use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::layernorm::{residual_layernorm_backward, residual_layernorm_forward};
 use crate::kernels::matmul::{matmul_backward, matmul_forward};
 use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
 use crate::kernels::relu::{relu_backward, relu_forward};
-use crate::kernels::residual::{residual_backward, residual_forward};
 
 /// Self-attention of one block, q, k and v packed.
 #[derive(Clone)]
@@ -79,7 +78,7 @@ pub fn self_attn_forward(
     matmul_forward(s, ctx, proj, att, &w.out_w, Some(&w.out_b), b * t, c, c)
 }
 
-/// Post-LN residual: res = x + sub; out = norm(res).
+/// Post-LN residual: res = x + sub; out = norm(res). One fused launch.
 #[allow(clippy::too_many_arguments)]
 pub fn add_norm_forward(
     s: &mut Schedule,
@@ -91,8 +90,9 @@ pub fn add_norm_forward(
     (b, t, c): (usize, usize, usize),
     eps: f32,
 ) -> Result<()> {
-    residual_forward(s, ctx, res, x, sub, b * t * c)?;
-    layernorm_forward(s, ctx, out, mean, rstd, res, &norm.w, &norm.b, b, t, c, eps)
+    residual_layernorm_forward(
+        s, ctx, res, out, mean, rstd, x, sub, &norm.w, &norm.b, b, t, c, eps,
+    )
 }
 
 /// Feed-forward: out = act(x·W1 + b1)·W2 + b2.
@@ -114,7 +114,8 @@ pub fn ffn_forward(
     matmul_forward(s, ctx, ff2, ff1_act, &w.w2, Some(&w.b2), bt, f, c)
 }
 
-/// Backward of [`add_norm_forward`]: dres += norm'(dout); dx += dres; dsub += dres.
+/// Backward of [`add_norm_forward`]: dres += norm'(dout); dx += dres; dsub += dres, the
+/// first fused with the other two.
 #[allow(clippy::too_many_arguments)]
 pub fn add_norm_backward(
     s: &mut Schedule,
@@ -126,10 +127,9 @@ pub fn add_norm_backward(
     norm: &NormTensors,
     (b, t, c): (usize, usize, usize),
 ) -> Result<()> {
-    layernorm_backward(
-        s, ctx, dres, &dnorm.w, &dnorm.b, dout, res, &norm.w, mean, rstd, b, t, c,
-    )?;
-    residual_backward(s, ctx, dx, dsub, dres, b * t * c)
+    residual_layernorm_backward(
+        s, ctx, dx, dsub, dres, &dnorm.w, &dnorm.b, dout, res, &norm.w, mean, rstd, b, t, c,
+    )
 }
 
 /// Backward of [`ffn_forward`]: dx += ..., and the weights' gradients.

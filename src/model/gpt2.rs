@@ -26,11 +26,12 @@ use crate::kernels::dropout::{
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward};
 use crate::kernels::gradnorm::GradNorm;
-use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::layernorm::{
+    layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
+};
 use crate::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_forward,
 };
-use crate::kernels::residual::{residual_backward, residual_forward};
 use crate::kernels::sampling::argmax_forward;
 use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
 use crate::model::config::Gpt2Config;
@@ -554,28 +555,28 @@ pub fn record_forward_dropout(
         Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
         None => Ok(()),
     };
+    // The layernorm that reads layer l's residual3: layer l+1's ln_1, or ln_f after the
+    // last layer (l = None: the embeddings, when there are no layers). Every layernorm
+    // but layer 0's ln_1 is fused with the residual add before it.
+    let norm_after = |l: Option<usize>| {
+        let next = l.map_or(0, |l| l + 1);
+        match (a.layers.get(next), p.layers.get(next)) {
+            (Some(x), Some(w)) => (&x.ln1, &x.ln1_mean, &x.ln1_rstd, &w.ln_1_w, &w.ln_1_b),
+            _ => (&a.lnf, &a.lnf_mean, &a.lnf_rstd, &p.ln_f_w, &p.ln_f_b),
+        }
+    };
     encoder_forward(s, ctx, &a.encoded, &a.tokens, &p.wte, &p.wpe, b, t, c, v)?;
     drop(s, &a.encoded, DROPOUT_SITE_EMBEDDINGS)?;
+    let (out, mean, rstd, ln_w, ln_b) = norm_after(None);
+    layernorm_forward(
+        s, ctx, out, mean, rstd, &a.encoded, ln_w, ln_b, b, t, c, eps,
+    )?;
     for (l, (w, x)) in p.layers.iter().zip(&a.layers).enumerate() {
         let residual = if l == 0 {
             &a.encoded
         } else {
             &a.layers[l - 1].residual3
         };
-        layernorm_forward(
-            s,
-            ctx,
-            &x.ln1,
-            &x.ln1_mean,
-            &x.ln1_rstd,
-            residual,
-            &w.ln_1_w,
-            &w.ln_1_b,
-            b,
-            t,
-            c,
-            eps,
-        )?;
         matmul_forward(
             s,
             ctx,
@@ -600,14 +601,15 @@ pub fn record_forward_dropout(
             c,
         )?;
         drop(s, &x.attproj, dropout_site_attn(l))?;
-        residual_forward(s, ctx, &x.residual2, residual, &x.attproj, bt * c)?;
-        layernorm_forward(
+        residual_layernorm_forward(
             s,
             ctx,
+            &x.residual2,
             &x.ln2,
             &x.ln2_mean,
             &x.ln2_rstd,
-            &x.residual2,
+            residual,
+            &x.attproj,
             &w.ln_2_w,
             &w.ln_2_b,
             b,
@@ -629,26 +631,24 @@ pub fn record_forward_dropout(
             c,
         )?;
         drop(s, &x.fcproj, dropout_site_mlp(l))?;
-        residual_forward(s, ctx, &x.residual3, &x.residual2, &x.fcproj, bt * c)?;
+        let (out, mean, rstd, ln_w, ln_b) = norm_after(Some(l));
+        residual_layernorm_forward(
+            s,
+            ctx,
+            &x.residual3,
+            out,
+            mean,
+            rstd,
+            &x.residual2,
+            &x.fcproj,
+            ln_w,
+            ln_b,
+            b,
+            t,
+            c,
+            eps,
+        )?;
     }
-    let last = match a.layers.last() {
-        Some(l) => &l.residual3,
-        None => &a.encoded,
-    };
-    layernorm_forward(
-        s,
-        ctx,
-        &a.lnf,
-        &a.lnf_mean,
-        &a.lnf_rstd,
-        last,
-        &p.ln_f_w,
-        &p.ln_f_b,
-        b,
-        t,
-        c,
-        eps,
-    )?;
     match &a.classifier {
         None => classifier_forward(s, ctx, &a.logits, &a.lnf, model.head(), bt, c, v),
         Some(ch) => classifier_crossentropy_forward(
@@ -768,33 +768,66 @@ pub fn record_backward_with(
             grad_scale,
         )?,
     }
-    let (last, dlast) = match (a.layers.last(), d.layers.last()) {
-        (Some(x), Some(dx)) => (&x.residual3, &dx.dresidual3),
-        _ => (&a.encoded, &d.dencoded),
+    // The backward of a layernorm reading layer l's residual3 (ln_f or layer l+1's
+    // ln_1) from dout, fused with that residual add's backward; with l = None, of one
+    // reading the embeddings (ln_f with no layers, or layer 0's ln_1).
+    let norm_backward = |s: &mut Schedule,
+                         l: Option<usize>,
+                         (dweight, dbias): (&Tensor, &Tensor),
+                         dout: &Tensor,
+                         weight: &Tensor,
+                         (mean, rstd): (&Tensor, &Tensor)| match l {
+        Some(l) => {
+            let (x, dx) = (&a.layers[l], &d.layers[l]);
+            residual_layernorm_backward(
+                s,
+                ctx,
+                &dx.dresidual2,
+                &dx.dfcproj,
+                &dx.dresidual3,
+                dweight,
+                dbias,
+                dout,
+                &x.residual3,
+                weight,
+                mean,
+                rstd,
+                b,
+                t,
+                c,
+            )
+        }
+        None => layernorm_backward(
+            s,
+            ctx,
+            &d.dencoded,
+            dweight,
+            dbias,
+            dout,
+            &a.encoded,
+            weight,
+            mean,
+            rstd,
+            b,
+            t,
+            c,
+        ),
     };
-    layernorm_backward(
+    norm_backward(
         s,
-        ctx,
-        dlast,
-        &grads.ln_f_w,
-        &grads.ln_f_b,
+        cfg.n_layer.checked_sub(1),
+        (&grads.ln_f_w, &grads.ln_f_b),
         &d.dlnf,
-        last,
         &p.ln_f_w,
-        &a.lnf_mean,
-        &a.lnf_rstd,
-        b,
-        t,
-        c,
+        (&a.lnf_mean, &a.lnf_rstd),
     )?;
     for l in (0..cfg.n_layer).rev() {
         let (w, g, x, dx) = (&p.layers[l], &grads.layers[l], &a.layers[l], &d.layers[l]);
-        let (residual, dresidual) = if l == 0 {
-            (&a.encoded, &d.dencoded)
+        let dresidual = if l == 0 {
+            &d.dencoded
         } else {
-            (&a.layers[l - 1].residual3, &d.layers[l - 1].dresidual3)
+            &d.layers[l - 1].dresidual3
         };
-        residual_backward(s, ctx, &dx.dresidual2, &dx.dfcproj, &dx.dresidual3, bt * c)?;
         undrop(s, &dx.dfcproj, dropout_site_mlp(l))?;
         matmul_backward(
             s,
@@ -823,9 +856,11 @@ pub fn record_backward_with(
             c,
             f,
         )?;
-        layernorm_backward(
+        residual_layernorm_backward(
             s,
             ctx,
+            dresidual,
+            &dx.dattproj,
             &dx.dresidual2,
             &g.ln_2_w,
             &g.ln_2_b,
@@ -838,7 +873,6 @@ pub fn record_backward_with(
             t,
             c,
         )?;
-        residual_backward(s, ctx, dresidual, &dx.dattproj, &dx.dresidual2, bt * c)?;
         undrop(s, &dx.dattproj, dropout_site_attn(l))?;
         matmul_backward(
             s,
@@ -879,20 +913,13 @@ pub fn record_backward_with(
             c,
             3 * c,
         )?;
-        layernorm_backward(
+        norm_backward(
             s,
-            ctx,
-            dresidual,
-            &g.ln_1_w,
-            &g.ln_1_b,
+            l.checked_sub(1),
+            (&g.ln_1_w, &g.ln_1_b),
             &dx.dln1,
-            residual,
             &w.ln_1_w,
-            &x.ln1_mean,
-            &x.ln1_rstd,
-            b,
-            t,
-            c,
+            (&x.ln1_mean, &x.ln1_rstd),
         )?;
     }
     undrop(s, &d.dencoded, DROPOUT_SITE_EMBEDDINGS)?;
