@@ -113,6 +113,10 @@ enum BenchWhat {
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// Precision the matmuls read weights in: f32, or f16 (f16 copies of the
+        /// weights, needs shader-f16).
+        #[arg(long, default_value = "f32")]
+        precision: wgformer::model::half::Precision,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -133,6 +137,9 @@ enum BenchWhat {
         /// Also time one decode step at positions across the context.
         #[arg(long)]
         positions: bool,
+        /// Precision the matmuls read weights in: f32, or f16 (needs shader-f16).
+        #[arg(long, default_value = "f32")]
+        precision: wgformer::model::half::Precision,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -306,6 +313,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             batch,
             seq,
             steps,
+            precision,
             json,
         } => {
             let cfg = wgformer::model::Gpt2Config::preset(&preset, None)?;
@@ -319,7 +327,8 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
                 "benchmarking a {preset} training step on {}",
                 ctx.adapter_name()
             );
-            let report = wgformer::bench::run_step(&ctx, &cfg, &preset, batch, seq, steps)?;
+            let report =
+                wgformer::bench::run_step(&ctx, &cfg, &preset, batch, seq, steps, precision)?;
             println!("{}", report.markdown());
             write_json(json.as_deref(), &report)?;
             Ok(true)
@@ -329,6 +338,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             prompt,
             tokens,
             positions,
+            precision,
             json,
         } => {
             let opts = GpuOptions {
@@ -350,6 +360,10 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
                     format!("{model} (random init)"),
                 )
             };
+            let mut model = model.with_precision(precision)?;
+            if precision != wgformer::model::half::Precision::F32 {
+                model.name += &format!(" {precision}");
+            }
             eprintln!(
                 "benchmarking generation of {} on {}",
                 model.name,

@@ -280,7 +280,10 @@ fn f16_is_refused_where_only_f32_is_read() {
         let err = matmul_forward(&mut s, &ctx, &out, &a16, &w, None, 2, 2, 2)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a16") && err.contains("expected dtype f32"), "{err}");
+        assert!(
+            err.contains("a16") && err.contains("expected dtype f32"),
+            "{err}"
+        );
     }
     // Needs::shader_f16 on an adapter without it is an error naming the feature.
     let opts = GpuOptions::from_env().unwrap();
@@ -376,9 +379,14 @@ fn logits(ctx: &GpuContext, model: &Gpt2, x: &[i32], b: usize, t: usize) -> Vec<
 }
 
 fn is_matmul_weight(name: &str) -> bool {
-    ["wte.weight", "c_attn.weight", "c_proj.weight", "c_fc.weight"]
-        .iter()
-        .any(|s| name.ends_with(s))
+    [
+        "wte.weight",
+        "c_attn.weight",
+        "c_proj.weight",
+        "c_fc.weight",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
 }
 
 /// With weights that f16 holds exactly, the f16 path computes what f32 does, to the
@@ -463,7 +471,10 @@ fn f16_training_steps_keep_the_copies_in_step() {
         for _ in 0..3 {
             losses.push(ctx.block_on(trainer.step(&ctx, &x, &y, 1e-2)).unwrap());
         }
-        assert!(losses[2] < losses[0], "f16 training did not learn: {losses:?}");
+        assert!(
+            losses[2] < losses[0],
+            "f16 training did not learn: {losses:?}"
+        );
         assert_eq!(ctx.submit_count() - submits, 3, "one submit per step");
         let (half, _) = trainer.model.half.as_ref().unwrap();
         let master = &trainer.model.params;
@@ -482,5 +493,73 @@ fn f16_training_steps_keep_the_copies_in_step() {
                 m.label
             );
         }
+    }
+}
+
+/// `wgformer train --precision f16`: the loss falls, the run's settings record the
+/// precision, and a run stopped and resumed gives the same losses, bit for bit, as one
+/// that never stopped (the resumed f32 masters are cast to fresh copies).
+#[test]
+fn train_in_f16_learns_and_resumes_bit_exact() {
+    use wgformer::train::data::TINY_SHAKESPEARE;
+    use wgformer::train::metrics::{Metrics, Record};
+    use wgformer::train::{train, Silent};
+    for ctx in f16_contexts() {
+        let dir = std::env::temp_dir().join(format!("wgformer-f16-train-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let end = TINY_SHAKESPEARE[..20_000].rfind('\n').unwrap() + 1;
+        let data = dir.join("shakespeare.txt");
+        std::fs::write(&data, &TINY_SHAKESPEARE[..end]).unwrap();
+        let run = |flags: &[&str], stop_at: Option<u64>| {
+            let plan = wgformer::cli::train::parse(flags).unwrap().plan().unwrap();
+            ctx.block_on(train(&ctx, plan, stop_at, &mut Silent))
+                .unwrap()
+        };
+        let flags = |out: &Path| -> Vec<String> {
+            #[rustfmt::skip]
+            let f = [
+                "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+                "--steps", "8", "--warmup-steps", "2", "--lr", "1e-2", "--eval-every", "4",
+                "--eval-batches", "2", "--batch-size", "4", "--n-layer", "1", "--n-head", "2",
+                "--n-embd", "32", "--block-size", "32", "--sample-tokens", "0",
+                "--precision", "f16",
+            ];
+            f.iter().map(|s| s.to_string()).collect()
+        };
+        let losses = |out: &Path| -> Vec<f32> {
+            Metrics::read(&out.join("metrics.jsonl"))
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::Train { loss, .. } => Some(loss),
+                    _ => None,
+                })
+                .collect()
+        };
+        let straight = dir.join("straight");
+        let a = flags(&straight);
+        let full = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        assert_eq!(full.model.precision(), Precision::F16);
+        let la = losses(&straight);
+        assert_eq!(la.len(), 8);
+        assert!(la[7] < la[0] - 0.5, "f16 training did not learn: {la:?}");
+        let settings = std::fs::read_to_string(straight.join("run.json")).unwrap();
+        assert!(settings.contains("\"precision\": \"f16\""), "{settings}");
+
+        let stopped = dir.join("stopped");
+        let b = flags(&stopped);
+        drop(run(
+            &b.iter().map(String::as_str).collect::<Vec<_>>(),
+            Some(3),
+        ));
+        let out = stopped.to_str().unwrap();
+        let resumed = run(&["--resume", "--out", out, "--sample-tokens", "0"], None);
+        assert_eq!(resumed.model.precision(), Precision::F16);
+        let lb = losses(&stopped);
+        assert!(
+            la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()) && la.len() == lb.len(),
+            "resumed f16 losses differ:\n{la:?}\n{lb:?}"
+        );
     }
 }

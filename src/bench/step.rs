@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::today;
 use crate::error::Result;
 use crate::gpu::{GpuContext, Profiler, Schedule};
+use crate::model::half::Precision;
 use crate::rng::Rng;
 
 /// A training step's speed: the median over `steps` timed steps after one warm-up.
@@ -55,7 +56,8 @@ impl StepReport {
 }
 
 /// Time training steps of a randomly initialised `cfg` at batch `b`, length `t`, on random
-/// tokens (the same batch every step, so the loss must fall).
+/// tokens (the same batch every step, so the loss must fall), its matmuls reading weights
+/// in `precision`.
 pub fn run_step(
     ctx: &GpuContext,
     cfg: &crate::model::Gpt2Config,
@@ -63,6 +65,7 @@ pub fn run_step(
     b: usize,
     t: usize,
     steps: usize,
+    precision: Precision,
 ) -> Result<StepReport> {
     use crate::model::gpt2::{
         record_backward, record_forward, record_loss, Activations, Gpt2, GradActivations,
@@ -80,7 +83,7 @@ pub fn run_step(
 
     let mut profile = Vec::new();
     if ctx.has_timestamps() {
-        let model = Gpt2::init(ctx, cfg.clone(), 1)?;
+        let model = Gpt2::init(ctx, cfg.clone(), 1)?.with_precision(ctx, precision)?;
         // The activations the trainer uses: logits in vocabulary chunks where whole ones
         // would be large (kernels::classifier).
         let acts = Activations::with_classifier(
@@ -108,7 +111,7 @@ pub fn run_step(
         }
     }
 
-    let model = Gpt2::init(ctx, cfg.clone(), 1)?;
+    let model = Gpt2::init(ctx, cfg.clone(), 1)?.with_precision(ctx, precision)?;
     let mut trainer = Trainer::new(ctx, model, b, t, OptimConfig::default())?;
     let first_loss = ctx.block_on(trainer.step(ctx, &x, &y, 1e-3))?;
     let mut times = Vec::new();
@@ -123,7 +126,10 @@ pub fn run_step(
     Ok(StepReport {
         adapter: ctx.adapter_name(),
         date: today(),
-        model: name.to_string(),
+        model: match precision {
+            Precision::F32 => name.to_string(),
+            p => format!("{name} {p}"),
+        },
         batch: b,
         seq: t,
         ms_per_step: secs * 1e3,

@@ -106,7 +106,15 @@ pub fn run_suite(opts: &GpuOptions, o: &SuiteOptions) -> Result<SuiteReport> {
         let cfg = Gpt2Config::preset(preset, None)?;
         let ctx = pollster::block_on(GpuContext::with_needs(&opts, &Gpt2::needs(&cfg, *b, *t)))?;
         eprintln!("bench: {preset} training step at B={b}, T={t}");
-        steps.push(run_step(&ctx, &cfg, preset, *b, *t, o.timed_steps)?);
+        steps.push(run_step(
+            &ctx,
+            &cfg,
+            preset,
+            *b,
+            *t,
+            o.timed_steps,
+            crate::model::half::Precision::F32,
+        )?);
     }
     let mut generate = Vec::new();
     for (preset, prompt, new) in &o.generate {

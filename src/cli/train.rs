@@ -252,6 +252,16 @@ pub struct Args {
     )]
     pub dropout: f32,
 
+    /// Precision the matmuls read weights in: f32 (the reference), or f16 (f16 copies
+    /// of the f32 master weights, refreshed after every update; needs shader-f16).
+    #[arg(
+        long,
+        default_value = "f32",
+        value_name = "P",
+        help_heading = "Optimization"
+    )]
+    pub precision: crate::model::half::Precision,
+
     /// Evaluate on the validation split, redraw loss.svg and checkpoint every N steps
     /// (0: only at the end).
     #[arg(
@@ -354,6 +364,7 @@ impl Args {
             beta2: self.beta2,
             grad_clip: self.grad_clip,
             dropout: self.dropout,
+            precision: self.precision,
             eval_every: self.eval_every,
             eval_batches: self.eval_batches,
             seed: self.seed,

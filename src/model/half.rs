@@ -17,7 +17,8 @@ use crate::kernels::cast::cast_f32_to_f16;
 use crate::model::tensors::{LayerTensors, ParamTensors};
 
 /// The precision weights are read in by the matmuls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32: the default and the reference.
     #[default]
@@ -60,7 +61,7 @@ pub struct HalfLayer {
 /// The f16 copies of a GPT-2's matmul weights. A clone shares the device buffers.
 #[derive(Clone)]
 pub struct HalfWeights {
-    pub wte: Tensor,             // (V, C) f16: the tied classifier
+    pub wte: Tensor,            // (V, C) f16: the tied classifier
     pub layers: Vec<HalfLayer>, // L blocks
 }
 

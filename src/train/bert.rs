@@ -711,6 +711,12 @@ pub async fn train_bert(
         )));
     }
     let t = ts.block_size;
+    if ts.precision != crate::model::half::Precision::F32 {
+        return Err(Error::Invalid(format!(
+            "--precision {}: the f16 path is GPT-2's only for now; train this model in f32",
+            ts.precision
+        )));
+    }
     let mut trainer = BertTrainer::new(ctx, model, (ts.batch_size, t), ts.optim(), ts.grad_accum)?;
     let mut state = match &start {
         BertStart::Resume(dir) => {

@@ -21,6 +21,7 @@ use crate::infer::model::max_needs;
 use crate::kernels::classifier::ClassifierChunk;
 use crate::model::checkpoint::write_atomic;
 use crate::model::gpt2::{Gpt2, OptimConfig, StepConfig, Trainer};
+use crate::model::half::Precision;
 use crate::model::params::num_parameters;
 use crate::model::Gpt2Config;
 use crate::rng::Rng;
@@ -65,6 +66,9 @@ pub struct TrainSettings {
     /// Global gradient-norm clip; 0 = off.
     pub grad_clip: f32,
     pub dropout: f32,
+    /// Precision the matmuls read weights in (f16: f16 copies of f32 master weights).
+    #[serde(default)]
+    pub precision: Precision,
     /// Evaluate (and checkpoint) every this many steps; 0 = only at the end.
     pub eval_every: u64,
     /// Batches of (B, T) per evaluation.
@@ -766,6 +770,7 @@ pub async fn train(
             m
         }
     };
+    let model = model.with_precision(ctx, ts.precision)?;
     let step_config = StepConfig {
         grad_accum: ts.grad_accum,
         dropout: ts.dropout,

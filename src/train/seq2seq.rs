@@ -483,6 +483,12 @@ pub async fn train_seq2seq(
         )));
     }
     let (b, s, t) = (ts.batch_size, batches.s, batches.t);
+    if ts.precision != crate::model::half::Precision::F32 {
+        return Err(Error::Invalid(format!(
+            "--precision {}: the f16 path is GPT-2's only for now; train this model in f32",
+            ts.precision
+        )));
+    }
     let mut trainer = Seq2seqTrainer::new(ctx, model, (b, s, t), ts.optim(), ts.grad_accum)?;
     let mut state = match &resume {
         None => TrainerState::fresh(ts.seed),
