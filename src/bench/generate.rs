@@ -131,7 +131,7 @@ pub fn run_generate(
     dec.set_position(0, 0)?;
     let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
     ctx.block_on(dec.feed(&ctx, &[&ids], &[SampleSettings::greedy()]))?;
-    if let Some(pass) = dec.schedule(ids.len()) {
+    if let Some(pass) = dec.prefill_schedule(ids.len()) {
         if let Some(p) = Profiler::new(&ctx, pass) {
             pass.run_profiled(&ctx, &p);
             prefill_profile = crate::gpu::schedule::summarize(&ctx.block_on(p.read(&ctx))?)

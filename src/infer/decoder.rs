@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Slot, Tensor};
+use crate::kernels::attention::attention_forward;
 use crate::kernels::decode::{
     decode_append, decode_attention, decode_embed, decode_gather, decode_logits, DecodeRow,
 };
@@ -52,18 +53,19 @@ impl KvCache {
 /// positions sees the first B·T rows of each as (B, T, ·). Layers run one after another,
 /// so one set serves them all (inference keeps nothing for a backward pass).
 struct PassActs {
-    tokens: Tensor,   // (B, T) i32
-    x: Tensor,        // (B, T, C): the residual stream entering each layer
-    x2: Tensor,       // (B, T, C): the residual stream after attention
-    ln: Tensor,       // (B, T, C)
-    ln_mean: Tensor,  // (B, T)
-    ln_rstd: Tensor,  // (B, T)
-    qkv: Tensor,      // (B, T, 3C)
-    atty: Tensor,     // (B, T, C)
-    attproj: Tensor,  // (B, T, C)
-    fch: Tensor,      // (B, T, 4C)
-    fch_gelu: Tensor, // (B, T, 4C)
-    fcproj: Tensor,   // (B, T, C)
+    tokens: Tensor,    // (B, T) i32
+    x: Tensor,         // (B, T, C): the residual stream entering each layer
+    x2: Tensor,        // (B, T, C): the residual stream after attention
+    ln: Tensor,        // (B, T, C)
+    ln_mean: Tensor,   // (B, T)
+    ln_rstd: Tensor,   // (B, T)
+    qkv: Tensor,       // (B, T, 3C)
+    att_stats: Tensor, // (B, NH, T): a prefill's attention row statistics (unused after)
+    atty: Tensor,      // (B, T, C)
+    attproj: Tensor,   // (B, T, C)
+    fch: Tensor,       // (B, T, 4C)
+    fch_gelu: Tensor,  // (B, T, 4C)
+    fcproj: Tensor,    // (B, T, C)
 }
 
 impl PassActs {
@@ -81,6 +83,7 @@ impl PassActs {
             ln_mean: t("ln_mean", 1)?,
             ln_rstd: t("ln_rstd", 1)?,
             qkv: t("qkv", 3 * c)?,
+            att_stats: t("att_stats", cfg.n_head)?,
             atty: t("atty", c)?,
             attproj: t("attproj", c)?,
             fch: t("fch", f)?,
@@ -89,8 +92,9 @@ impl PassActs {
         })
     }
 
-    fn all(&self) -> [&Tensor; 12] {
+    fn all(&self) -> [&Tensor; 13] {
         [
+            &self.att_stats,
             &self.tokens,
             &self.x,
             &self.x2,
@@ -147,8 +151,9 @@ pub struct Decoder {
     ids: Tensor,      // (B) u32: the sampled tokens
     state: Tensor,    // (B) DecodeRow
     settings: Tensor, // (B) SampleSettings
-    /// (T, the pass for T positions per row), for every bucket.
-    passes: Vec<(usize, Schedule)>,
+    /// (T, the pass for T positions per row, and for T ≥ 2 its twin for feeds in which
+    /// every row starts at position 0), for every bucket.
+    passes: Vec<(usize, Schedule, Option<Schedule>)>,
     readback: Readback,
     /// Positions each row has filled.
     pos: Vec<usize>,
@@ -187,15 +192,24 @@ impl Decoder {
             max_t,
         };
         for t in buckets(max_t) {
-            let pass = d.record(ctx, model, t)?;
-            d.passes.push((t, pass));
+            let pass = d.record(ctx, model, t, false)?;
+            let fresh = if t > 1 {
+                Some(d.record(ctx, model, t, true)?)
+            } else {
+                None
+            };
+            d.passes.push((t, pass, fresh));
         }
         Ok(d)
     }
 
     /// Record the pass for `t` positions per row: embed → L blocks over the cache →
     /// the last real row → final layernorm → logits (B, V) → sample → copy the ids out.
-    fn record(&self, ctx: &GpuContext, model: &Gpt2, t: usize) -> Result<Schedule> {
+    /// `fresh`: for feeds in which every row starts at position 0 (a prompt's prefill),
+    /// where the cache holds nothing older than the pass, so attention is the training
+    /// pass's causal attention over the new positions (flash-style or batched matmuls,
+    /// many queries per launch) instead of `decode_attention` (one query per workgroup).
+    fn record(&self, ctx: &GpuContext, model: &Gpt2, t: usize, fresh: bool) -> Result<Schedule> {
         let cfg = &self.cfg;
         // The block matrices in the model's precision (f16 copies on the f16 path).
         let p = model.compute_params();
@@ -217,6 +231,7 @@ impl Decoder {
         let ln_mean = view(&a.ln_mean, &[b, t]);
         let ln_rstd = view(&a.ln_rstd, &[b, t]);
         let qkv = view(&a.qkv, &[b, t, 3 * c]);
+        let att_stats = view(&a.att_stats, &[b, nh, t]);
         let atty = view(&a.atty, &btc);
         let attproj = view(&a.attproj, &btc);
         let fch = view(&a.fch, &[b, t, f]);
@@ -224,7 +239,8 @@ impl Decoder {
         let fcproj = view(&a.fcproj, &btc);
         let st = &self.state;
 
-        let mut s = Schedule::new(&format!("decode pass T={t}"));
+        let fresh_label = if fresh { " from position 0" } else { "" };
+        let mut s = Schedule::new(&format!("decode pass T={t}{fresh_label}"));
         decode_embed(
             &mut s, ctx, &x, &tokens, &p.wte, &p.wpe, st, b, t, c, v, max_t,
         )?;
@@ -245,7 +261,11 @@ impl Decoder {
                 3 * c,
             )?;
             decode_append(&mut s, ctx, kc, vc, &qkv, st, b, t, c, nh, max_t)?;
-            decode_attention(&mut s, ctx, &atty, &qkv, kc, vc, st, b, t, c, nh, max_t)?;
+            if fresh {
+                attention_forward(&mut s, ctx, &atty, &att_stats, &qkv, b, t, c, nh)?;
+            } else {
+                decode_attention(&mut s, ctx, &atty, &qkv, kc, vc, st, b, t, c, nh, max_t)?;
+            }
             matmul_forward(
                 &mut s,
                 ctx,
@@ -356,8 +376,15 @@ impl Decoder {
         self.bucket(n).map(|i| &self.passes[i].1)
     }
 
+    /// The pass a prompt's prefill of `n` tokens per row replays (every row from
+    /// position 0).
+    pub fn prefill_schedule(&self, n: usize) -> Option<&Schedule> {
+        self.bucket(n)
+            .map(|i| self.passes[i].2.as_ref().unwrap_or(&self.passes[i].1))
+    }
+
     fn bucket(&self, n: usize) -> Option<usize> {
-        self.passes.iter().position(|(t, _)| *t >= n)
+        self.passes.iter().position(|(t, _, _)| *t >= n)
     }
 
     /// Feed `tokens[r]` to row r at its current position (rows with no tokens sit the
@@ -414,7 +441,16 @@ impl Decoder {
             .write_buffer(&self.acts.tokens.buffer, 0, bytemuck::cast_slice(&flat));
         DecodeRow::write(ctx, &self.state, &rows)?;
         SampleSettings::write(ctx, &self.settings, settings)?;
-        self.passes[i].1.run(ctx);
+        // Every row that takes tokens starts at 0: the prefill twin, whose attention
+        // needs no cache (rows sitting the pass out append nothing either way).
+        let fresh = tokens
+            .iter()
+            .enumerate()
+            .all(|(r, toks)| toks.is_empty() || self.pos[r] == 0);
+        match (&self.passes[i].2, fresh) {
+            (Some(pass), true) => pass.run(ctx),
+            _ => self.passes[i].1.run(ctx),
+        };
         for (r, toks) in tokens.iter().enumerate() {
             self.pos[r] += toks.len();
         }
