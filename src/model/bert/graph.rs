@@ -14,10 +14,11 @@ use crate::kernels::crossentropy::{
 };
 use crate::kernels::encoder::{embed_backward, embed_forward};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
-use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::layernorm::{
+    layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
+};
 use crate::kernels::matmul::{matmul_backward, matmul_backward_bias, matmul_forward, Gemm};
 use crate::kernels::pool::{l2norm_forward, mean_pool_forward};
-use crate::kernels::residual::{residual_backward, residual_forward};
 use crate::kernels::tanh::{tanh_backward, tanh_forward};
 use crate::model::bert::params::BertTensors;
 use crate::model::bert::{Bert, BertConfig};
@@ -308,10 +309,12 @@ pub fn record_encoder(
         cfg.type_vocab_size,
         1.0,
     )?;
-    residual_forward(s, ctx, &a.emb_sum, &a.emb_wp, &a.emb_t, b * t * c)?;
+    // emb_sum = word + position embeddings + type embeddings, and its layernorm, in one
+    // launch.
     let n = &p.emb_norm;
-    layernorm_forward(
-        s, ctx, &a.x0, &a.x0_mean, &a.x0_rstd, &a.emb_sum, &n.w, &n.b, b, t, c, eps,
+    residual_layernorm_forward(
+        s, ctx, &a.emb_sum, &a.x0, &a.x0_mean, &a.x0_rstd, &a.emb_wp, &a.emb_t, &n.w, &n.b, b, t,
+        c, eps,
     )?;
     let mut x = &a.x0;
     for (w, l) in p.layers.iter().zip(&a.layers) {
@@ -374,9 +377,11 @@ pub fn record_encoder_backward(
         )?;
     }
     let n = &p.emb_norm;
-    layernorm_backward(
+    residual_layernorm_backward(
         s,
         ctx,
+        &d.emb_wp,
+        &d.emb_t,
         &d.emb_sum,
         &g.emb_norm.w,
         &g.emb_norm.b,
@@ -389,7 +394,6 @@ pub fn record_encoder_backward(
         t,
         c,
     )?;
-    residual_backward(s, ctx, &d.emb_wp, &d.emb_t, &d.emb_sum, b * t * c)?;
     embed_backward(
         s,
         ctx,
