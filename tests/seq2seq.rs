@@ -666,3 +666,40 @@ fn bad_checkpoints_and_batches_are_named() {
         assert!(err.contains("src[4]"), "{err}");
     });
 }
+
+/// The output projection fused with the loss and chunked over the target vocabulary
+/// (chunks that do not divide it) gives whole logits' loss, every gradient and AdamW
+/// losses; its logits buffer holds one chunk.
+#[test]
+fn chunked_classifier_matches_whole_logits() {
+    use wgformer::kernels::classifier::ClassifierChunk;
+    let cfg = odd_config();
+    let values = odd_values(&cfg, 7);
+    let (b, s, t, x) = odd_batch(&cfg, 8);
+    on_each_adapter(|ctx| {
+        let make = |chunk| {
+            let model = Seq2seq::from_values(ctx, cfg.clone(), &values).unwrap();
+            let opt = OptimConfig::default();
+            Seq2seqTrainer::with_classifier(ctx, model, (b, s, t), opt, 1, chunk).unwrap()
+        };
+        let mut whole = make(ClassifierChunk::Whole);
+        assert!(whole.acts.classifier.is_none());
+        let vc = cfg.tgt_vocab / 3 + 1;
+        let mut chunked = make(ClassifierChunk::Columns(vc));
+        assert_eq!(chunked.acts.logits.numel(), b * t * vc);
+        let xb = batch_ref(&x);
+        let lw = ctx.block_on(whole.forward_backward(ctx, &xb)).unwrap();
+        let lc = ctx.block_on(chunked.forward_backward(ctx, &xb)).unwrap();
+        assert!((lw - lc).abs() < 1e-5, "loss {lw} vs chunked {lc}");
+        let gw = ctx.block_on(whole.grads.read_all(ctx)).unwrap();
+        let gc = ctx.block_on(chunked.grads.read_all(ctx)).unwrap();
+        for (i, (a, c)) in gw.iter().zip(&gc).enumerate() {
+            wgformer::testing::assert_close64(&format!("grad {i}"), c, &f64s(a), 1e-6, 1e-4);
+        }
+        for step in 0..3 {
+            let a = ctx.block_on(whole.step(ctx, &xb, 1e-2)).unwrap();
+            let c = ctx.block_on(chunked.step(ctx, &xb, 1e-2)).unwrap();
+            assert!((a - c).abs() < 1e-4, "step {step}: loss {a} vs chunked {c}");
+        }
+    });
+}

@@ -16,8 +16,9 @@
 //! multiply-adds of the matmuls. The last chunk may be narrower;
 //! it uses a prefix of the (B·T, Vc) and (Vc, C) buffers.
 //!
-//! [`ClassifierChunk`] decides between this and whole logits. Seq2seq and BERT heads
-//! keep whole logits. CPU references: `reference::matmul::classifier_*` and
+//! [`ClassifierChunk`] decides between this and whole logits, for GPT-2 and for the
+//! encoder–decoder's tied output projection (`model::seq2seq`); BERT's masked-LM head
+//! (untied, with its transform) keeps whole logits. CPU references: `reference::matmul::classifier_*` and
 //! `reference::crossentropy::crossentropy_chunk_*`.
 
 use std::ops::Range;

@@ -8,6 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::kernels::classifier::{
+    classifier_crossentropy_backward, classifier_crossentropy_forward,
+    classifier_crossentropy_loss, ClassifierChunk, ClassifierChunks,
+};
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
@@ -69,15 +73,21 @@ pub struct Seq2seqActs {
     pub mem_rstd: Tensor, // (B, S)
     pub tgt_x: Tensor,    // (B, T, C): embedded target input
     pub dec: Vec<DecoderLayerActs>,
-    pub y: Tensor,          // (B, T, C): the decoder's output, after its final norm
-    pub y_mean: Tensor,     // (B, T)
-    pub y_rstd: Tensor,     // (B, T)
-    pub logits: Tensor,     // (B, T, Vt); the backward pass overwrites it with dlogits
+    pub y: Tensor,      // (B, T, C): the decoder's output, after its final norm
+    pub y_mean: Tensor, // (B, T)
+    pub y_rstd: Tensor, // (B, T)
+    /// (B, T, Vt), or (B, T, Vc) with `classifier`: one chunk of target-vocabulary
+    /// columns at a time; the backward pass overwrites it with dlogits
+    pub logits: Tensor,
     pub losses: Tensor,     // (B, T)
     pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
+    /// The tied output projection fused with the loss over chunks of Vc columns
+    /// (`kernels::classifier`); `None`: whole logits.
+    pub classifier: Option<ClassifierChunks>,
 }
 
 impl Seq2seqActs {
+    /// Activations with whole logits (inference, which reads them).
     pub fn new(
         ctx: &GpuContext,
         cfg: &Seq2seqConfig,
@@ -85,6 +95,20 @@ impl Seq2seqActs {
         s: usize,
         t: usize,
         prefix: &str,
+    ) -> Result<Self> {
+        Self::with_classifier(ctx, cfg, b, s, t, prefix, ClassifierChunk::Whole)
+    }
+
+    /// Activations whose logits are whole or vocabulary chunks as `chunk` decides
+    /// (training: the loss needs only each row's stats, see `kernels::classifier`).
+    pub fn with_classifier(
+        ctx: &GpuContext,
+        cfg: &Seq2seqConfig,
+        b: usize,
+        s: usize,
+        t: usize,
+        prefix: &str,
+        chunk: ClassifierChunk,
     ) -> Result<Self> {
         if b == 0 || s == 0 || t == 0 {
             return Err(Error::Invalid(format!(
@@ -104,6 +128,7 @@ impl Seq2seqActs {
         let i32t = |name: &str, shape: &[usize]| {
             Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::I32)
         };
+        let vc = chunk.columns(b * t, cfg.tgt_vocab)?;
         let enc = (0..cfg.encoder_layers)
             .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}enc.{l}."), (b, s, c, nh, f)))
             .collect::<Result<Vec<_>>>()?;
@@ -156,9 +181,12 @@ impl Seq2seqActs {
             y: f32t("y".into(), &[b, t, c])?,
             y_mean: f32t("y_mean".into(), &[b, t])?,
             y_rstd: f32t("y_rstd".into(), &[b, t])?,
-            logits: f32t("logits".into(), &[b, t, cfg.tgt_vocab])?,
+            logits: f32t("logits".into(), &[b, t, vc.unwrap_or(cfg.tgt_vocab)])?,
             losses: f32t("losses".into(), &[b, t])?,
             loss_stats: f32t("loss_stats".into(), &[STATS_LEN])?,
+            classifier: vc
+                .map(|vc| ClassifierChunks::new(ctx, prefix, b * t, c, vc))
+                .transpose()?,
         })
     }
 
@@ -472,7 +500,21 @@ pub fn record_decoder(
     layernorm_forward(
         s, ctx, &a.y, &a.y_mean, &a.y_rstd, x, &n.w, &n.b, b, t, c, eps,
     )?;
-    classifier_forward(s, ctx, &a.logits, &a.y, &p.tgt_emb, b * t, c, cfg.tgt_vocab)
+    match &a.classifier {
+        None => classifier_forward(s, ctx, &a.logits, &a.y, &p.tgt_emb, b * t, c, cfg.tgt_vocab),
+        Some(ch) => classifier_crossentropy_forward(
+            s,
+            ctx,
+            ch,
+            &a.logits,
+            &a.y,
+            &p.tgt_emb,
+            &a.tgt_out,
+            b * t,
+            c,
+            cfg.tgt_vocab,
+        ),
+    }
 }
 
 /// Record the whole forward pass: encoder, then decoder.
@@ -495,6 +537,18 @@ pub fn record_loss(
     a: &Seq2seqActs,
 ) -> Result<()> {
     let bt = a.b * a.t;
+    if let Some(ch) = &a.classifier {
+        return classifier_crossentropy_loss(
+            s,
+            ctx,
+            &a.losses,
+            &a.loss_stats,
+            ch,
+            &a.tgt_out,
+            bt,
+            cfg.tgt_vocab,
+        );
+    }
     crossentropy_forward(s, ctx, &a.losses, &a.logits, &a.tgt_out, bt, cfg.tgt_vocab)?;
     crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.tgt_out, bt)
 }
@@ -522,28 +576,48 @@ pub fn record_backward(
         cfg.tgt_vocab,
     );
     let scale = (c as f32).sqrt();
-    crossentropy_backward_inplace(
-        s,
-        ctx,
-        &a.logits,
-        &a.tgt_out,
-        &a.loss_stats,
-        b * t,
-        v,
-        grad_scale,
-    )?;
-    classifier_backward(
-        s,
-        ctx,
-        &d.y,
-        &grads.tgt_emb,
-        &a.logits,
-        &a.y,
-        &p.tgt_emb,
-        b * t,
-        c,
-        v,
-    )?;
+    match &a.classifier {
+        None => {
+            crossentropy_backward_inplace(
+                s,
+                ctx,
+                &a.logits,
+                &a.tgt_out,
+                &a.loss_stats,
+                b * t,
+                v,
+                grad_scale,
+            )?;
+            classifier_backward(
+                s,
+                ctx,
+                &d.y,
+                &grads.tgt_emb,
+                &a.logits,
+                &a.y,
+                &p.tgt_emb,
+                b * t,
+                c,
+                v,
+            )?;
+        }
+        Some(ch) => classifier_crossentropy_backward(
+            s,
+            ctx,
+            &d.y,
+            &grads.tgt_emb,
+            ch,
+            &a.logits,
+            &a.y,
+            &p.tgt_emb,
+            &a.tgt_out,
+            &a.loss_stats,
+            b * t,
+            c,
+            v,
+            grad_scale,
+        )?,
+    }
     // Decoder, last block first. The gradient of a block's output is that of the next
     // block's input (or of the final norm's input).
     let dec_in = |l: usize| {

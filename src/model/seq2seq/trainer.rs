@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
+use crate::kernels::classifier::ClassifierChunk;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::gpt2::{MemoryReport, OptimConfig};
 use crate::model::optim::{record_update, slots};
@@ -49,13 +50,27 @@ pub struct Seq2seqTrainer {
 
 impl Seq2seqTrainer {
     /// A trainer for micro-batches of B rows, sources of S and targets of T tokens, K
-    /// micro-batches per step.
+    /// micro-batches per step; logits whole unless they would be large
+    /// ([`ClassifierChunk::Auto`]).
     pub fn new(
+        ctx: &GpuContext,
+        model: Seq2seq,
+        bst: (usize, usize, usize),
+        opt: OptimConfig,
+        grad_accum: usize,
+    ) -> Result<Self> {
+        Self::with_classifier(ctx, model, bst, opt, grad_accum, ClassifierChunk::Auto)
+    }
+
+    /// [`new`](Self::new) with the output projection and loss as `chunk` makes them:
+    /// whole logits, or fused and chunked over the target vocabulary.
+    pub fn with_classifier(
         ctx: &GpuContext,
         model: Seq2seq,
         (b, s, t): (usize, usize, usize),
         opt: OptimConfig,
         grad_accum: usize,
+        chunk: ClassifierChunk,
     ) -> Result<Self> {
         let k = grad_accum;
         if k == 0 {
@@ -64,8 +79,9 @@ impl Seq2seqTrainer {
             ));
         }
         let cfg = model.config.clone();
-        let acts = Seq2seqActs::new(ctx, &cfg, b, s, t, "act.")?;
-        let dacts = Seq2seqActs::new(ctx, &cfg, b, s, t, "grad.")?;
+        let acts = Seq2seqActs::with_classifier(ctx, &cfg, b, s, t, "act.", chunk)?;
+        // The gradient twin's logits are never read: sized like the activations' ones.
+        let dacts = Seq2seqActs::with_classifier(ctx, &cfg, b, s, t, "grad.", chunk)?;
         let grads = Seq2seqTensors::new(ctx, &cfg, "grad", None)?;
         let m = Seq2seqTensors::new(ctx, &cfg, "adam.m", None)?;
         let v = Seq2seqTensors::new(ctx, &cfg, "adam.v", None)?;
