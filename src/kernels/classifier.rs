@@ -18,8 +18,8 @@
 //!
 //! [`ClassifierChunk`] decides between this and whole logits, for GPT-2 and for the
 //! encoder–decoder's tied output projection (`model::seq2seq`); BERT's masked-LM head
-//! (untied, with its transform) keeps whole logits. CPU references: `reference::matmul::classifier_*` and
-//! `reference::crossentropy::crossentropy_chunk_*`.
+//! (untied, with its transform) keeps whole logits. CPU references:
+//! `reference::matmul::classifier_*` and `reference::crossentropy::crossentropy_chunk_*`.
 
 use std::ops::Range;
 
