@@ -133,6 +133,40 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         });
     }
 
+    // The same products with w in f16 (`--precision f16`), where the device has
+    // shader-f16; and at M = 1, a decode step's matmul, in both precisions.
+    let half = ctx.has_f16();
+    for (name, m, k, n) in [
+        ("matmul_forward qkv, w f16", bt, c, 3 * c),
+        ("matmul_forward fc, w f16", bt, c, 4 * c),
+        ("matmul_forward mlp proj, w f16", bt, 4 * c, c),
+        ("matmul_forward fc at M=1 (decode)", 1, c, 4 * c),
+        ("matmul_forward fc at M=1 (decode), w f16", 1, c, 4 * c),
+    ] {
+        let w16 = name.ends_with("w f16");
+        if w16 && !half {
+            continue;
+        }
+        let inp = random(ctx, &mut rng, "inp", &[m, k])?;
+        let w = match w16 {
+            true => {
+                Tensor::from_f32_as_f16(ctx, "w16", &[k, n], &rng.vec_uniform(k * n, -1.0, 1.0))?
+            }
+            false => random(ctx, &mut rng, "w", &[k, n])?,
+        };
+        let bias = random(ctx, &mut rng, "bias", &[n])?;
+        let out = Tensor::zeros(ctx, "out", &[m, n], DType::F32)?;
+        let mut s = Schedule::new(name);
+        kernels::matmul::matmul_forward(&mut s, ctx, &out, &inp, &w, Some(&bias), m, k, n)?;
+        cases.push(Case {
+            name: name.into(),
+            shape: format!("M={m} K={k} N={n}"),
+            flops: 2 * (m * k * n) as u64,
+            bytes: f32b * (m * k + n + m * n) as u64 + w.size_bytes(),
+            schedule: s,
+        });
+    }
+
     // Layer-sized activations shared by the cases below.
     let (nh, v, t, b) = (sh.nh, sh.v, sh.t, sh.b);
     let n = bt * c;
@@ -303,6 +337,17 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         nbytes(2 * v * c + bt * v),
         &|s| kernels::matmul::classifier_backward(s, ctx, &y, &dwte, &logits, &x, &wte, bt, c, v),
     )?;
+    if half {
+        // The f16 path's refresh of wte's copy after an update (4 bytes read, 2 written).
+        let wte16 = Tensor::zeros(ctx, "wte16", &[v, c], DType::F16)?;
+        one(
+            "cast_f32_to_f16 (wte)",
+            format!("N={}", v * c),
+            0,
+            6 * (v * c) as u64,
+            &|s| kernels::cast::cast_f32_to_f16(s, ctx, &wte16, &wte, v * c),
+        )?;
+    }
     let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32)?;
     let targets = Tensor::from_i32(ctx, "targets", &[b, t], &toks)?;
     one(
