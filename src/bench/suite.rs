@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::infer::Model;
 use crate::model::gpt2::Gpt2;
+use crate::model::half::Precision;
 use crate::model::Gpt2Config;
 
 /// What one suite run measures.
@@ -113,7 +114,7 @@ pub fn run_suite(opts: &GpuOptions, o: &SuiteOptions) -> Result<SuiteReport> {
             *b,
             *t,
             o.timed_steps,
-            crate::model::half::Precision::F32,
+            Precision::F32,
         )?);
     }
     let mut generate = Vec::new();
@@ -122,9 +123,17 @@ pub fn run_suite(opts: &GpuOptions, o: &SuiteOptions) -> Result<SuiteReport> {
         let needs = crate::infer::model::needs(&cfg);
         let ctx = Arc::new(pollster::block_on(GpuContext::with_needs(&opts, &needs))?);
         let gpt2 = Gpt2::init(&ctx, cfg, 1)?;
-        let model = Model::from_parts(ctx, gpt2, None, format!("{preset} (random init)"));
+        let name = format!("{preset} (random init)");
+        let model = Model::from_parts(ctx.clone(), gpt2.clone(), None, name.clone());
         eprintln!("bench: {preset} generation, {prompt} prompt + {new} new tokens");
         generate.push(run_generate(Arc::new(model), *prompt, *new, false)?);
+        // The same with the matmuls reading f16 weights, where the adapter can.
+        if ctx.has_f16() {
+            let model = Model::from_parts(ctx.clone(), gpt2, None, format!("{name} f16"));
+            let model = model.with_precision(Precision::F16)?;
+            eprintln!("bench: the same in f16");
+            generate.push(run_generate(Arc::new(model), *prompt, *new, false)?);
+        }
     }
     Ok(SuiteReport {
         adapter: kernels.adapter.clone(),
@@ -167,7 +176,12 @@ impl SuiteReport {
                 p.ms,
             ));
         }
-        let baby = || self.generate.iter().filter(|g| g.model.starts_with("baby"));
+        // The peer runs in f32: compare our f32 runs.
+        let baby = || {
+            self.generate
+                .iter()
+                .filter(|g| g.model.starts_with("baby") && !g.model.ends_with(" f16"))
+        };
         // The prefill beside the peer's is our longest baby prompt (the peer's is T = 64).
         if let Some(ours) = baby().max_by_key(|g| g.prompt_tokens) {
             if let Some(p) = find("prefill").and_then(|p| p.tokens_per_s) {
