@@ -186,3 +186,50 @@ pub fn quiet_wayland() {
         }
     });
 }
+
+/// Print every line of a parity `report` (prefixed by `label`) and fail, listing the
+/// lines that did not pass, unless all did.
+pub fn assert_report(label: &str, report: &[crate::parity::Comparison]) {
+    for c in report {
+        eprintln!("  {label}: {c}");
+    }
+    let failed: Vec<String> = report
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{label}: parity failed:\n{}",
+        failed.join("\n")
+    );
+}
+
+/// Run `f` on a context of `ctx`'s device for each matmul kernel family (tiled, rows,
+/// subgroup) the device can run; a family it lacks (subgroup without fixed-size
+/// subgroups) is named on stderr and left out.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn on_each_matmul_kernel(ctx: &GpuContext, f: impl Fn(&GpuContext)) {
+    use crate::gpu::MatmulKernel;
+    for kernel in [
+        MatmulKernel::Tiled,
+        MatmulKernel::Rows,
+        MatmulKernel::Subgroup,
+    ] {
+        let c = pollster::block_on(GpuContext::from_adapter(
+            ctx.adapter.clone(),
+            &GpuOptions::default(),
+            &Needs::default(),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_matmul_kernel(kernel);
+        if c.matmul_kernel() != kernel {
+            eprintln!(
+                "[wgformer test] {}: {kernel:?} not available",
+                c.adapter_name()
+            );
+            continue;
+        }
+        f(&c);
+    }
+}

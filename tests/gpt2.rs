@@ -14,7 +14,7 @@ use wgformer::model::gpt2::{generate_greedy, Gpt2, OptimConfig, StepConfig, Trai
 use wgformer::model::Gpt2Config;
 use wgformer::parity::{parity_gpt2, parity_gpt2_with};
 use wgformer::rng::Rng;
-use wgformer::testing::{on_each_adapter, test_contexts};
+use wgformer::testing::{assert_report, on_each_adapter, test_contexts};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2-tiny")
@@ -24,22 +24,9 @@ fn fixture() -> PathBuf {
 fn parity_with_transformers_on_gpt2_tiny() {
     on_each_adapter(|ctx| {
         let report = ctx.block_on(parity_gpt2(ctx, &fixture())).unwrap();
-        for c in &report {
-            eprintln!("  {c}");
-        }
+        assert_report(&ctx.adapter_name(), &report);
         // logits, loss, 28 gradients, the AdamW losses and greedy decoding.
         assert_eq!(report.len(), 2 + 28 + 2);
-        let failed: Vec<String> = report
-            .iter()
-            .filter(|c| !c.pass)
-            .map(|c| c.to_string())
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "parity failed on {}:\n{}",
-            ctx.adapter_name(),
-            failed.join("\n")
-        );
     });
 }
 
@@ -123,23 +110,6 @@ fn bad_batches_are_refused_with_a_reason() {
     });
 }
 
-fn report_failures(report: &[wgformer::parity::Comparison], ctx: &GpuContext) {
-    for c in report {
-        eprintln!("  {c}");
-    }
-    let failed: Vec<String> = report
-        .iter()
-        .filter(|c| !c.pass)
-        .map(|c| c.to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "parity failed on {}:\n{}",
-        ctx.adapter_name(),
-        failed.join("\n")
-    );
-}
-
 /// The fixture's checks with the logits in chunks of 17 of its 101 columns (six chunks,
 /// the last of 16): no logits line, everything else as the whole path.
 #[test]
@@ -151,7 +121,7 @@ fn parity_with_transformers_chunked_classifier() {
             .unwrap();
         // loss, 28 gradients, the AdamW losses and greedy decoding.
         assert_eq!(report.len(), 1 + 28 + 2);
-        report_failures(&report, ctx);
+        assert_report(&ctx.adapter_name(), &report);
     });
 }
 
