@@ -4,10 +4,11 @@
 //   gelu_erf_forward / gelu_erf_backward: the exact form (torch `nn.GELU()`'s default,
 //   Hugging Face "gelu", BERT), gelu(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2)).
 // One element per invocation; 1-D launches the scheduler may fold into 2-D
-// (linear_workgroup). tanh's argument is clamped to ±15 (gelu_tanh): some drivers compute
-// tanh as (e^2u − 1)/(e^2u + 1), which is inf/inf = NaN for large u, and x³ overflows to
-// ±inf for |x| > ~7e12. Large finite |x| therefore give gelu(x) = x or ±0 and gelu'(x) =
-// 1 or 0, never NaN; the erf form saturates the same way (gelu_cdf, gelu_erf_backward).
+// (linear_workgroup). The tanh form's value is `gelu_new` and its clamped tanh
+// `gelu_tanh`, in shaders/common.wgsl because the matmul shaders apply the same function
+// to their a operand (A_GELU) and must give the same bits. The clamp makes large finite
+// |x| give gelu(x) = x or ±0 and gelu'(x) = 1 or 0, never NaN; the erf form saturates the
+// same way (gelu_cdf, gelu_erf_backward).
 // WGSL has no erf: gelu_cdf computes Φ from a polynomial for erf near 0 and a
 // Chebyshev fit of erfc beyond (erf_small, erfc_tail), to ~1.5e-7 absolute in f32.
 // Launchers: src/kernels/gelu.rs. CPU references: src/reference/gelu.rs.
@@ -18,19 +19,7 @@ struct GeluParams {
 }
 
 const WG: u32 = 256u;
-const GELU_SCALE: f32 = 0.7978845608028654;  // √(2/π)
-const GELU_CUBIC: f32 = 0.044715;
-const TANH_CLAMP: f32 = 15.0;
-
-// tanh(u) for u = √(2/π)·(x + 0.044715·x³), clamped: beyond |u| = 15 it is exactly ±1
-// (as it is in f32 from |u| ≈ 9 on), so the driver's tanh never sees a large argument.
-fn gelu_tanh(x: f32) -> f32 {
-    let u = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
-    if (abs(u) >= TANH_CLAMP) {
-        return sign(u);
-    }
-    return tanh(u);
-}
+// GELU_SCALE, GELU_CUBIC, gelu_tanh and gelu_new: shaders/common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> fwd_out: array<f32>;  // (N)
 @group(0) @binding(1) var<storage, read> fwd_inp: array<f32>;        // (N)
@@ -43,8 +32,7 @@ fn gelu_forward(@builtin(workgroup_id) wg: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
     let i = linear_workgroup(wg, nwg) * WG + li;
     if (i < fwd_p.n) {
-        let x = fwd_inp[i];
-        fwd_out[i] = 0.5 * x * (1.0 + gelu_tanh(x));
+        fwd_out[i] = gelu_new(fwd_inp[i]);
     }
 }
 

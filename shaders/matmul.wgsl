@@ -8,6 +8,11 @@
 //   backward dweight dweight += inpᵀ · dout            (TRANS_A: a is (K, M), ACCUMULATE)
 //   classifier dx    dx += dlogits · wte               (ACCUMULATE)
 //   classifier dwte  dwte += dlogitsᵀ · x              (TRANS_A, ACCUMULATE)
+// and, with A_GELU, GPT-2's MLP projection reading its input before the GELU (the
+// activation gelu(fch) is never stored; gelu_new is shaders/common.wgsl's, the function
+// gelu_forward applies, so the result has the bits of gelu_forward + the plain form):
+//   MLP projection   out = gelu(inp) · weight + bias   (A_GELU)
+//   its dweight      dweight += gelu(inp)ᵀ · dout      (A_GELU, TRANS_A, ACCUMULATE)
 // Each form runs on the tiled kernel `matmul_forward`, on `matmul_forward_gemv` for
 // M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty, or
 // on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers, and
@@ -46,6 +51,7 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override A_GELU: bool = false;  // op(a) is gelu_new of what a holds
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
@@ -53,11 +59,18 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: MatmulParams;
 
+// Element i of the a binding as op(a) sees it: gelu_new(a[i]) with A_GELU. Every kernel
+// reads a through here.
+fn a_at(i: u32) -> f32 {
+    if (A_GELU) { return gelu_new(a[i]); }
+    return a[i];
+}
+
 // op(a)[m, k] and op(w)[k, n] of this launch's block, zero outside it.
 fn load_a(m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
-    if (TRANS_A) { return a[p.off_a + k * p.lda + m]; }
-    return a[p.off_a + m * p.lda + k];
+    if (TRANS_A) { return a_at(p.off_a + k * p.lda + m); }
+    return a_at(p.off_a + m * p.lda + k);
 }
 
 fn load_w(k: u32, n: u32) -> f32 {
@@ -190,8 +203,8 @@ var<workgroup> gemv_part: array<f32, 2048>;
 // stored), so the loops over m have a constant trip count (GEMV_M) and no branch.
 fn gemv_a(m: u32, k: u32) -> f32 {
     let mm = min(m, p.m - 1u);
-    if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
-    return a[p.off_a + mm * p.lda + k];
+    if (TRANS_A) { return a_at(p.off_a + k * p.lda + mm); }
+    return a_at(p.off_a + mm * p.lda + k);
 }
 
 @compute @workgroup_size(64, 4)
@@ -313,8 +326,8 @@ const RR: u32 = 16u;  // rows of out per workgroup; ROWS_M in src/kernels/matmul
 // op(a)[m, k] with m clamped to the block's last row (its results are never stored).
 fn rows_a(m: u32, k: u32) -> f32 {
     let mm = min(m, p.m - 1u);
-    if (TRANS_A) { return a[p.off_a + k * p.lda + mm]; }
-    return a[p.off_a + mm * p.lda + k];
+    if (TRANS_A) { return a_at(p.off_a + k * p.lda + mm); }
+    return a_at(p.off_a + mm * p.lda + k);
 }
 
 // op(a)[m, k .. k + 4]

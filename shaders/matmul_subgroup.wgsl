@@ -1,8 +1,8 @@
 // matmul_subgroup.wgsl: matmul_forward_subgroup, the matmul for CPU adapters that have
 // subgroups (Mesa lavapipe exposes them: a subgroup is the 8 lanes of one AVX2 register).
 // It computes the same forms as shaders/matmul.wgsl (same params, bindings and override
-// constants; see that file's header) and is kept apart because only devices with the
-// `subgroup` feature may compile it.
+// constants, A_GELU included; see that file's header) and is kept apart because only
+// devices with the `subgroup` feature may compile it.
 //
 // Why it is fast there: a CPU adapter turns every storage load whose address differs
 // between lanes into a loop over the lanes, so loads, not FMAs, bound a matmul. Here a
@@ -43,6 +43,7 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override A_GELU: bool = false;  // op(a) is gelu_new (shaders/common.wgsl) of what a holds
 override SG: u32 = 8u;  // the device's subgroup size (min = max); lanes per workgroup
 
 const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels/matmul.rs
@@ -54,12 +55,14 @@ const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels
 @group(0) @binding(4) var<uniform> p: SubgroupParams;
 
 // op(a)[m, k]: rows past the block re-read its last row (their results are not stored),
-// k past the block reads 0 (it is multiplied into every lane's sums).
+// k past the block reads 0 (it is multiplied into every lane's sums). Each lane applies
+// A_GELU's gelu_new to its own element, once per slice, before the shuffles share it.
 fn sg_a(oa: u32, m: u32, k: u32) -> f32 {
     if (k >= p.k) { return 0.0; }
     let mm = min(m, p.m - 1u);
-    if (TRANS_A) { return a[oa + k * p.lda + mm]; }
-    return a[oa + mm * p.lda + k];
+    let i = select(oa + mm * p.lda + k, oa + k * p.lda + mm, TRANS_A);
+    if (A_GELU) { return gelu_new(a[i]); }
+    return a[i];
 }
 
 // op(w)[k, n .. n + 4]; columns past the block re-read its last column (not stored).

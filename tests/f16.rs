@@ -159,6 +159,7 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
             trans_a,
             trans_b,
             accumulate,
+            a_gelu: false,
         };
         let mut s = Schedule::new("gemm f16");
         let b = with_bias.then_some(&tb);

@@ -2,13 +2,17 @@
 //! gemv path for M ≤ GEMV_MAX_M rows, the layer's backward (dinp, dweight, dbias), and
 //! the tied classifier with operands split into row chunks, both at small vocabularies
 //! under a lowered binding limit and at GPT-2's real one. Backward references are
-//! checked by finite differences; every entry point by a determinism run.
+//! checked by finite differences; every entry point by a determinism run. The A_GELU
+//! forms (GELU applied to a as it is loaded) in every kernel family against the
+//! reference and, bit for bit, against gelu_forward followed by the plain form.
 
 use wgformer::gpu::{DType, GpuContext, MatmulKernel, Needs, Schedule, Tensor};
+use wgformer::kernels::gelu::gelu_forward;
 use wgformer::kernels::matmul::{
-    classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias, matmul_forward,
-    matmul_forward_gemv, Gemm,
+    classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
+    matmul_backward_gelu_in, matmul_forward, matmul_forward_gelu_in, matmul_forward_gemv, Gemm,
 };
+use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
@@ -146,6 +150,7 @@ fn check_gemm_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, u
             trans_a,
             trans_b,
             accumulate,
+            a_gelu: false,
         };
         let mut s = Schedule::new("gemm");
         gemm.record(&mut s, ctx, &to, &ta, &tw, None, m, k, n)
@@ -634,4 +639,268 @@ fn ctx_with(ctx: &GpuContext, kernel: MatmulKernel) -> GpuContext {
     ))
     .unwrap();
     c.with_matmul_kernel(kernel)
+}
+
+/// Inputs of a GELU: mostly in [-4, 4], where it bends, every 17th at ±12, where its
+/// tanh is clamped.
+fn gelu_inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut v = rng.vec_uniform(n, -4.0, 4.0);
+    for (i, x) in v.iter_mut().enumerate().skip(5).step_by(17) {
+        *x = if i % 2 == 0 { 12.0 } else { -12.0 };
+    }
+    v
+}
+
+fn gelu64(x: &[f32]) -> Vec<f64> {
+    let mut g = vec![0f64; x.len()];
+    cpu_gelu::gelu_forward(&mut g, &to_f64(x), x.len());
+    g
+}
+
+/// Index of the first element whose bits differ, if any.
+fn first_bit_difference(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
+    assert_eq!(a.len(), b.len());
+    (0..a.len())
+        .find(|&i| a[i].to_bits() != b[i].to_bits())
+        .map(|i| (i, a[i], b[i]))
+}
+
+/// out (+)= gelu(op(a)) · op(w) (+ bias) in the form `gemm`, with a and w as stored:
+/// `fused` by the matmul (a_gelu), or gelu_forward into a tensor, then the plain form.
+#[allow(clippy::too_many_arguments)]
+fn run_gelu_in(
+    ctx: &GpuContext,
+    gemm: Gemm,
+    fused: bool,
+    a_stored: &[f32],
+    w: &Tensor,
+    bias: Option<&[f32]>,
+    prior: &[f32],
+    (m, k, n): (usize, usize, usize),
+) -> Vec<f32> {
+    let ta = upload(ctx, "fch", &[a_stored.len()], a_stored);
+    let tb = bias.map(|b| upload(ctx, "bias", &[n], b));
+    let to = upload(ctx, "out", &[m, n], prior);
+    let mut s = Schedule::new("gelu in");
+    if fused {
+        let form = Gemm {
+            a_gelu: true,
+            ..gemm
+        };
+        form.record(&mut s, ctx, &to, &ta, w, tb.as_ref(), m, k, n)
+            .unwrap();
+    } else {
+        let tg = Tensor::zeros(ctx, "fch_gelu", &[a_stored.len()], DType::F32).unwrap();
+        gelu_forward(&mut s, ctx, &tg, &ta, a_stored.len()).unwrap();
+        gemm.record(&mut s, ctx, &to, &tg, w, tb.as_ref(), m, k, n)
+            .unwrap();
+    }
+    s.run(ctx);
+    read(ctx, &to)
+}
+
+/// The A_GELU forms at (M, K, N): the MLP projection's forward (bias) and its dweight
+/// form (TRANS_A, ACCUMULATE), against the reference of gelu then the product, and bit
+/// for bit against gelu_forward then the plain form. M ≤ 4 takes the gemv kernels.
+fn check_gelu_in_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+    let a = gelu_inputs(rng, m * k); // (M, K)
+    let w = rng.vec_normal(k * n, 0.1); // (K, N)
+    let bias = rng.vec_uniform(n, -0.5, 0.5);
+    let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+    let tw = upload(ctx, "w", &[k, n], &w);
+    let mut plain = vec![0f64; m * n];
+    cpu::matmul_forward(&mut plain, &gelu64(&a), &to_f64(&w), None, m, k, n);
+    for (trans_a, accumulate, with_bias) in [(false, false, true), (true, true, false)] {
+        let gemm = Gemm {
+            trans_a,
+            accumulate,
+            ..Gemm::default()
+        };
+        let a_stored = if trans_a {
+            transpose(&a, m, k)
+        } else {
+            a.clone()
+        };
+        let b = with_bias.then_some(bias.as_slice());
+        let run = |fused| run_gelu_in(ctx, gemm, fused, &a_stored, &tw, b, &prior, (m, k, n));
+        let (fused, unfused) = (run(true), run(false));
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                plain[i]
+                    + if with_bias { bias[i % n] as f64 } else { 0.0 }
+                    + if accumulate { prior[i] as f64 } else { 0.0 }
+            })
+            .collect();
+        let name = format!("{gemm:?} a_gelu {m}x{k}x{n} bias={with_bias}");
+        assert_close64(&name, &fused, &want, 1e-4, 1e-3);
+        if let Some((i, x, y)) = first_bit_difference(&fused, &unfused) {
+            panic!("{name}: fused {x:e} != gelu_forward + matmul {y:e} at {i}");
+        }
+    }
+}
+
+/// Every kernel family (tiled, rows, subgroup, and the gemv kernels of each for M ≤ 4)
+/// applies A_GELU with gelu_forward's function: the reference's answer, and the same
+/// bits as gelu_forward followed by the plain form.
+#[test]
+fn every_matmul_kernel_applies_gelu_in_as_gelu_forward() {
+    for ctx in test_contexts(&Needs::default()) {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::Rows,
+            MatmulKernel::Subgroup,
+        ] {
+            let ctx = ctx_with(&ctx, kernel);
+            if ctx.matmul_kernel() != kernel {
+                eprintln!(
+                    "{}: no fixed-size subgroups, {kernel:?} not run",
+                    ctx.adapter_name()
+                );
+                continue;
+            }
+            let mut rng = Rng::new(61);
+            for size in [
+                (37, 80, 144),
+                (17, 64, 48),
+                (65, 132, 68),
+                (16, 7, 5),
+                (1, 768, 80),
+                (2, 13, 5),
+                (3, 130, 67),
+                (4, 40, 128),
+            ] {
+                check_gelu_in_forms(&ctx, &mut rng, size);
+            }
+        }
+    }
+}
+
+/// `matmul_forward_gelu_in` and `matmul_backward_gelu_in` at GPT-2 MLP projection shapes
+/// (M = B·T, K = 4C, N = C; M = 1 decodes): the reference's values and the same bits as
+/// gelu_forward into fch_gelu, then matmul_forward / matmul_backward of it. With w in
+/// f16 too where the device has shader-f16.
+#[test]
+fn matmul_gelu_in_launchers_match_gelu_forward_then_matmul() {
+    on_each_adapter(|ctx| {
+        let mut rng = Rng::new(62);
+        for (m, k, n) in [(64, 512, 128), (1, 3072, 768), (33, 200, 52)] {
+            let fch = gelu_inputs(&mut rng, m * k);
+            let w = rng.vec_normal(k * n, 0.05);
+            let bias = rng.vec_uniform(n, -0.5, 0.5);
+            let dout = rng.vec_uniform(m * n, -1.0, 1.0);
+            let (dg0, dw0, db0) = (
+                rng.vec_uniform(m * k, -1.0, 1.0),
+                rng.vec_uniform(k * n, -1.0, 1.0),
+                rng.vec_uniform(n, -1.0, 1.0),
+            );
+            let name = |t: &str| format!("{t} {m}x{k}x{n}");
+            let mut weights = vec![("f32", upload(ctx, "weight", &[k, n], &w))];
+            if ctx.has_f16() {
+                let w16 = Tensor::from_f32_as_f16(ctx, "weight16", &[k, n], &w).unwrap();
+                weights.push(("f16", w16));
+            }
+            let tfch = upload(ctx, "fch", &[m, k], &fch);
+            let tb = upload(ctx, "bias", &[n], &bias);
+            let tdout = upload(ctx, "dout", &[m, n], &dout);
+            for (dtype, tw) in &weights {
+                // [fused, unfused] × (out, dgelu, dweight, dbias)
+                let runs: Vec<[Vec<f32>; 4]> = [true, false]
+                    .iter()
+                    .map(|&fused| {
+                        let out = Tensor::zeros(ctx, "fcproj", &[m, n], DType::F32).unwrap();
+                        let dg = upload(ctx, "dfch_gelu", &[m, k], &dg0);
+                        let dw = upload(ctx, "dweight", &[k, n], &dw0);
+                        let db = upload(ctx, "dbias", &[n], &db0);
+                        let mut s = Schedule::new("mlp projection");
+                        if fused {
+                            matmul_forward_gelu_in(
+                                &mut s,
+                                ctx,
+                                &out,
+                                &tfch,
+                                tw,
+                                Some(&tb),
+                                m,
+                                k,
+                                n,
+                            )
+                            .unwrap();
+                            matmul_backward_gelu_in(
+                                &mut s,
+                                ctx,
+                                &dg,
+                                &dw,
+                                Some(&db),
+                                &tdout,
+                                &tfch,
+                                tw,
+                                m,
+                                k,
+                                n,
+                            )
+                            .unwrap();
+                        } else {
+                            let g = Tensor::zeros(ctx, "fch_gelu", &[m, k], DType::F32).unwrap();
+                            gelu_forward(&mut s, ctx, &g, &tfch, m * k).unwrap();
+                            matmul_forward(&mut s, ctx, &out, &g, tw, Some(&tb), m, k, n).unwrap();
+                            matmul_backward(
+                                &mut s,
+                                ctx,
+                                &dg,
+                                &dw,
+                                Some(&db),
+                                &tdout,
+                                &g,
+                                tw,
+                                m,
+                                k,
+                                n,
+                            )
+                            .unwrap();
+                        }
+                        s.run(ctx);
+                        [&out, &dg, &dw, &db].map(|t| read(ctx, t))
+                    })
+                    .collect();
+                let what = ["out", "dgelu", "dweight", "dbias"];
+                for (i, what) in what.iter().enumerate() {
+                    if let Some((j, x, y)) = first_bit_difference(&runs[0][i], &runs[1][i]) {
+                        panic!(
+                            "{} w {dtype}: fused {x:e} != unfused {y:e} at {j}",
+                            name(what)
+                        );
+                    }
+                }
+                if *dtype == "f16" {
+                    continue; // the f16 kernels' values: tests/f16.rs
+                }
+                let g = gelu64(&fch);
+                let mut want = vec![0f64; m * n];
+                cpu::matmul_forward(&mut want, &g, &to_f64(&w), Some(&to_f64(&bias)), m, k, n);
+                assert_close64(
+                    &name("matmul_forward_gelu_in"),
+                    &runs[0][0],
+                    &want,
+                    1e-4,
+                    1e-3,
+                );
+                let (mut dg, mut dw, mut db) = (to_f64(&dg0), to_f64(&dw0), to_f64(&db0));
+                cpu::matmul_backward(
+                    &mut dg,
+                    &mut dw,
+                    Some(&mut db),
+                    &to_f64(&dout),
+                    &g,
+                    &to_f64(&w),
+                    m,
+                    k,
+                    n,
+                );
+                let got = &runs[0];
+                assert_close64(&name("backward dgelu"), &got[1], &dg, 1e-4, 1e-3);
+                assert_close64(&name("backward dweight"), &got[2], &dw, 1e-4, 1e-3);
+                assert_close64(&name("backward dbias"), &got[3], &db, 1e-4, 1e-3);
+            }
+        }
+    });
 }

@@ -16,9 +16,8 @@ use crate::kernels::attention::attention_forward;
 use crate::kernels::decode::{
     decode_append, decode_attention, decode_embed, decode_gather, decode_logits, DecodeRow,
 };
-use crate::kernels::gelu::gelu_forward;
-use crate::kernels::layernorm::layernorm_forward;
-use crate::kernels::matmul::matmul_forward;
+use crate::kernels::layernorm::{layernorm_forward, residual_layernorm_forward};
+use crate::kernels::matmul::{matmul_forward, matmul_forward_gelu_in};
 use crate::kernels::residual::residual_forward;
 use crate::kernels::sampling::{sample_forward, SampleSettings};
 use crate::model::gpt2::Gpt2;
@@ -63,8 +62,7 @@ struct PassActs {
     att_stats: Tensor, // (B, NH, T): a prefill's attention row statistics (unused after)
     atty: Tensor,      // (B, T, C)
     attproj: Tensor,   // (B, T, C)
-    fch: Tensor,       // (B, T, 4C)
-    fch_gelu: Tensor,  // (B, T, 4C)
+    fch: Tensor,       // (B, T, 4C); the projection after it applies the GELU on load
     fcproj: Tensor,    // (B, T, C)
 }
 
@@ -87,12 +85,11 @@ impl PassActs {
             atty: t("atty", c)?,
             attproj: t("attproj", c)?,
             fch: t("fch", f)?,
-            fch_gelu: t("fch_gelu", f)?,
             fcproj: t("fcproj", c)?,
         })
     }
 
-    fn all(&self) -> [&Tensor; 13] {
+    fn all(&self) -> [&Tensor; 12] {
         [
             &self.att_stats,
             &self.tokens,
@@ -105,7 +102,6 @@ impl PassActs {
             &self.atty,
             &self.attproj,
             &self.fch,
-            &self.fch_gelu,
             &self.fcproj,
         ]
     }
@@ -235,7 +231,6 @@ impl Decoder {
         let atty = view(&a.atty, &btc);
         let attproj = view(&a.attproj, &btc);
         let fch = view(&a.fch, &[b, t, f]);
-        let fch_gelu = view(&a.fch_gelu, &[b, t, f]);
         let fcproj = view(&a.fcproj, &btc);
         let st = &self.state;
 
@@ -244,11 +239,15 @@ impl Decoder {
         decode_embed(
             &mut s, ctx, &x, &tokens, &p.wte, &p.wpe, st, b, t, c, v, max_t,
         )?;
-        for (l, w) in p.layers.iter().enumerate() {
-            let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
+        // Layer 0's ln_1 reads the embeddings; every later ln_1 is fused with the residual
+        // add that ends the layer before (below).
+        if let Some(w) = p.layers.first() {
             layernorm_forward(
                 &mut s, ctx, &ln, &ln_mean, &ln_rstd, &x, &w.ln_1_w, &w.ln_1_b, b, t, c, eps,
             )?;
+        }
+        for (l, w) in p.layers.iter().enumerate() {
+            let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
             matmul_forward(
                 &mut s,
                 ctx,
@@ -277,24 +276,45 @@ impl Decoder {
                 c,
                 c,
             )?;
-            residual_forward(&mut s, ctx, &x2, &x, &attproj, bt * c)?;
-            layernorm_forward(
-                &mut s, ctx, &ln, &ln_mean, &ln_rstd, &x2, &w.ln_2_w, &w.ln_2_b, b, t, c, eps,
+            // x2 = x + attproj; ln = ln_2(x2)
+            residual_layernorm_forward(
+                &mut s, ctx, &x2, &ln, &ln_mean, &ln_rstd, &x, &attproj, &w.ln_2_w, &w.ln_2_b, b,
+                t, c, eps,
             )?;
             matmul_forward(&mut s, ctx, &fch, &ln, &w.c_fc_w, Some(&w.c_fc_b), bt, c, f)?;
-            gelu_forward(&mut s, ctx, &fch_gelu, &fch, bt * f)?;
-            matmul_forward(
+            // fcproj = gelu(fch) · W_proj + b: the GELU applied as fch is loaded.
+            matmul_forward_gelu_in(
                 &mut s,
                 ctx,
                 &fcproj,
-                &fch_gelu,
+                &fch,
                 &w.mlp_proj_w,
                 Some(&w.mlp_proj_b),
                 bt,
                 f,
                 c,
             )?;
-            residual_forward(&mut s, ctx, &x, &x2, &fcproj, bt * c)?;
+            // x = x2 + fcproj, and the next layer's ln_1 of it. After the last layer the
+            // add stays alone: ln_f reads only each row's last position (decode_gather).
+            match p.layers.get(l + 1) {
+                Some(next) => residual_layernorm_forward(
+                    &mut s,
+                    ctx,
+                    &x,
+                    &ln,
+                    &ln_mean,
+                    &ln_rstd,
+                    &x2,
+                    &fcproj,
+                    &next.ln_1_w,
+                    &next.ln_1_b,
+                    b,
+                    t,
+                    c,
+                    eps,
+                )?,
+                None => residual_forward(&mut s, ctx, &x, &x2, &fcproj, bt * c)?,
+            }
         }
         decode_gather(&mut s, ctx, &self.last, &x, st, b, t, c)?;
         layernorm_forward(

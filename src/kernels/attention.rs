@@ -159,21 +159,25 @@ const NT: Gemm = Gemm {
     trans_a: false,
     trans_b: true,
     accumulate: false,
+    a_gelu: false,
 };
 const NN: Gemm = Gemm {
     trans_a: false,
     trans_b: false,
     accumulate: false,
+    a_gelu: false,
 };
 const NN_ACC: Gemm = Gemm {
     trans_a: false,
     trans_b: false,
     accumulate: true,
+    a_gelu: false,
 };
 const TN_ACC: Gemm = Gemm {
     trans_a: true,
     trans_b: false,
     accumulate: true,
+    a_gelu: false,
 };
 
 /// att (B, NH, T, T) = q·kᵀ per head, then p = softmax (saving or reading stats).

@@ -2,10 +2,14 @@
 //! out (M, N) = inp (M, K) · weight (K, N) + bias (N), with weights in Hugging Face
 //! Conv1D layout (C, OC); `matmul_backward` adds its three gradients. The tied
 //! classifier (`classifier_forward`, `classifier_backward`) multiplies by wte (V, C)
-//! itself, transposed or not. All of them are forms of [`Gemm`], which picks the tiled
-//! kernel or, for at most [`GEMV_MAX_M`] rows, `matmul_forward_gemv`, and splits every
-//! operand bigger than one binding into row chunks, one launch per block. This module
-//! does not tune tiles (fixed 64×64); CPU reference: `crate::reference::matmul`.
+//! itself, transposed or not. `matmul_forward_gelu_in` and `matmul_backward_gelu_in` are
+//! GPT-2's MLP projection fed its input before the GELU, out = gelu(inp) · weight + bias:
+//! the kernels apply the GELU to `a` as they load it ([`Gemm::a_gelu`]), so gelu(inp) is
+//! never stored. All of them are forms of [`Gemm`], which picks the tiled kernel or, for
+//! at most [`GEMV_MAX_M`] rows, `matmul_forward_gemv`, and splits every operand bigger
+//! than one binding into row chunks, one launch per block. This module does not tune
+//! tiles (fixed 64×64); CPU reference: `crate::reference::matmul` (for the GELU forms,
+//! `crate::reference::gelu::gelu_forward` of inp, then the plain product).
 
 use std::ops::Range;
 
@@ -152,6 +156,10 @@ pub struct Gemm {
     pub trans_b: bool,
     /// out += result instead of out = result.
     pub accumulate: bool,
+    /// op(a) is GPT-2's tanh GELU of what `a` holds, applied as it is loaded (A_GELU):
+    /// the same function as `gelu_forward`, so the same bits as gelu_forward into a
+    /// tensor, then this form without it.
+    pub a_gelu: bool,
 }
 
 /// The three dimensions of a product, as indices into `[m, n, k]`.
@@ -296,6 +304,10 @@ impl Gemm {
                         ("HAS_BIAS", flag(has_bias)),
                         ("ACCUMULATE", flag(self.accumulate || !first)),
                     ];
+                    // Named only when set, so the plain forms keep their pipeline keys.
+                    if self.a_gelu {
+                        constants.push(("A_GELU", 1.0));
+                    }
                     let pos = [mr.start, nr.start, kr.start];
                     let (so, off_o) = o.bind(pos);
                     let (sa, off_a) = oa.bind(pos);
@@ -345,7 +357,11 @@ impl Gemm {
                         Some(b) if has_bias => b.into(),
                         _ => sa,
                     };
-                    let mut label = format!("{name} {} <- {} · {}", out.label, a.label, w.label);
+                    let mut label = if self.a_gelu {
+                        format!("{name} {} <- gelu({}) · {}", out.label, a.label, w.label)
+                    } else {
+                        format!("{name} {} <- {} · {}", out.label, a.label, w.label)
+                    };
                     if chunked {
                         label += &format!(" [{mr:?}, {nr:?}, k {kr:?}]");
                     }
@@ -438,6 +454,29 @@ pub fn matmul_forward_gemv(
     matmul_forward(s, ctx, out, inp, weight, bias, m, k, n)
 }
 
+/// out (M, N) = gelu(inp (M, K)) · weight (K, N) + bias (N), gelu the tanh GELU of
+/// `gelu_forward`, applied by the matmul as it loads inp: GPT-2's MLP projection reading
+/// fch, so gelu(fch) (B·T·4C floats a layer) is never stored. The same bits as
+/// `gelu_forward` into a tensor followed by [`matmul_forward`] of it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_gelu_in(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    let form = Gemm {
+        a_gelu: true,
+        ..Gemm::default()
+    };
+    form.record(s, ctx, out, inp, weight, bias, m, k, n)
+}
+
 /// Gradients of [`matmul_forward`], added into (`+=`) all of them:
 /// dinp (M, K) += dout (M, N) · weightᵀ, dweight (K, N) += inpᵀ · dout,
 /// dbias (N) += Σ_rows dout. The training step zeroes gradients once per step.
@@ -455,6 +494,67 @@ pub fn matmul_backward(
     k: usize,
     n: usize,
 ) -> Result<()> {
+    backward(
+        s,
+        ctx,
+        dinp,
+        dweight,
+        dbias,
+        dout,
+        inp,
+        weight,
+        (m, k, n),
+        false,
+    )
+}
+
+/// Gradients of [`matmul_forward_gelu_in`], added into (`+=`) all of them, with inp the
+/// tensor before the GELU: dgelu (M, K) += dout (M, N) · weightᵀ, the gradient of
+/// gelu(inp), which `gelu_backward` then takes through the GELU;
+/// dweight (K, N) += gelu(inp)ᵀ · dout, the GELU applied as inp is loaded (the same bits
+/// as from a stored gelu(inp)); dbias (N) += Σ_rows dout.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_gelu_in(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dgelu: &Tensor,
+    dweight: &Tensor,
+    dbias: Option<&Tensor>,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    backward(
+        s,
+        ctx,
+        dgelu,
+        dweight,
+        dbias,
+        dout,
+        inp,
+        weight,
+        (m, k, n),
+        true,
+    )
+}
+
+/// [`matmul_backward`], or with `a_gelu` [`matmul_backward_gelu_in`].
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dinp: &Tensor,
+    dweight: &Tensor,
+    dbias: Option<&Tensor>,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    (m, k, n): (usize, usize, usize),
+    a_gelu: bool,
+) -> Result<()> {
     expect_numel(dinp, m * k)?;
     expect_numel(dweight, k * n)?;
     expect_numel(dout, m * n)?;
@@ -467,10 +567,12 @@ pub fn matmul_backward(
         ..Gemm::default()
     };
     dinp_form.record(s, ctx, dinp, dout, weight, None, m, n, k)?;
-    // dweight (K, N) += inp (M, K)ᵀ · dout (M, N): inp is stored as op(a)ᵀ.
+    // dweight (K, N) += op(inp) (M, K)ᵀ · dout (M, N): inp is stored as op(a)ᵀ, and
+    // op(inp) is gelu(inp) with a_gelu.
     let dweight_form = Gemm {
         trans_a: true,
         accumulate: true,
+        a_gelu,
         ..Gemm::default()
     };
     dweight_form.record(s, ctx, dweight, inp, dout, None, k, m, n)?;
@@ -646,13 +748,16 @@ pub fn matmul_batched(
         }
     }
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let constants = [
+    let mut constants = vec![
         ("TRANS_A", flag(gemm.trans_a)),
         ("TRANS_B", flag(gemm.trans_b)),
         ("HAS_BIAS", 0.0),
         ("ACCUMULATE", flag(gemm.accumulate)),
         ("SG", sg as f64),
     ];
+    if gemm.a_gelu {
+        constants.push(("A_GELU", 1.0));
+    }
     let u = |x: usize| x as u32;
     let p = SubgroupParams {
         base: MatmulParams {

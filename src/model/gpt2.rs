@@ -24,13 +24,14 @@ use crate::kernels::dropout::{
     check_rate, dropout_backward, dropout_forward, DropoutStep, DROPOUT_STEP_WORDS,
 };
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
-use crate::kernels::gelu::{gelu_backward, gelu_forward};
+use crate::kernels::gelu::gelu_backward;
 use crate::kernels::gradnorm::GradNorm;
 use crate::kernels::layernorm::{
     layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
 };
 use crate::kernels::matmul::{
-    classifier_backward, classifier_forward, matmul_backward, matmul_forward,
+    classifier_backward, classifier_forward, matmul_backward, matmul_backward_gelu_in,
+    matmul_forward, matmul_forward_gelu_in,
 };
 use crate::kernels::sampling::argmax_forward;
 use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
@@ -218,8 +219,7 @@ pub struct LayerActs {
     pub ln2: Tensor,       // (B, T, C)
     pub ln2_mean: Tensor,  // (B, T)
     pub ln2_rstd: Tensor,  // (B, T)
-    pub fch: Tensor,       // (B, T, 4C)
-    pub fch_gelu: Tensor,  // (B, T, 4C)
+    pub fch: Tensor,       // (B, T, 4C); gelu(fch) is applied by the matmuls reading it
     pub fcproj: Tensor,    // (B, T, C)
     pub residual3: Tensor, // (B, T, C)
 }
@@ -303,7 +303,6 @@ impl Activations {
                     ln2_mean: f32t(ctx, n("ln2_mean"), &bt)?,
                     ln2_rstd: f32t(ctx, n("ln2_rstd"), &bt)?,
                     fch: f32t(ctx, n("fch"), &[b, t, f])?,
-                    fch_gelu: f32t(ctx, n("fch_gelu"), &[b, t, f])?,
                     fcproj: f32t(ctx, n("fcproj"), &btc)?,
                     residual3: f32t(ctx, n("residual3"), &btc)?,
                 })
@@ -348,7 +347,6 @@ impl Activations {
                 &l.ln2_mean,
                 &l.ln2_rstd,
                 &l.fch,
-                &l.fch_gelu,
                 &l.fcproj,
                 &l.residual3,
             ]);
@@ -434,7 +432,7 @@ pub struct LayerGrads {
     pub dresidual2: Tensor, // (B, T, C)
     pub dln2: Tensor,       // (B, T, C)
     pub dfch: Tensor,       // (B, T, 4C)
-    pub dfch_gelu: Tensor,  // (B, T, 4C)
+    pub dfch_gelu: Tensor,  // (B, T, 4C): the gradient of gelu(fch)
     pub dfcproj: Tensor,    // (B, T, C)
     pub dresidual3: Tensor, // (B, T, C)
 }
@@ -618,12 +616,12 @@ pub fn record_forward_dropout(
             eps,
         )?;
         matmul_forward(s, ctx, &x.fch, &x.ln2, &w.c_fc_w, Some(&w.c_fc_b), bt, c, f)?;
-        gelu_forward(s, ctx, &x.fch_gelu, &x.fch, bt * f)?;
-        matmul_forward(
+        // fcproj = gelu(fch) · W_proj + b: the GELU applied as fch is loaded.
+        matmul_forward_gelu_in(
             s,
             ctx,
             &x.fcproj,
-            &x.fch_gelu,
+            &x.fch,
             &w.mlp_proj_w,
             Some(&w.mlp_proj_b),
             bt,
@@ -829,14 +827,15 @@ pub fn record_backward_with(
             &d.layers[l - 1].dresidual3
         };
         undrop(s, &dx.dfcproj, dropout_site_mlp(l))?;
-        matmul_backward(
+        // dW_proj += gelu(fch)ᵀ · dfcproj, the GELU recomputed as fch is loaded.
+        matmul_backward_gelu_in(
             s,
             ctx,
             &dx.dfch_gelu,
             &g.mlp_proj_w,
             Some(&g.mlp_proj_b),
             &dx.dfcproj,
-            &x.fch_gelu,
+            &x.fch,
             &w.mlp_proj_w,
             bt,
             f,
