@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wgformer::gpu::{DType, GpuContext, GpuOptions, MatmulKernel, Needs, Schedule, Tensor};
+use wgformer::gpu::{DType, GpuContext, GpuOptions, Needs, Schedule, Tensor};
 use wgformer::infer::decoder::generate_greedy_cached;
 use wgformer::kernels::cast::cast_f32_to_f16;
 use wgformer::kernels::classifier::ClassifierChunk;
@@ -19,7 +19,9 @@ use wgformer::model::params::gpt2_param_specs;
 use wgformer::parity::parity_gpt2_in;
 use wgformer::reference::{cast as cpu_cast, decode as cpu_decode, matmul as cpu};
 use wgformer::rng::Rng;
-use wgformer::testing::{assert_close64, test_contexts, to_f64};
+use wgformer::testing::{
+    assert_close64, assert_report, on_each_matmul_kernel, test_contexts, to_f64,
+};
 
 /// The test contexts whose device has `shader-f16`. Checks that the others refuse f16
 /// with a clear error, and fails if no adapter has it.
@@ -197,16 +199,7 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
 #[test]
 fn matmul_with_f16_weights_matches_reference() {
     for ctx in f16_contexts() {
-        for kernel in [
-            MatmulKernel::Tiled,
-            MatmulKernel::Rows,
-            MatmulKernel::Subgroup,
-        ] {
-            let ctx = reopen(&ctx).with_matmul_kernel(kernel);
-            if ctx.matmul_kernel() != kernel {
-                eprintln!("{}: {kernel:?} not available", ctx.adapter_name());
-                continue;
-            }
+        on_each_matmul_kernel(&ctx, |ctx| {
             let mut rng = Rng::new(77);
             for size in [
                 (1, 13, 5),
@@ -215,9 +208,9 @@ fn matmul_with_f16_weights_matches_reference() {
                 (65, 132, 68),
                 (40, 48, 101),
             ] {
-                check_forms(&ctx, &mut rng, size);
+                check_forms(ctx, &mut rng, size);
             }
-        }
+        });
     }
 }
 
@@ -350,20 +343,8 @@ fn f16_parity_with_transformers_on_gpt2_tiny() {
             let report = ctx
                 .block_on(parity_gpt2_in(&ctx, &fixture(), chunk, Precision::F16))
                 .unwrap();
-            for c in &report {
-                eprintln!("  f16 {chunk:?}: {c}");
-            }
-            let failed: Vec<String> = report
-                .iter()
-                .filter(|c| !c.pass)
-                .map(|c| c.to_string())
-                .collect();
-            assert!(
-                failed.is_empty(),
-                "f16 parity failed on {}:\n{}",
-                ctx.adapter_name(),
-                failed.join("\n")
-            );
+            let label = format!("{} f16 {chunk:?}", ctx.adapter_name());
+            assert_report(&label, &report);
         }
     }
 }
