@@ -89,16 +89,23 @@ fn store_out(m: u32, n: u32, v: f32) {
 }
 
 // ---- matmul_forward: tiled ------------------------------------------------------------
-// A workgroup of 16×16 invocations computes a 64×64 tile of out; each invocation owns a
-// 4×4 block (rows ty + 16 i, columns tx + 16 j), so it alone writes those elements. K is
-// walked in slices of 16 staged through workgroup memory (8 KiB).
+// A workgroup of TWX×TWY invocations computes a TM×TN = (4·TWY)×(4·TWX) tile of out; each
+// invocation owns a 4×4 block (rows ty + TWY·i, columns tx + TWX·j), so it alone writes
+// those elements. K is walked in slices of TK staged through workgroup memory
+// ((TM + TN)·TK floats). TWX, TWY and TK are override constants: the tile shape is
+// tuned per adapter (src/kernels/tune.rs, `TileConfig` in src/kernels/matmul.rs); the
+// defaults, 16×16 invocations and TK = 16, make 64×64 tiles and 8 KiB of workgroup memory.
 
-const TM: u32 = 64u;  // rows of out per workgroup
-const TN: u32 = 64u;  // columns of out per workgroup
-const TK: u32 = 16u;  // K slice staged per iteration
+override TWX: u32 = 16u;  // invocations along N
+override TWY: u32 = 16u;  // invocations along M
+override TK: u32 = 16u;   // K slice staged per iteration
+override TM: u32 = 4u * TWY;  // rows of out per workgroup
+override TN: u32 = 4u * TWX;  // columns of out per workgroup
+override TILE_A: u32 = TK * TM;
+override TILE_W: u32 = TK * TN;
 
-var<workgroup> a_tile: array<f32, 1024>;  // (TK, TM): a_tile[kk * TM + mm]
-var<workgroup> w_tile: array<f32, 1024>;  // (TK, TN): w_tile[kk * TN + nn]
+var<workgroup> a_tile: array<f32, TILE_A>;  // (TK, TM): a_tile[kk * TM + mm]
+var<workgroup> w_tile: array<f32, TILE_W>;  // (TK, TN): w_tile[kk * TN + nn]
 
 // The 4×4 block of one invocation: row i of the block is acc[i], its columns j = 0..3
 // the vector's lanes. Plain vec4 values, never indexed by a variable, so compilers keep
@@ -114,14 +121,14 @@ struct Acc4x4 {
 fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, Acc4x4>) {
     let ab = kk * TM + t.y;
     let wb = kk * TN + t.x;
-    let wv = vec4<f32>(w_tile[wb], w_tile[wb + 16u], w_tile[wb + 32u], w_tile[wb + 48u]);
+    let wv = vec4<f32>(w_tile[wb], w_tile[wb + TWX], w_tile[wb + 2u * TWX], w_tile[wb + 3u * TWX]);
     (*acc).r0 = fma(vec4<f32>(a_tile[ab]), wv, (*acc).r0);
-    (*acc).r1 = fma(vec4<f32>(a_tile[ab + 16u]), wv, (*acc).r1);
-    (*acc).r2 = fma(vec4<f32>(a_tile[ab + 32u]), wv, (*acc).r2);
-    (*acc).r3 = fma(vec4<f32>(a_tile[ab + 48u]), wv, (*acc).r3);
+    (*acc).r1 = fma(vec4<f32>(a_tile[ab + TWY]), wv, (*acc).r1);
+    (*acc).r2 = fma(vec4<f32>(a_tile[ab + 2u * TWY]), wv, (*acc).r2);
+    (*acc).r3 = fma(vec4<f32>(a_tile[ab + 3u * TWY]), wv, (*acc).r3);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TWX, TWY)
 fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
@@ -129,10 +136,9 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
     let n0 = wg.x * TN;
     var acc: Acc4x4;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Stage a (TM×TK) and w (TK×TN) slices: 1024 elements each, 4 per invocation,
-        // ordered so that neighbouring invocations read neighbouring addresses.
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + r * 256u;
+        // Stage a (TM×TK) and w (TK×TN) slices, elements li, li + TWX·TWY, …, ordered so
+        // that neighbouring invocations read neighbouring addresses.
+        for (var e = li; e < TILE_A; e += TWX * TWY) {
             if (TRANS_A) {
                 let kk = e / TM; let mm = e % TM;
                 a_tile[kk * TM + mm] = load_a(m0 + mm, k0 + kk);
@@ -140,6 +146,8 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                 let mm = e / TK; let kk = e % TK;
                 a_tile[kk * TM + mm] = load_a(m0 + mm, k0 + kk);
             }
+        }
+        for (var e = li; e < TILE_W; e += TWX * TWY) {
             if (TRANS_B) {
                 let nn = e / TK; let kk = e % TK;
                 w_tile[kk * TN + nn] = load_w(k0 + kk, n0 + nn);
@@ -159,18 +167,18 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
         workgroupBarrier();
     }
     store_row(m0 + lid.y, n0 + lid.x, acc.r0);
-    store_row(m0 + lid.y + 16u, n0 + lid.x, acc.r1);
-    store_row(m0 + lid.y + 32u, n0 + lid.x, acc.r2);
-    store_row(m0 + lid.y + 48u, n0 + lid.x, acc.r3);
+    store_row(m0 + lid.y + TWY, n0 + lid.x, acc.r1);
+    store_row(m0 + lid.y + 2u * TWY, n0 + lid.x, acc.r2);
+    store_row(m0 + lid.y + 3u * TWY, n0 + lid.x, acc.r3);
 }
 
-// Store one row of an invocation's block: columns n, n + 16, n + 32, n + 48.
+// Store one row of an invocation's block: columns n, n + TWX, n + 2·TWX, n + 3·TWX.
 fn store_row(m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
     if (n < p.n) { store_out(m, n, v.x); }
-    if (n + 16u < p.n) { store_out(m, n + 16u, v.y); }
-    if (n + 32u < p.n) { store_out(m, n + 32u, v.z); }
-    if (n + 48u < p.n) { store_out(m, n + 48u, v.w); }
+    if (n + TWX < p.n) { store_out(m, n + TWX, v.y); }
+    if (n + 2u * TWX < p.n) { store_out(m, n + 2u * TWX, v.z); }
+    if (n + 3u * TWX < p.n) { store_out(m, n + 3u * TWX, v.w); }
 }
 
 // ---- matmul_forward_gemv: M ≤ GEMV_MAX_M rows -------------------------------------------

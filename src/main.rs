@@ -227,16 +227,22 @@ fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
         println!("{}", AdapterReport::of(a));
         let tuned = match wgformer::kernels::tune::cached(&a.get_info()) {
             Some(e) => {
-                let all: Vec<String> = e
-                    .gflops
-                    .iter()
-                    .map(|(k, g)| format!("{k} {g:.2}"))
-                    .collect();
+                // Families first ("rows 0.53"), then the tiled kernel's shapes.
+                let (families, tiles): (Vec<_>, Vec<_>) =
+                    e.gflops.iter().partition(|(k, _)| !k.contains(' '));
+                let list = |v: Vec<(&String, &f64)>| {
+                    v.iter()
+                        .map(|(k, g)| format!("{k} {g:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 format!(
-                    "{} (tuned {}; GFLOP/s: {})",
+                    "{} (tuned {}; GFLOP/s: {})\n  tiled kernel's tile:           {} (GFLOP/s: {})",
                     e.kernel,
                     e.date,
-                    all.join(", ")
+                    list(families),
+                    e.tile,
+                    list(tiles)
                 )
             }
             None => "not tuned yet (timed on first use, then cached)".into(),

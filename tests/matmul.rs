@@ -904,3 +904,22 @@ fn matmul_gelu_in_launchers_match_gelu_forward_then_matmul() {
         }
     });
 }
+
+/// The tiled kernel at every tile shape the tuner may choose gives the reference's answer
+/// in every form, with tails in M, N and K (and K shorter than a slice).
+#[test]
+fn every_tile_shape_matches_reference() {
+    use wgformer::kernels::matmul::TileConfig;
+    on_each_adapter(|ctx| {
+        let ctx = ctx_with(ctx, MatmulKernel::Tiled);
+        for tile in TileConfig::CANDIDATES {
+            eprintln!("{}: {tile}", ctx.adapter_name());
+            ctx.set_tile_config(tile);
+            let mut rng = Rng::new(71);
+            for size in [(17, 64, 48), (65, 132, 68), (40, 7, 101), (129, 33, 130)] {
+                check_gemm_forms(&ctx, &mut rng, size);
+            }
+        }
+        ctx.set_tile_config(TileConfig::DEFAULT);
+    });
+}

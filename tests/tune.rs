@@ -1,9 +1,10 @@
 //! The matmul tuner (src/kernels/tune.rs): it times every kernel family the adapter can
-//! run and keeps the fastest, caches the choice per adapter on disk, takes a cached choice
+//! run and every tile shape of the tiled kernel and keeps the fastest of each, caches the choice per adapter on disk, takes a cached choice
 //! without measuring again, and survives a corrupt cache file. One test, since it points
 //! the process-wide WGFORMER_CACHE_DIR at a temporary directory.
 
 use wgformer::gpu::{MatmulKernel, Needs};
+use wgformer::kernels::matmul::TileConfig;
 use wgformer::kernels::tune::{cache_key, cache_path, measure, TuneEntry};
 use wgformer::testing::test_contexts;
 
@@ -25,9 +26,29 @@ fn tuning_measures_caches_and_reuses_the_choice() {
         let e = cache
             .get(&cache_key(ctx))
             .unwrap_or_else(|| panic!("no cache entry for {}", ctx.adapter_name()));
-        let best = e.gflops.iter().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+        let families = || e.gflops.iter().filter(|(k, _)| !k.contains(' '));
+        let best = families().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
         assert_eq!(&e.kernel, best.0, "the fastest family wins: {:?}", e.gflops);
         assert!(e.gflops.contains_key("tiled") && e.gflops.contains_key("rows"));
+        // Every tile shape was timed; the fastest is the tiled kernel's, and its score.
+        let shape = |t: TileConfig| {
+            let (tm, tn) = t.tile();
+            format!("tiled {tm}x{tn}/{}", t.tk)
+        };
+        let best_tile = TileConfig::CANDIDATES
+            .into_iter()
+            .max_by(|a, b| e.gflops[&shape(*a)].total_cmp(&e.gflops[&shape(*b)]))
+            .unwrap();
+        assert_eq!(
+            e.tile, best_tile,
+            "the fastest tile shape wins: {:?}",
+            e.gflops
+        );
+        if !ctx.is_cpu() {
+            // Measured on the whole products (a CPU adapter sweeps on fewer rows).
+            assert_eq!(e.gflops["tiled"], e.gflops[&shape(best_tile)]);
+        }
+        assert_eq!(ctx.tile_config(), e.tile, "the context uses the tuned tile");
         assert_eq!(
             e.gflops.contains_key("subgroup"),
             ctx.subgroup_size().is_some(),

@@ -5,12 +5,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result, NO_ADAPTER_HINT};
 use crate::gpu::pipeline::PipelineCache;
 use crate::gpu::DType;
+use crate::kernels::matmul::TileConfig;
 
 /// Which graphics API to take adapters from (`--backend`, `WGFORMER_BACKEND`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,6 +233,8 @@ pub struct GpuContext {
     /// Matmul kernel family (a `MatmulKernel` as u8), resolved from `Auto` at creation:
     /// tuned where it can be (`kernels::tune`), else guessed from the device type.
     matmul_kernel: AtomicU8,
+    /// The tiled kernel's tile shape, a packed `kernels::matmul::TileConfig`.
+    tile_config: AtomicU32,
     /// Whether the family was left to wgformer (`WGFORMER_MATMUL` unset or `auto`).
     auto_matmul: bool,
     /// The subgroup size when the device has subgroups of one fixed size (and the shaders
@@ -347,6 +350,7 @@ impl GpuContext {
             submits: AtomicU64::new(0),
             binding_limit: limits.max_storage_buffer_binding_size,
             matmul_kernel: AtomicU8::new(MatmulKernel::Auto as u8),
+            tile_config: AtomicU32::new(TileConfig::DEFAULT.pack()),
             auto_matmul: requested == MatmulKernel::Auto,
             subgroup_size,
             device_errors,
@@ -363,8 +367,9 @@ impl GpuContext {
             return self;
         }
         #[cfg(not(target_arch = "wasm32"))]
-        if let Some(k) = crate::kernels::tune::tuned_matmul_kernel(&self) {
+        if let Some((k, tile)) = crate::kernels::tune::tuned_matmul_kernel(&self) {
             self.set_matmul_kernel(k);
+            self.set_tile_config(tile);
         }
         self
     }
@@ -439,6 +444,16 @@ impl GpuContext {
     pub fn set_matmul_kernel(&self, kernel: MatmulKernel) {
         let k = self.resolve_matmul(kernel);
         self.matmul_kernel.store(k as u8, Ordering::Relaxed);
+    }
+
+    /// The tile shape of the tiled matmul kernel (tuned per adapter with the family).
+    pub fn tile_config(&self) -> TileConfig {
+        TileConfig::unpack(self.tile_config.load(Ordering::Relaxed))
+    }
+
+    /// Use `tile` for the tiled matmul kernel from now on (pipelines are keyed by it).
+    pub fn set_tile_config(&self, tile: TileConfig) {
+        self.tile_config.store(tile.pack(), Ordering::Relaxed);
     }
 
     /// Largest storage binding, in bytes, that launchers split tensors to fit.

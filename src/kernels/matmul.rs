@@ -7,8 +7,9 @@
 //! the kernels apply the GELU to `a` as they load it ([`Gemm::a_gelu`]), so gelu(inp) is
 //! never stored. All of them are forms of [`Gemm`], which picks the tiled kernel or, for
 //! at most [`GEMV_MAX_M`] rows, `matmul_forward_gemv`, and splits every operand bigger
-//! than one binding into row chunks, one launch per block. This module does not tune
-//! tiles (fixed 64×64); CPU reference: `crate::reference::matmul` (for the GELU forms,
+//! than one binding into row chunks, one launch per block. The tiled kernel's tile shape
+//! comes from the context ([`TileConfig`], tuned per adapter by `kernels::tune`). CPU
+//! reference: `crate::reference::matmul` (for the GELU forms,
 //! `crate::reference::gelu::gelu_forward` of inp, then the plain product).
 
 use std::ops::Range;
@@ -130,8 +131,82 @@ pub const MATMUL_BACKWARD_BIAS: KernelDesc = KernelDesc {
     bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
 };
 
-/// Output tile of one workgroup of `matmul_forward`, in rows and columns (TM, TN).
-const TILE: usize = 64;
+/// The tile shape of the tiled `matmul_forward`: a workgroup of `wx`×`wy` invocations,
+/// each owning a 4×4 block, computes a (4·wy)×(4·wx) tile of out, staging K slices of
+/// `tk` through workgroup memory ((4·wy + 4·wx)·tk floats). Chosen per adapter by
+/// `kernels::tune` among [`TileConfig::CANDIDATES`]; override constants TWX, TWY, TK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TileConfig {
+    pub wx: u32,
+    pub wy: u32,
+    pub tk: u32,
+}
+
+impl TileConfig {
+    /// 16×16 invocations, 64×64 tiles, K slices of 16 (8 KiB of workgroup memory).
+    pub const DEFAULT: TileConfig = TileConfig {
+        wx: 16,
+        wy: 16,
+        tk: 16,
+    };
+
+    /// The shapes the tuner times: 64×64 tiles with K slices of 8, 16 and 32, 32×64 and
+    /// 64×32 tiles (128 invocations), and 32×32 tiles (64 invocations). Every one stays
+    /// within WebGPU's 16 KiB of workgroup memory and 256 invocations.
+    pub const CANDIDATES: [TileConfig; 6] = [
+        TileConfig::DEFAULT,
+        TileConfig {
+            wx: 16,
+            wy: 16,
+            tk: 8,
+        },
+        TileConfig {
+            wx: 16,
+            wy: 16,
+            tk: 32,
+        },
+        TileConfig {
+            wx: 16,
+            wy: 8,
+            tk: 16,
+        },
+        TileConfig {
+            wx: 8,
+            wy: 16,
+            tk: 16,
+        },
+        TileConfig {
+            wx: 8,
+            wy: 8,
+            tk: 16,
+        },
+    ];
+
+    /// Rows and columns of out per workgroup.
+    pub fn tile(self) -> (usize, usize) {
+        (4 * self.wy as usize, 4 * self.wx as usize)
+    }
+
+    /// Packed into one word (for the context's atomic).
+    pub fn pack(self) -> u32 {
+        self.wx | self.wy << 8 | self.tk << 16
+    }
+
+    pub fn unpack(v: u32) -> Self {
+        TileConfig {
+            wx: v & 0xff,
+            wy: (v >> 8) & 0xff,
+            tk: v >> 16,
+        }
+    }
+}
+
+impl std::fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tm, tn) = self.tile();
+        write!(f, "{tm}x{tn} tiles, K slices of {}", self.tk)
+    }
+}
 
 /// Products with at most this many rows of out go to `matmul_forward_gemv` (decoding at
 /// T = 1 and small batches). Must equal GEMV_MAX_M in the shader.
@@ -337,6 +412,10 @@ impl Gemm {
                     } else if rows {
                         (&MATMUL_FORWARD_ROWS, "matmul_forward_rows")
                     } else {
+                        let t = ctx.tile_config();
+                        constants.push(("TWX", t.wx as f64));
+                        constants.push(("TWY", t.wy as f64));
+                        constants.push(("TK", t.tk as f64));
                         (&MATMUL_FORWARD, "matmul")
                     };
                     let p = MatmulParams {
@@ -380,7 +459,8 @@ impl Gemm {
                     } else if gemv_cols {
                         groups_1d(bn, 4 * GEMV_CPU_LANES)
                     } else if !gemv {
-                        [bn.div_ceil(TILE) as u32, bm.div_ceil(TILE) as u32, 1]
+                        let (tm, tn) = ctx.tile_config().tile();
+                        [bn.div_ceil(tn) as u32, bm.div_ceil(tm) as u32, 1]
                     } else if self.trans_b {
                         groups_1d(bn, GEMV_COLS_TRANS_B)
                     } else {

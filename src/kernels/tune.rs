@@ -6,7 +6,9 @@
 //! workgroup memory and barriers) or the row kernel where there are no subgroups. With
 //! `WGFORMER_MATMUL` unset or `auto`, the first context opened on an adapter times every
 //! family it can run on the two products that dominate a training step (a layer's
-//! forward, out = a · w, and its weight gradient, dw += aᵀ · dout) and keeps the fastest;
+//! forward, out = a · w, and its weight gradient, dw += aᵀ · dout), the tiled kernel at
+//! each of its tile shapes (`TileConfig::CANDIDATES`), and keeps the fastest family and
+//! the fastest tile shape (which the tiled kernel uses whenever it runs);
 //! the choice is written to `matmul-tune.json` in the cache directory (`WGFORMER_CACHE_DIR`,
 //! else `$XDG_CACHE_HOME/wgformer`, else `~/.cache/wgformer`) under a key naming the
 //! adapter, its driver and a hash of the matmul shaders, so a driver update or a shader
@@ -18,18 +20,27 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::matmul::Gemm;
+use super::matmul::{Gemm, TileConfig};
 use super::shaders::{MATMUL, MATMUL_SUBGROUP};
 use crate::gpu::{GpuContext, MatmulKernel, Schedule, Tensor};
 use crate::rng::Rng;
 
-/// One tuned adapter: the family chosen and what each candidate measured.
+/// One tuned adapter: the family chosen, the tiled kernel's tile shape, and what each
+/// candidate measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TuneEntry {
     pub kernel: String,
+    /// The fastest tile shape of the tiled kernel (used whenever it runs).
+    #[serde(default = "default_tile")]
+    pub tile: TileConfig,
     pub date: String,
-    /// GFLOP/s of each candidate over the tuning products.
+    /// GFLOP/s of each candidate over the tuning products: each family at its best, and
+    /// the tiled kernel at every tile shape ("tiled 64x64/16").
     pub gflops: BTreeMap<String, f64>,
+}
+
+fn default_tile() -> TileConfig {
+    TileConfig::DEFAULT
 }
 
 /// The tuning products: (M, K, N) of the forward and of the weight gradient.
@@ -78,10 +89,10 @@ fn read_cache(path: &PathBuf) -> BTreeMap<String, TuneEntry> {
         .unwrap_or_default()
 }
 
-/// The tuned family for `ctx`'s adapter: from the cache, or measured now and cached.
-/// `None` when tuning is off or failed (the caller keeps its guess); never an error, since
-/// a slow kernel is better than no context.
-pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<MatmulKernel> {
+/// The tuned family and tile shape for `ctx`'s adapter: from the cache, or measured now
+/// and cached. `None` when tuning is off or failed (the caller keeps its guess); never an
+/// error, since a slow kernel is better than no context.
+pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<(MatmulKernel, TileConfig)> {
     if std::env::var("WGFORMER_TUNE").is_ok_and(|v| v == "0") {
         return None;
     }
@@ -89,7 +100,7 @@ pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<MatmulKernel> {
     let path = cache_path();
     if let Some(e) = path.as_ref().and_then(|p| read_cache(p).remove(&key)) {
         if let Ok(k) = e.kernel.parse::<MatmulKernel>() {
-            return Some(k);
+            return Some((k, e.tile));
         }
     }
     let entry = match measure(ctx) {
@@ -105,7 +116,7 @@ pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<MatmulKernel> {
         entry.kernel,
         entry.gflops
     );
-    let chosen = entry.kernel.parse().ok();
+    let chosen = entry.kernel.parse().ok().map(|k| (k, entry.tile));
     if let Some(path) = path {
         // Read again and merge, then replace the file atomically: other processes may be
         // tuning other adapters at the same time.
@@ -145,26 +156,60 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
     }
     let flops = 2.0 * 2.0 * (m * k * n) as f64;
     let mut gflops = BTreeMap::new();
-    for kernel in candidates {
+    // The tuning products with `rows` rows of a and out (m, or fewer for the sweep).
+    let run = |kernel: MatmulKernel, rows: usize| -> crate::Result<f64> {
         ctx.set_matmul_kernel(kernel);
+        let (a, out) = if rows == m {
+            (a.clone(), out.clone())
+        } else {
+            let part = |t: &Tensor, cols: usize| Tensor {
+                shape: vec![rows, cols],
+                ..t.clone()
+            };
+            (part(&a, k), part(&out, n))
+        };
         let mut s = Schedule::new("matmul tuning");
-        Gemm::default().record(&mut s, ctx, &out, &a, &w, None, m, k, n)?;
+        Gemm::default().record(&mut s, ctx, &out, &a, &w, None, rows, k, n)?;
         let dw_form = Gemm {
             trans_a: true,
             accumulate: true,
             ..Gemm::default()
         };
-        dw_form.record(&mut s, ctx, &dw, &a, &out, None, k, m, n)?;
-        let secs = time(ctx, &s, 3);
-        gflops.insert(format!("{kernel:?}").to_lowercase(), flops / secs * 1e-9);
+        dw_form.record(&mut s, ctx, &dw, &a, &out, None, k, rows, n)?;
+        Ok(flops * (rows as f64 / m as f64) / time(ctx, &s, 3) * 1e-9)
+    };
+    // The tiled kernel at every tile shape, then the family at its best shape. A CPU
+    // adapter, where the tiled kernel runs at a fraction of a GFLOP/s and will not be
+    // chosen, times the shapes on a quarter of the rows so a first run stays short.
+    let sweep_rows = if ctx.is_cpu() { m / 4 } else { m };
+    let mut tile = TileConfig::DEFAULT;
+    let mut best_shape = 0.0;
+    for t in TileConfig::CANDIDATES {
+        ctx.set_tile_config(t);
+        let g = run(MatmulKernel::Tiled, sweep_rows)?;
+        let (tm, tn) = t.tile();
+        gflops.insert(format!("tiled {tm}x{tn}/{}", t.tk), g);
+        if g > best_shape {
+            (best_shape, tile) = (g, t);
+        }
+    }
+    ctx.set_tile_config(tile);
+    for kernel in candidates {
+        let g = match kernel {
+            MatmulKernel::Tiled if sweep_rows == m => best_shape,
+            _ => run(kernel, m)?,
+        };
+        gflops.insert(format!("{kernel:?}").to_lowercase(), g);
     }
     let best = gflops
         .iter()
+        .filter(|(k, _)| !k.contains(' '))
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(k, _)| k.clone())
         .unwrap_or_else(|| "tiled".into());
     Ok(TuneEntry {
         kernel: best,
+        tile,
         date: crate::bench::today(),
         gflops,
     })
