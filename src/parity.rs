@@ -187,9 +187,8 @@ pub async fn parity_gpt2_in(
         Precision::F32 => 1.0,
         Precision::F16 => F16_TOLERANCE_SCALE,
     };
-    let compare = |what: String, got: &[f32], want: &[f32], tol: f64| {
-        compare(what, got, want, tol * scale)
-    };
+    let compare =
+        |what: String, got: &[f32], want: &[f32], tol: f64| compare(what, got, want, tol * scale);
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| Error::Io {

@@ -12,8 +12,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::expect_dtype;
 use super::cast::expect_f16;
+use super::expect_dtype;
 use super::{
     expect_numel, groups_1d,
     shaders::{DECODE, DECODE_F16},
