@@ -16,7 +16,8 @@ use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
-    assert_close64, assert_gradient, on_each_adapter, same_bits, test_contexts, to_f64,
+    assert_close64, assert_gradient, on_each_adapter, on_each_matmul_kernel, same_bits,
+    test_contexts, to_f64,
 };
 
 /// (M, K, N): rows, reduction, columns. The last is a GPT-2 124M MLP at T = 256.
@@ -593,19 +594,8 @@ fn every_matmul_kernel_matches_reference() {
             "{}: a Vulkan CPU adapter without fixed-size subgroups",
             ctx.adapter_name()
         );
-        for kernel in [
-            MatmulKernel::Tiled,
-            MatmulKernel::Rows,
-            MatmulKernel::Subgroup,
-        ] {
-            let ctx = ctx_with(&ctx, kernel);
-            if ctx.matmul_kernel() != kernel {
-                eprintln!(
-                    "{}: no fixed-size subgroups, {kernel:?} not run",
-                    ctx.adapter_name()
-                );
-                continue;
-            }
+        on_each_matmul_kernel(&ctx, |ctx| {
+            let kernel = ctx.matmul_kernel();
             let mut rng = Rng::new(21);
             for size in [
                 (17, 64, 48),
@@ -614,18 +604,18 @@ fn every_matmul_kernel_matches_reference() {
                 (33, 96, 12),
                 (16, 7, 5),
             ] {
-                check_gemm_forms(&ctx, &mut rng, size);
+                check_gemm_forms(ctx, &mut rng, size);
             }
             let (m, k, n) = (37, 80, 144);
             let inp = rng.vec_uniform(m * k, -1.0, 1.0);
             let w = rng.vec_normal(k * n, 0.1);
             let bias = rng.vec_uniform(n, -0.5, 0.5);
-            let got = run_forward(&ctx, &inp, &w, Some(&bias), (m, k, n));
+            let got = run_forward(ctx, &inp, &w, Some(&bias), (m, k, n));
             let mut want = vec![0f64; m * n];
             let b64 = to_f64(&bias);
             cpu::matmul_forward(&mut want, &to_f64(&inp), &to_f64(&w), Some(&b64), m, k, n);
             assert_close64(&format!("{kernel:?} forward"), &got, &want, 1e-4, 1e-3);
-        }
+        });
     }
 }
 
@@ -745,19 +735,7 @@ fn check_gelu_in_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize
 #[test]
 fn every_matmul_kernel_applies_gelu_in_as_gelu_forward() {
     for ctx in test_contexts(&Needs::default()) {
-        for kernel in [
-            MatmulKernel::Tiled,
-            MatmulKernel::Rows,
-            MatmulKernel::Subgroup,
-        ] {
-            let ctx = ctx_with(&ctx, kernel);
-            if ctx.matmul_kernel() != kernel {
-                eprintln!(
-                    "{}: no fixed-size subgroups, {kernel:?} not run",
-                    ctx.adapter_name()
-                );
-                continue;
-            }
+        on_each_matmul_kernel(&ctx, |ctx| {
             let mut rng = Rng::new(61);
             for size in [
                 (37, 80, 144),
@@ -769,9 +747,9 @@ fn every_matmul_kernel_applies_gelu_in_as_gelu_forward() {
                 (3, 130, 67),
                 (4, 40, 128),
             ] {
-                check_gelu_in_forms(&ctx, &mut rng, size);
+                check_gelu_in_forms(ctx, &mut rng, size);
             }
-        }
+        });
     }
 }
 
