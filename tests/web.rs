@@ -45,6 +45,27 @@ fn cli_generate(model: &Path, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// Every shader as the library compiles it (prelude, common helpers, source) into `dir`,
+/// for the page's check that the browser's own WGSL compiler accepts them all: one file
+/// per shader, named after it, those that need `shader-f16` ending in `.f16.wgsl` (the
+/// page compiles them where the adapter has the feature).
+fn write_shaders(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let shaders = wgformer::kernels::shaders::all();
+    let f16 = wgformer::kernels::shaders::f16();
+    for sh in shaders.iter().chain(f16.iter()) {
+        let name: String = sh
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let suffix = if sh.needs_f16() { ".f16.wgsl" } else { ".wgsl" };
+        let file = dir.join(format!("{}{suffix}", name.trim_end_matches('_')));
+        std::fs::write(&file, sh.compiled_source()).unwrap();
+    }
+}
+
 #[test]
 fn browser_demo_matches_native_and_trains() {
     let root = root();
@@ -60,6 +81,7 @@ fn browser_demo_matches_native_and_trains() {
             && Path::new("/usr/bin/chromium").exists(),
         "the browser test needs Chromium and playwright-core: run scripts/ensure-browser"
     );
+    write_shaders(&site.join("shaders"));
     let model_dir = root.join("assets/models/shakespeare-char");
 
     // Native expectations: the CLI's greedy ids and text, the library's first logits.

@@ -21,6 +21,18 @@ pub struct Shader {
     pub source: &'static str,
 }
 
+impl Shader {
+    /// The module as compiled: the prelude, the common helpers, then the source.
+    pub fn compiled_source(&self) -> String {
+        format!("{}\n{COMMON_WGSL}\n{}", self.prelude, self.source)
+    }
+
+    /// Whether compiling it needs the device's `shader-f16`.
+    pub fn needs_f16(&self) -> bool {
+        self.prelude.contains("enable f16")
+    }
+}
+
 /// The WGSL helpers every shader may use.
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
@@ -111,10 +123,7 @@ impl PipelineCache {
                 modules
                     .entry(desc.shader.name)
                     .or_insert_with(|| {
-                        let source = format!(
-                            "{}\n{COMMON_WGSL}\n{}",
-                            desc.shader.prelude, desc.shader.source
-                        );
+                        let source = desc.shader.compiled_source();
                         device.create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(desc.shader.name),
                             source: wgpu::ShaderSource::Wgsl(source.into()),

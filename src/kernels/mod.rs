@@ -160,7 +160,14 @@ pub mod shaders {
         source: include_str!("../../shaders/pool.wgsl"),
     };
 
-    /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups).
+    /// The shaders that need `shader-f16` (not `MATMUL_SUBGROUP_F16`, which also needs
+    /// subgroups).
+    pub fn f16() -> [&'static Shader; 3] {
+        [&MATMUL_F16, &DECODE_F16, &CAST]
+    }
+
+    /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups,
+    /// nor those of [`f16`]).
     pub fn all() -> [&'static Shader; 18] {
         [
             &ELEMENTWISE,
