@@ -123,17 +123,6 @@ impl HalfWeights {
         Ok(())
     }
 
-    /// Bytes the copies take.
-    pub fn total_bytes(&self) -> u64 {
-        let mut n = self.wte.size_bytes();
-        for l in &self.layers {
-            for t in [&l.c_attn_w, &l.c_proj_w, &l.c_fc_w, &l.mlp_proj_w] {
-                n += t.size_bytes();
-            }
-        }
-        n
-    }
-
     /// `params` with each block's four matrices replaced by their f16 copies: what the
     /// forward and backward passes read their matmul weights from. wte stays the f32
     /// master (the embedding reads it); the classifier takes [`HalfWeights::wte`].
