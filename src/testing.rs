@@ -205,6 +205,18 @@ pub fn assert_report(label: &str, report: &[crate::parity::Comparison]) {
     );
 }
 
+/// A second context on `ctx`'s device, to change what a test may change per context (its
+/// binding limit, its matmul family or tile shape) without touching the first.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn reopen(ctx: &GpuContext) -> GpuContext {
+    pollster::block_on(GpuContext::from_adapter(
+        ctx.adapter.clone(),
+        &GpuOptions::default(),
+        &Needs::default(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Run `f` on a context of `ctx`'s device for each matmul kernel family (tiled, rows,
 /// subgroup) the device can run; a family it lacks (subgroup without fixed-size
 /// subgroups) is named on stderr and left out.
@@ -216,13 +228,7 @@ pub fn on_each_matmul_kernel(ctx: &GpuContext, f: impl Fn(&GpuContext)) {
         MatmulKernel::Rows,
         MatmulKernel::Subgroup,
     ] {
-        let c = pollster::block_on(GpuContext::from_adapter(
-            ctx.adapter.clone(),
-            &GpuOptions::default(),
-            &Needs::default(),
-        ))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_matmul_kernel(kernel);
+        let c = reopen(ctx).with_matmul_kernel(kernel);
         if c.matmul_kernel() != kernel {
             eprintln!(
                 "[wgformer test] {}: {kernel:?} not available",

@@ -20,7 +20,7 @@ use wgformer::parity::parity_gpt2_in;
 use wgformer::reference::{cast as cpu_cast, decode as cpu_decode, matmul as cpu};
 use wgformer::rng::Rng;
 use wgformer::testing::{
-    assert_close64, assert_report, on_each_matmul_kernel, test_contexts, to_f64,
+    assert_close64, assert_report, on_each_matmul_kernel, reopen, test_contexts, to_f64,
 };
 
 /// The test contexts whose device has `shader-f16`. Checks that the others refuse f16
@@ -52,16 +52,6 @@ fn f16_contexts() -> Vec<GpuContext> {
          and run with WGFORMER_TEST_ADAPTERS=all"
     );
     with
-}
-
-/// A second context on the same device (to change its binding limit or matmul family).
-fn reopen(ctx: &GpuContext) -> GpuContext {
-    pollster::block_on(GpuContext::from_adapter(
-        ctx.adapter.clone(),
-        &GpuOptions::default(),
-        &Needs::default(),
-    ))
-    .unwrap()
 }
 
 fn rounded(x: &[f32]) -> Vec<f64> {

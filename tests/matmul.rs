@@ -16,7 +16,7 @@ use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
-    assert_close64, assert_gradient, on_each_adapter, on_each_matmul_kernel, same_bits,
+    assert_close64, assert_gradient, on_each_adapter, on_each_matmul_kernel, reopen, same_bits,
     test_contexts, to_f64,
 };
 
@@ -621,14 +621,7 @@ fn every_matmul_kernel_matches_reference() {
 
 /// A second context on the same device with another matmul kernel.
 fn ctx_with(ctx: &GpuContext, kernel: MatmulKernel) -> GpuContext {
-    let opts = wgformer::gpu::GpuOptions::default();
-    let c = pollster::block_on(GpuContext::from_adapter(
-        ctx.adapter.clone(),
-        &opts,
-        &Needs::default(),
-    ))
-    .unwrap();
-    c.with_matmul_kernel(kernel)
+    reopen(ctx).with_matmul_kernel(kernel)
 }
 
 /// Inputs of a GELU: mostly in [-4, 4], where it bends, every 17th at ±12, where its
