@@ -5,7 +5,7 @@
 
 use wgformer::gpu::{MatmulKernel, Needs};
 use wgformer::kernels::matmul::TileConfig;
-use wgformer::kernels::tune::{cache_key, cache_path, measure, TuneEntry};
+use wgformer::kernels::tune::{cache_key, cache_path, measure, tile_key, TuneEntry};
 use wgformer::testing::test_contexts;
 
 #[test]
@@ -31,13 +31,9 @@ fn tuning_measures_caches_and_reuses_the_choice() {
         assert_eq!(&e.kernel, best.0, "the fastest family wins: {:?}", e.gflops);
         assert!(e.gflops.contains_key("tiled") && e.gflops.contains_key("rows"));
         // Every tile shape was timed; the fastest is the tiled kernel's, and its score.
-        let shape = |t: TileConfig| {
-            let (tm, tn) = t.tile();
-            format!("tiled {tm}x{tn}/{}", t.tk)
-        };
         let best_tile = TileConfig::CANDIDATES
             .into_iter()
-            .max_by(|a, b| e.gflops[&shape(*a)].total_cmp(&e.gflops[&shape(*b)]))
+            .max_by(|a, b| e.gflops[&tile_key(*a)].total_cmp(&e.gflops[&tile_key(*b)]))
             .unwrap();
         assert_eq!(
             e.tile, best_tile,
@@ -46,7 +42,7 @@ fn tuning_measures_caches_and_reuses_the_choice() {
         );
         if !ctx.is_cpu() {
             // Measured on the whole products (a CPU adapter sweeps on fewer rows).
-            assert_eq!(e.gflops["tiled"], e.gflops[&shape(best_tile)]);
+            assert_eq!(e.gflops["tiled"], e.gflops[&tile_key(best_tile)]);
         }
         assert_eq!(ctx.tile_config(), e.tile, "the context uses the tuned tile");
         assert_eq!(

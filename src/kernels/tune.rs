@@ -46,6 +46,12 @@ fn default_tile() -> TileConfig {
 /// The tuning products: (M, K, N) of the forward and of the weight gradient.
 const SHAPE: (usize, usize, usize) = (384, 256, 256);
 
+/// The name a tile shape's figure has in [`TuneEntry::gflops`], e.g. "tiled 64x64/16".
+pub fn tile_key(t: TileConfig) -> String {
+    let (tm, tn) = t.tile();
+    format!("tiled {tm}x{tn}/{}", t.tk)
+}
+
 /// The cache file's path.
 pub fn cache_path() -> Option<PathBuf> {
     let dir = if let Some(d) = std::env::var_os("WGFORMER_CACHE_DIR") {
@@ -187,8 +193,7 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
     for t in TileConfig::CANDIDATES {
         ctx.set_tile_config(t);
         let g = run(MatmulKernel::Tiled, sweep_rows)?;
-        let (tm, tn) = t.tile();
-        gflops.insert(format!("tiled {tm}x{tn}/{}", t.tk), g);
+        gflops.insert(tile_key(t), g);
         if g > best_shape {
             (best_shape, tile) = (g, t);
         }
