@@ -13,9 +13,9 @@
 // gelu_forward applies, so the result has the bits of gelu_forward + the plain form):
 //   MLP projection   out = gelu(inp) · weight + bias   (A_GELU)
 //   its dweight      dweight += gelu(inp)ᵀ · dout      (A_GELU, TRANS_A, ACCUMULATE)
-// Each form runs on the tiled kernel `matmul_forward`, on `matmul_forward_gemv` for
-// M ≤ GEMV_MAX_M rows (decoding at T = 1), where a 64-row tile would be mostly empty, or
-// on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers, and
+// Each form runs on the tiled kernel (`matmul_forward`, or `matmul_forward_vec4` where
+// the operands allow vec4 loads), on `matmul_forward_gemv` for M ≤ GEMV_MAX_M rows
+// (decoding at T = 1), where a 64-row tile would be mostly empty, or on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers, and
 // `matmul_forward_gemv_cols` for M ≤ GEMV_MAX_M, which avoids barriers.
 // `matmul_backward_bias` is the third gradient of the layer, dbias += Σ_rows dout.
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
@@ -89,44 +89,95 @@ fn store_out(m: u32, n: u32, v: f32) {
 }
 
 // ---- matmul_forward: tiled ------------------------------------------------------------
-// A workgroup of TWX×TWY invocations computes a TM×TN = (4·TWY)×(4·TWX) tile of out; each
-// invocation owns a 4×4 block (rows ty + TWY·i, columns tx + TWX·j), so it alone writes
-// those elements. K is walked in slices of TK staged through workgroup memory
-// ((TM + TN)·TK floats). TWX, TWY and TK are override constants: the tile shape is
-// tuned per adapter (src/kernels/tune.rs, `TileConfig` in src/kernels/matmul.rs); the
-// defaults, 16×16 invocations and TK = 16, make 64×64 tiles and 8 KiB of workgroup memory.
+// A workgroup of TWX×TWY invocations computes a TM×TN = (RB·TWY)×(RB·TWX) tile of out.
+// Each invocation owns an RB×RB register block (RB = 4 or 8) made of 4×4 sub-blocks:
+// rows 4·(ty + TWY·i) + r and columns 4·(tx + TWX·j) + c for i, j < RB/4 and r, c < 4,
+// so it alone writes those elements, and neighbouring invocations write neighbouring
+// vec4s of a row. K is walked in slices of TK staged through workgroup memory
+// ((TM + TN)·TK floats), kept as vec4s along M and along N: per k an invocation reads
+// RB/4 vec4s of the a slice and RB/4 of the w slice and does RB·RB FMAs.
+// Two entry points stage the slices: `matmul_forward` element by element (any shape,
+// stride or offset), `matmul_forward_vec4` with vec4 loads along each operand's
+// contiguous dimension, which the launcher picks when both operands' strides, offsets and
+// the block's extent along that dimension are multiples of 4. They are two entry points,
+// not one with a branch, because an entry point may not use two views of one binding
+// (a and a4, w and w4) on WebGPU. Each output is the same FMA chain over k in order in
+// both, so they give the same bits.
+// TWX, TWY, RB and TK are override constants: the tile shape is tuned per adapter
+// (src/kernels/tune.rs, `TileConfig` in src/kernels/matmul.rs); the defaults, 16×16
+// invocations with 4×4 blocks and TK = 16, make 64×64 tiles and 8 KiB of workgroup memory.
 
 override TWX: u32 = 16u;  // invocations along N
 override TWY: u32 = 16u;  // invocations along M
-override TK: u32 = 16u;   // K slice staged per iteration
-override TM: u32 = 4u * TWY;  // rows of out per workgroup
-override TN: u32 = 4u * TWX;  // columns of out per workgroup
-override TILE_A: u32 = TK * TM;
-override TILE_W: u32 = TK * TN;
+override RB: u32 = 4u;    // rows and columns of out per invocation: 4 or 8 (RB_MAX)
+override TK: u32 = 16u;   // K slice staged per iteration (a multiple of 4)
+override TM: u32 = RB * TWY;  // rows of out per workgroup
+override TN: u32 = RB * TWX;  // columns of out per workgroup
+override TM4: u32 = TM / 4u;
+override TN4: u32 = TN / 4u;
+override TILE_A4: u32 = TK * TM4;
+override TILE_W4: u32 = TK * TN4;
 
-var<workgroup> a_tile: array<f32, TILE_A>;  // (TK, TM): a_tile[kk * TM + mm]
-var<workgroup> w_tile: array<f32, TILE_W>;  // (TK, TN): w_tile[kk * TN + nn]
+var<workgroup> a_tile: array<vec4<f32>, TILE_A4>;  // (TK, TM/4): op(a)[m0 + 4·q + r, k0 + kk] at [kk·TM4 + q][r]
+var<workgroup> w_tile: array<vec4<f32>, TILE_W4>;  // (TK, TN/4): op(w)[k0 + kk, n0 + 4·q + c] at [kk·TN4 + q][c]
 
-// The 4×4 block of one invocation: row i of the block is acc[i], its columns j = 0..3
-// the vector's lanes. Plain vec4 values, never indexed by a variable, so compilers keep
-// them in registers (llvmpipe spills a dynamically indexed private array to memory).
-struct Acc4x4 {
-    r0: vec4<f32>,
-    r1: vec4<f32>,
-    r2: vec4<f32>,
-    r3: vec4<f32>,
-}
+const RB_MAX: u32 = 8u;
+// An invocation's block: row ρ = 4·i + r of the block, column group j, at [ρ·2 + j]
+// (RB_MAX/4 = 2 groups a row). Loops over i, r and j have override trip counts, so
+// compilers unroll them and keep the block in registers.
+alias Block = array<vec4<f32>, 16>;  // RB_MAX · RB_MAX / 4
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;  // a viewed as vec4 (same binding)
 
 // acc += a_tile row kk ⊗ w_tile row kk, for invocation t = (tx, ty).
-fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, Acc4x4>) {
-    let ab = kk * TM + t.y;
-    let wb = kk * TN + t.x;
-    let wv = vec4<f32>(w_tile[wb], w_tile[wb + TWX], w_tile[wb + 2u * TWX], w_tile[wb + 3u * TWX]);
-    (*acc).r0 = fma(vec4<f32>(a_tile[ab]), wv, (*acc).r0);
-    (*acc).r1 = fma(vec4<f32>(a_tile[ab + TWY]), wv, (*acc).r1);
-    (*acc).r2 = fma(vec4<f32>(a_tile[ab + 2u * TWY]), wv, (*acc).r2);
-    (*acc).r3 = fma(vec4<f32>(a_tile[ab + 3u * TWY]), wv, (*acc).r3);
+fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, Block>) {
+    var av: array<vec4<f32>, 2>;  // RB_MAX / 4
+    var wv: array<vec4<f32>, 2>;
+    for (var i = 0u; i < RB / 4u; i++) { av[i] = a_tile[kk * TM4 + t.y + TWY * i]; }
+    for (var j = 0u; j < RB / 4u; j++) { wv[j] = w_tile[kk * TN4 + t.x + TWX * j]; }
+    for (var i = 0u; i < RB / 4u; i++) {
+        for (var r = 0u; r < 4u; r++) {
+            let av_r = vec4<f32>(av[i][r]);
+            for (var j = 0u; j < RB / 4u; j++) {
+                let e = (4u * i + r) * 2u + j;
+                (*acc)[e] = fma(av_r, wv[j], (*acc)[e]);
+            }
+        }
+    }
 }
+
+// The FMAs of the slice staged at k0 (after its barrier).
+fn tile_slice(k0: u32, t: vec2<u32>, acc: ptr<function, Block>) {
+    if (p.k - k0 >= TK) {
+        for (var kk = 0u; kk < TK; kk++) { tile_fma(kk, t, acc); }
+    } else {
+        // The last, partial slice: skip its zero padding (K = 4 for the classifier's
+        // dwte at B·T = 4 would otherwise cost 4 times its work).
+        for (var kk = 0u; kk < p.k - k0; kk++) { tile_fma(kk, t, acc); }
+    }
+}
+
+// Write an invocation's block: each row as vec4 column groups, each element only if
+// inside the launch's block.
+fn tile_store(m0: u32, n0: u32, t: vec2<u32>, acc: ptr<function, Block>) {
+    for (var i = 0u; i < RB / 4u; i++) {
+        for (var r = 0u; r < 4u; r++) {
+            let m = m0 + 4u * (t.y + TWY * i) + r;
+            if (m >= p.m) { continue; }
+            for (var j = 0u; j < RB / 4u; j++) {
+                let n = n0 + 4u * (t.x + TWX * j);
+                let v = (*acc)[(4u * i + r) * 2u + j];
+                if (n < p.n) { store_out(m, n, v.x); }
+                if (n + 1u < p.n) { store_out(m, n + 1u, v.y); }
+                if (n + 2u < p.n) { store_out(m, n + 2u, v.z); }
+                if (n + 3u < p.n) { store_out(m, n + 3u, v.w); }
+            }
+        }
+    }
+}
+
+fn set_a_tile(kk: u32, mm: u32, v: f32) { a_tile[kk * TM4 + mm / 4u][mm % 4u] = v; }
+fn set_w_tile(kk: u32, nn: u32, v: f32) { w_tile[kk * TN4 + nn / 4u][nn % 4u] = v; }
 
 @compute @workgroup_size(TWX, TWY)
 fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
@@ -134,51 +185,98 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
-    var acc: Acc4x4;
+    var acc: Block;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Stage a (TM×TK) and w (TK×TN) slices, elements li, li + TWX·TWY, …, ordered so
-        // that neighbouring invocations read neighbouring addresses.
-        for (var e = li; e < TILE_A; e += TWX * TWY) {
+        // Stage the a (TM×TK) and w (TK×TN) slices element by element: elements li,
+        // li + TWX·TWY, …, ordered so that neighbouring invocations read neighbouring
+        // addresses.
+        for (var e = li; e < 4u * TILE_A4; e += TWX * TWY) {
             if (TRANS_A) {
                 let kk = e / TM; let mm = e % TM;
-                a_tile[kk * TM + mm] = load_a(m0 + mm, k0 + kk);
+                set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
             } else {
                 let mm = e / TK; let kk = e % TK;
-                a_tile[kk * TM + mm] = load_a(m0 + mm, k0 + kk);
+                set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
             }
         }
-        for (var e = li; e < TILE_W; e += TWX * TWY) {
+        for (var e = li; e < 4u * TILE_W4; e += TWX * TWY) {
             if (TRANS_B) {
                 let nn = e / TK; let kk = e % TK;
-                w_tile[kk * TN + nn] = load_w(k0 + kk, n0 + nn);
+                set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
             } else {
                 let kk = e / TN; let nn = e % TN;
-                w_tile[kk * TN + nn] = load_w(k0 + kk, n0 + nn);
+                set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
             }
         }
         workgroupBarrier();
-        if (p.k - k0 >= TK) {
-            for (var kk = 0u; kk < TK; kk++) { tile_fma(kk, lid.xy, &acc); }
-        } else {
-            // The last, partial slice: skip its zero padding (K = 4 for the classifier's
-            // dwte at B·T = 4 would otherwise cost 4 times its work).
-            for (var kk = 0u; kk < p.k - k0; kk++) { tile_fma(kk, lid.xy, &acc); }
-        }
+        tile_slice(k0, lid.xy, &acc);
         workgroupBarrier();
     }
-    store_row(m0 + lid.y, n0 + lid.x, acc.r0);
-    store_row(m0 + lid.y + TWY, n0 + lid.x, acc.r1);
-    store_row(m0 + lid.y + 2u * TWY, n0 + lid.x, acc.r2);
-    store_row(m0 + lid.y + 3u * TWY, n0 + lid.x, acc.r3);
+    tile_store(m0, n0, lid.xy, &acc);
 }
 
-// Store one row of an invocation's block: columns n, n + TWX, n + 2·TWX, n + 3·TWX.
-fn store_row(m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.m) { return; }
-    if (n < p.n) { store_out(m, n, v.x); }
-    if (n + TWX < p.n) { store_out(m, n + TWX, v.y); }
-    if (n + 2u * TWX < p.n) { store_out(m, n + 2u * TWX, v.z); }
-    if (n + 3u * TWX < p.n) { store_out(m, n + 3u * TWX, v.w); }
+// op(a) as vec4 element i of the a4 view (gelu_new of each lane with A_GELU).
+fn a4_at(i: u32) -> vec4<f32> {
+    let v = a4[i];
+    if (A_GELU) { return vec4<f32>(gelu_new(v.x), gelu_new(v.y), gelu_new(v.z), gelu_new(v.w)); }
+    return v;
+}
+
+@compute @workgroup_size(TWX, TWY)
+fn matmul_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(local_invocation_id) lid: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * TM;
+    let n0 = wg.x * TN;
+    var acc: Block;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // Stage the slices a vec4 at a time. A vec4 lies wholly inside or wholly outside
+        // the block (its extent along the vec4 is a multiple of 4); outside reads zero.
+        for (var e = li; e < TILE_A4; e += TWX * TWY) {
+            if (TRANS_A) {
+                // a (K, M): 4 consecutive rows of op(a), one vec4 of the tile.
+                let kk = e / TM4; let q = e % TM4;
+                let k = k0 + kk; let m = m0 + 4u * q;
+                var v = vec4<f32>(0.0);
+                if (k < p.k && m < p.m) { v = a4_at((p.off_a + k * p.lda + m) / 4u); }
+                a_tile[e] = v;
+            } else {
+                // a (M, K): 4 consecutive k of one row, one lane in each of 4 tile rows.
+                let mm = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
+                let m = m0 + mm; let k = k0 + kk;
+                var v = vec4<f32>(0.0);
+                if (m < p.m && k < p.k) { v = a4_at((p.off_a + m * p.lda + k) / 4u); }
+                set_a_tile(kk, mm, v.x);
+                set_a_tile(kk + 1u, mm, v.y);
+                set_a_tile(kk + 2u, mm, v.z);
+                set_a_tile(kk + 3u, mm, v.w);
+            }
+        }
+        for (var e = li; e < TILE_W4; e += TWX * TWY) {
+            if (TRANS_B) {
+                // w (N, K): 4 consecutive k of one column of op(w).
+                let nn = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
+                let n = n0 + nn; let k = k0 + kk;
+                var v = vec4<f32>(0.0);
+                if (n < p.n && k < p.k) { v = vec4<f32>(w4[(p.off_w + n * p.ldw + k) / 4u]); }
+                set_w_tile(kk, nn, v.x);
+                set_w_tile(kk + 1u, nn, v.y);
+                set_w_tile(kk + 2u, nn, v.z);
+                set_w_tile(kk + 3u, nn, v.w);
+            } else {
+                // w (K, N): 4 consecutive columns, one vec4 of the tile.
+                let kk = e / TN4; let q = e % TN4;
+                let k = k0 + kk; let n = n0 + 4u * q;
+                var v = vec4<f32>(0.0);
+                if (k < p.k && n < p.n) { v = vec4<f32>(w4[(p.off_w + k * p.ldw + n) / 4u]); }
+                w_tile[e] = v;
+            }
+        }
+        workgroupBarrier();
+        tile_slice(k0, lid.xy, &acc);
+        workgroupBarrier();
+    }
+    tile_store(m0, n0, lid.xy, &acc);
 }
 
 // ---- matmul_forward_gemv: M ≤ GEMV_MAX_M rows -------------------------------------------
@@ -329,7 +427,7 @@ fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
 
 const RR: u32 = 16u;  // rows of out per workgroup; ROWS_M in src/kernels/matmul.rs
 
-@group(0) @binding(2) var<storage, read> w4: array<vec4<W_T>>;  // w viewed as vec4 (same binding)
+@group(0) @binding(2) var<storage, read> w4: array<vec4<W_T>>;  // w viewed as vec4 (same binding; also matmul_forward_vec4's)
 
 // op(a)[m, k] with m clamped to the block's last row (its results are never stored).
 fn rows_a(m: u32, k: u32) -> f32 {

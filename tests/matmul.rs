@@ -876,19 +876,96 @@ fn matmul_gelu_in_launchers_match_gelu_forward_then_matmul() {
     });
 }
 
-/// The tiled kernel at every tile shape the tuner may choose gives the reference's answer
-/// in every form, with tails in M, N and K (and K shorter than a slice).
+/// The tiled kernel at every tile shape the tuner may choose (4×4 and 8×8 register
+/// blocks), in all four transpositions, accumulating or with a bias, and with the GELU
+/// on a: the reference's answer, with tails in M, N and K (and K shorter than a slice).
+/// Where every operand's contiguous extent, stride and offset are multiples of 4 the
+/// launcher must pick the vec4 staging (`matmul_vec4`), else the element-wise one; each
+/// output is one FMA chain over k in order either way, so every shape and both stagings
+/// give the same bits.
 #[test]
 fn every_tile_shape_matches_reference() {
     use wgformer::kernels::matmul::TileConfig;
     on_each_adapter(|ctx| {
         let ctx = ctx_with(ctx, MatmulKernel::Tiled);
-        for tile in TileConfig::CANDIDATES {
-            eprintln!("{}: {tile}", ctx.adapter_name());
-            ctx.set_tile_config(tile);
-            let mut rng = Rng::new(71);
-            for size in [(17, 64, 48), (65, 132, 68), (40, 7, 101), (129, 33, 130)] {
-                check_gemm_forms(&ctx, &mut rng, size);
+        let mut rng = Rng::new(71);
+        // (M, K, N): multiples of 4 (every form vec4); tails in each; K < one slice.
+        for (m, k, n) in [(68, 36, 132), (65, 132, 67), (40, 7, 101), (129, 33, 130)] {
+            let a = gelu_inputs(&mut rng, m * k); // (M, K)
+            let w = rng.vec_uniform(k * n, -1.0, 1.0); // (K, N)
+            let bias = rng.vec_uniform(n, -0.5, 0.5);
+            let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+            let mut forms = Vec::new();
+            for trans_a in [false, true] {
+                for trans_b in [false, true] {
+                    for accumulate in [false, true] {
+                        forms.push(Gemm {
+                            trans_a,
+                            trans_b,
+                            accumulate,
+                            a_gelu: false,
+                        });
+                    }
+                }
+                forms.push(Gemm {
+                    trans_a,
+                    a_gelu: true,
+                    ..Gemm::default()
+                });
+            }
+            for gemm in forms {
+                let a_stored = if gemm.trans_a {
+                    transpose(&a, m, k)
+                } else {
+                    a.clone()
+                };
+                let w_stored = if gemm.trans_b {
+                    transpose(&w, k, n)
+                } else {
+                    w.clone()
+                };
+                let with_bias = !gemm.accumulate;
+                let mut want = vec![0f64; m * n];
+                let a64 = if gemm.a_gelu { gelu64(&a) } else { to_f64(&a) };
+                let b64 = to_f64(&bias);
+                let b = with_bias.then_some(b64.as_slice());
+                cpu::matmul_forward(&mut want, &a64, &to_f64(&w), b, m, k, n);
+                if gemm.accumulate {
+                    want = plus(&prior, &want);
+                }
+                // Whole tensors: each operand's stride is its contiguous extent.
+                let vec4 = (if gemm.trans_a { m } else { k }).is_multiple_of(4)
+                    && (if gemm.trans_b { k } else { n }).is_multiple_of(4);
+                let mut first: Option<(TileConfig, Vec<f32>)> = None;
+                for tile in TileConfig::CANDIDATES {
+                    ctx.set_tile_config(tile);
+                    let ta = upload(&ctx, "a", &[a.len()], &a_stored);
+                    let tw = upload(&ctx, "w", &[w.len()], &w_stored);
+                    let tb = upload(&ctx, "bias", &[n], &bias);
+                    let to = upload(&ctx, "out", &[m, n], &prior);
+                    let mut s = Schedule::new("gemm");
+                    let tb = with_bias.then_some(&tb);
+                    gemm.record(&mut s, &ctx, &to, &ta, &tw, tb, m, k, n)
+                        .unwrap();
+                    let name = format!("{} {tile}: {gemm:?} {m}x{k}x{n}", ctx.adapter_name());
+                    let labels = s.launch_labels();
+                    let entry = if vec4 { "matmul_vec4 " } else { "matmul " };
+                    assert!(
+                        labels.len() == 1 && labels[0].starts_with(entry),
+                        "{name}: expected one {entry}launch, got {labels:?}"
+                    );
+                    s.run(&ctx);
+                    let got = read(&ctx, &to);
+                    assert_close64(&name, &got, &want, 1e-4, 1e-3);
+                    match &first {
+                        None => first = Some((tile, got)),
+                        Some((t0, bits)) => assert!(
+                            first_bit_difference(bits, &got).is_none(),
+                            "{name}: differs from {t0} at {:?}",
+                            first_bit_difference(bits, &got)
+                        ),
+                    }
+                }
             }
         }
         ctx.set_tile_config(TileConfig::DEFAULT);

@@ -636,6 +636,11 @@ impl fmt::Display for AdapterReport {
         )?;
         writeln!(
             f,
+            "  max uniform-buffer binding:    {}",
+            mib(l.max_uniform_buffer_binding_size)
+        )?;
+        writeln!(
+            f,
             "  max buffer size:               {}",
             mib(l.max_buffer_size)
         )?;

@@ -97,6 +97,18 @@ impl Schedule {
             .count()
     }
 
+    /// The labels of the recorded launches, in order (they start with the kernel's
+    /// name), so tests can check which kernel a launcher picked.
+    pub fn launch_labels(&self) -> Vec<&str> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Dispatch { label, .. } => Some(label.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Record a launch of `desc` with `constants`. `slots` are the storage bindings in
     /// binding order; `params`, if the kernel has a uniform, is uploaded once, here, into a
     /// buffer the bind group keeps alive. `workgroups` may exceed the per-dimension limit

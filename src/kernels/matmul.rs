@@ -88,6 +88,14 @@ pub const MATMUL_FORWARD: KernelDesc = KernelDesc {
     bindings: GEMM_BINDINGS,
 };
 
+/// The tiled kernel staging its slices with vec4 loads (both operands' strides, offsets
+/// and extents along their contiguous dimension multiples of 4).
+pub const MATMUL_FORWARD_VEC4: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_forward_vec4",
+    bindings: GEMM_BINDINGS,
+};
+
 pub const MATMUL_FORWARD_GEMV: KernelDesc = KernelDesc {
     shader: &MATMUL,
     entry: "matmul_forward_gemv",
@@ -132,71 +140,73 @@ pub const MATMUL_BACKWARD_BIAS: KernelDesc = KernelDesc {
 };
 
 /// The tile shape of the tiled `matmul_forward`: a workgroup of `wx`×`wy` invocations,
-/// each owning a 4×4 block, computes a (4·wy)×(4·wx) tile of out, staging K slices of
-/// `tk` through workgroup memory ((4·wy + 4·wx)·tk floats). Chosen per adapter by
-/// `kernels::tune` among [`TileConfig::CANDIDATES`]; override constants TWX, TWY, TK.
+/// each owning an `rb`×`rb` register block (4 or 8), computes a (rb·wy)×(rb·wx) tile of
+/// out, staging K slices of `tk` through workgroup memory ((rb·wy + rb·wx)·tk floats).
+/// Chosen per adapter by `kernels::tune` among [`TileConfig::CANDIDATES`]; override
+/// constants TWX, TWY, RB, TK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TileConfig {
     pub wx: u32,
     pub wy: u32,
     pub tk: u32,
+    /// Rows and columns of out per invocation (tune caches written before blocks of 8
+    /// existed hold 4).
+    #[serde(default = "block_of_4")]
+    pub rb: u32,
+}
+
+fn block_of_4() -> u32 {
+    4
 }
 
 impl TileConfig {
-    /// 16×16 invocations, 64×64 tiles, K slices of 16 (8 KiB of workgroup memory).
+    /// 16×16 invocations with 4×4 blocks, 64×64 tiles, K slices of 16 (8 KiB of workgroup
+    /// memory).
     pub const DEFAULT: TileConfig = TileConfig {
         wx: 16,
         wy: 16,
         tk: 16,
+        rb: 4,
     };
 
-    /// The shapes the tuner times: 64×64 tiles with K slices of 8, 16 and 32, 32×64 and
-    /// 64×32 tiles (128 invocations), and 32×32 tiles (64 invocations). Every one stays
-    /// within WebGPU's 16 KiB of workgroup memory and 256 invocations.
-    pub const CANDIDATES: [TileConfig; 6] = [
+    /// The shapes the tuner times. With 4×4 blocks: 64×64 tiles with K slices of 8, 16
+    /// and 32, 32×64 and 64×32 tiles (128 invocations), and 32×32 tiles (64 invocations).
+    /// With 8×8 blocks (64 accumulators an invocation, 4 vec4 reads of workgroup memory
+    /// per 64 FMAs): 128×128 tiles with K slices of 8 and 16, and 64×64 tiles of 64
+    /// invocations. Every one stays within WebGPU's 16 KiB of workgroup memory and 256
+    /// invocations.
+    pub const CANDIDATES: [TileConfig; 9] = [
         TileConfig::DEFAULT,
-        TileConfig {
-            wx: 16,
-            wy: 16,
-            tk: 8,
-        },
-        TileConfig {
-            wx: 16,
-            wy: 16,
-            tk: 32,
-        },
-        TileConfig {
-            wx: 16,
-            wy: 8,
-            tk: 16,
-        },
-        TileConfig {
-            wx: 8,
-            wy: 16,
-            tk: 16,
-        },
-        TileConfig {
-            wx: 8,
-            wy: 8,
-            tk: 16,
-        },
+        TileConfig::new(16, 16, 8, 4),
+        TileConfig::new(16, 16, 32, 4),
+        TileConfig::new(16, 8, 16, 4),
+        TileConfig::new(8, 16, 16, 4),
+        TileConfig::new(8, 8, 16, 4),
+        TileConfig::new(16, 16, 8, 8),
+        TileConfig::new(16, 16, 16, 8),
+        TileConfig::new(8, 8, 16, 8),
     ];
+
+    pub const fn new(wx: u32, wy: u32, tk: u32, rb: u32) -> Self {
+        TileConfig { wx, wy, tk, rb }
+    }
 
     /// Rows and columns of out per workgroup.
     pub fn tile(self) -> (usize, usize) {
-        (4 * self.wy as usize, 4 * self.wx as usize)
+        ((self.rb * self.wy) as usize, (self.rb * self.wx) as usize)
     }
 
     /// Packed into one word (for the context's atomic).
     pub fn pack(self) -> u32 {
-        self.wx | self.wy << 8 | self.tk << 16
+        self.wx | self.wy << 8 | self.tk << 16 | self.rb << 24
     }
 
     pub fn unpack(v: u32) -> Self {
         TileConfig {
             wx: v & 0xff,
             wy: (v >> 8) & 0xff,
-            tk: v >> 16,
+            tk: (v >> 16) & 0xff,
+            rb: v >> 24,
         }
     }
 }
@@ -204,7 +214,12 @@ impl TileConfig {
 impl std::fmt::Display for TileConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (tm, tn) = self.tile();
-        write!(f, "{tm}x{tn} tiles, K slices of {}", self.tk)
+        write!(
+            f,
+            "{tm}x{tn} tiles, {rb}x{rb} blocks, K slices of {}",
+            self.tk,
+            rb = self.rb
+        )
     }
 }
 
@@ -416,7 +431,21 @@ impl Gemm {
                         constants.push(("TWX", t.wx as f64));
                         constants.push(("TWY", t.wy as f64));
                         constants.push(("TK", t.tk as f64));
-                        (&MATMUL_FORWARD, "matmul")
+                        constants.push(("RB", t.rb as f64));
+                        // vec4 staging: each operand read as vec4 along its contiguous
+                        // dimension, so its stride, offset and the block's extent along
+                        // that dimension must be multiples of 4.
+                        let vec_a = oa.ld.is_multiple_of(4)
+                            && off_a.is_multiple_of(4)
+                            && if self.trans_a { bm } else { bk }.is_multiple_of(4);
+                        let vec_w = ow.ld.is_multiple_of(4)
+                            && off_w.is_multiple_of(4)
+                            && if self.trans_b { bk } else { bn }.is_multiple_of(4);
+                        if vec_a && vec_w {
+                            (&MATMUL_FORWARD_VEC4, "matmul_vec4")
+                        } else {
+                            (&MATMUL_FORWARD, "matmul")
+                        }
                     };
                     let p = MatmulParams {
                         m: bm as u32,

@@ -1,7 +1,7 @@
 //! Autotuning of the matmul kernel family, once per adapter, cached on disk.
 //!
 //! Which kernel runs matmuls fastest depends on the adapter more than on anything a
-//! device reports: on a GPU the tiled kernel (workgroup memory, 4×4 register blocks), on
+//! device reports: on a GPU the tiled kernel (workgroup memory, 4×4 or 8×8 register blocks), on
 //! a CPU adapter such as lavapipe the subgroup kernel (register shuffles instead of
 //! workgroup memory and barriers) or the row kernel where there are no subgroups. With
 //! `WGFORMER_MATMUL` unset or `auto`, the first context opened on an adapter times every
@@ -46,10 +46,14 @@ fn default_tile() -> TileConfig {
 /// The tuning products: (M, K, N) of the forward and of the weight gradient.
 const SHAPE: (usize, usize, usize) = (384, 256, 256);
 
-/// The name a tile shape's figure has in [`TuneEntry::gflops`], e.g. "tiled 64x64/16".
+/// The name a tile shape's figure has in [`TuneEntry::gflops`]: "tiled 64x64/16" (4×4
+/// register blocks), "tiled 128x128/8 rb8" (8×8).
 pub fn tile_key(t: TileConfig) -> String {
     let (tm, tn) = t.tile();
-    format!("tiled {tm}x{tn}/{}", t.tk)
+    match t.rb {
+        4 => format!("tiled {tm}x{tn}/{}", t.tk),
+        rb => format!("tiled {tm}x{tn}/{} rb{rb}", t.tk),
+    }
 }
 
 /// The cache file's path.
