@@ -299,3 +299,62 @@ fn a_new_head_keeps_the_encoder_and_checkpoints_round_trip() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The masked-LM decoder (tied word embeddings plus its bias) fused with the loss and
+/// chunked over the vocabulary (chunks that do not divide it) gives whole logits' loss,
+/// every gradient (the bias's included) and AdamW losses; its logits buffer holds one
+/// chunk.
+#[test]
+fn chunked_masked_lm_matches_whole_logits() {
+    use wgformer::kernels::classifier::ClassifierChunk;
+    let cfg = small_config();
+    let (b, t) = (3, 7);
+    let (ids, types, mask) = inputs(b, t, cfg.vocab_size, 11);
+    let mut rng = Rng::new(12);
+    let targets: Vec<i32> = (0..b * t)
+        .map(|i| {
+            if i % 2 == 0 {
+                rng.below(cfg.vocab_size as u64) as i32
+            } else {
+                -100
+            }
+        })
+        .collect();
+    let batch = BertBatchRef {
+        ids: &ids,
+        types: &types,
+        mask: &mask,
+        targets: &targets,
+    };
+    on_each_adapter(|ctx| {
+        let v = values(&cfg, Head::Mlm, 13);
+        let make = |chunk| {
+            let model = Bert::from_values(ctx, cfg.clone(), Head::Mlm, &v).unwrap();
+            let opt = OptimConfig::default();
+            BertTrainer::with_classifier(ctx, model, (b, t), opt, 1, chunk).unwrap()
+        };
+        let mut whole = make(ClassifierChunk::Whole);
+        assert!(whole.acts.mlm.as_ref().unwrap().classifier.is_none());
+        let vc = cfg.vocab_size / 3 + 1; // 14: chunks of 14, 14, 13
+        let mut chunked = make(ClassifierChunk::Columns(vc));
+        let m = chunked.acts.mlm.as_ref().unwrap();
+        assert!(m.classifier.is_some());
+        assert_eq!(m.logits.numel(), b * t * vc);
+        let lw = ctx.block_on(whole.forward_backward(ctx, &batch)).unwrap();
+        let lc = ctx.block_on(chunked.forward_backward(ctx, &batch)).unwrap();
+        assert!((lw - lc).abs() < 1e-5, "loss {lw} vs chunked {lc}");
+        let gw = ctx.block_on(whole.grads.read_all(ctx)).unwrap();
+        let gc = ctx.block_on(chunked.grads.read_all(ctx)).unwrap();
+        let names = bert_params(&cfg, Head::Mlm);
+        for ((a, c), p) in gw.iter().zip(&gc).zip(&names) {
+            let want: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+            let name = format!("grad {}", p.spec.name);
+            wgformer::testing::assert_close64(&name, c, &want, 1e-6, 1e-4);
+        }
+        for step in 0..3 {
+            let a = ctx.block_on(whole.step(ctx, &batch, 1e-2)).unwrap();
+            let c = ctx.block_on(chunked.step(ctx, &batch, 1e-2)).unwrap();
+            assert!((a - c).abs() < 1e-4, "step {step}: loss {a} vs chunked {c}");
+        }
+    });
+}

@@ -1,7 +1,8 @@
 //! The tied classifier fused with the loss over vocabulary chunks (kernels::classifier)
 //! against the whole-logits CPU references (classifier_forward → crossentropy →
 //! classifier_backward): chunks dividing V or not, one chunk, M ≤ 4 (the gemv matmul),
-//! gradients added into what was there, operands bound in row pieces; the single-chunk
+//! gradients added into what was there, operands bound in row pieces, with and without a
+//! bias (BERT's masked-LM decoder); the single-chunk
 //! launchers' argument checks; and the choice `ClassifierChunk::Auto` makes.
 
 use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
@@ -26,6 +27,8 @@ struct Case {
     /// Initial dx and dwte: the backward adds into them.
     dx0: Vec<f32>,
     dwte0: Vec<f32>,
+    /// The classifier's bias (V) and dbias's initial value, if it has one.
+    bias: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 fn case(rng: &mut Rng, m: usize, c: usize, v: usize) -> Case {
@@ -47,6 +50,17 @@ fn case(rng: &mut Rng, m: usize, c: usize, v: usize) -> Case {
         targets,
         dx0: rng.vec_normal(m * c, 0.01),
         dwte0: rng.vec_normal(v * c, 0.01),
+        bias: None,
+    }
+}
+
+/// A case whose classifier has a bias (V), as BERT's masked-LM decoder does.
+fn case_with_bias(rng: &mut Rng, m: usize, c: usize, v: usize) -> Case {
+    let k = case(rng, m, c, v);
+    let bias = (rng.vec_normal(v, 1.0), rng.vec_normal(v, 0.01));
+    Case {
+        bias: Some(bias),
+        ..k
     }
 }
 
@@ -55,6 +69,7 @@ struct Got {
     stats: Vec<f32>,
     dx: Vec<f32>,
     dwte: Vec<f32>,
+    dbias: Option<Vec<f32>>,
 }
 
 fn run(ctx: &GpuContext, k: &Case, vc: usize, grad_scale: f32) -> Got {
@@ -67,13 +82,23 @@ fn run(ctx: &GpuContext, k: &Case, vc: usize, grad_scale: f32) -> Got {
     let losses = Tensor::zeros(ctx, "losses", &[m], DType::F32).unwrap();
     let stats = Tensor::zeros(ctx, "stats", &[STATS_LEN], DType::F32).unwrap();
     let logits = Tensor::zeros(ctx, "logits chunk", &[m, vc], DType::F32).unwrap();
+    let bias = k.bias.as_ref().map(|(b, db)| {
+        let bias = Tensor::from_f32(ctx, "bias", &[v], b).unwrap();
+        let dbias = Tensor::from_f32(ctx, "dbias", &[v], db).unwrap();
+        (bias, dbias)
+    });
     let chunks = ClassifierChunks::new(ctx, "test.", m, c, vc).unwrap();
     let mut s = Schedule::new("classifier chunks");
-    classifier_crossentropy_forward(&mut s, ctx, &chunks, &logits, &x, &wte, &targets, m, c, v)
-        .unwrap();
+    let b = bias.as_ref().map(|(b, _)| b);
+    classifier_crossentropy_forward(
+        &mut s, ctx, &chunks, &logits, &x, &wte, b, &targets, m, c, v,
+    )
+    .unwrap();
     classifier_crossentropy_loss(&mut s, ctx, &losses, &stats, &chunks, &targets, m, v).unwrap();
+    let bd = bias.as_ref().map(|(b, db)| (b, db));
     classifier_crossentropy_backward(
-        &mut s, ctx, &dx, &dwte, &chunks, &logits, &x, &wte, &targets, &stats, m, c, v, grad_scale,
+        &mut s, ctx, &dx, &dwte, &chunks, &logits, &x, &wte, bd, &targets, &stats, m, c, v,
+        grad_scale,
     )
     .unwrap();
     s.run(ctx);
@@ -83,6 +108,7 @@ fn run(ctx: &GpuContext, k: &Case, vc: usize, grad_scale: f32) -> Got {
         stats: read(&stats),
         dx: read(&dx),
         dwte: read(&dwte),
+        dbias: bias.as_ref().map(|(_, db)| read(db)),
     }
 }
 
@@ -92,6 +118,11 @@ fn check(name: &str, got: &Got, k: &Case, grad_scale: f64) {
     let (x, wte) = (to_f64(&k.x), to_f64(&k.wte));
     let mut logits = vec![0f64; m * v];
     mm::classifier_forward(&mut logits, &x, &wte, m, c, v);
+    if let Some((b, _)) = &k.bias {
+        for (i, l) in logits.iter_mut().enumerate() {
+            *l += b[i % v] as f64;
+        }
+    }
     let mut losses = vec![0f64; m];
     ce::crossentropy_forward(&mut losses, &logits, &k.targets, m, v);
     let mut stats = vec![0f64; STATS_LEN];
@@ -111,6 +142,18 @@ fn check(name: &str, got: &Got, k: &Case, grad_scale: f64) {
         "{name}: dx max |Δ| {:e}, dwte max |Δ| {:e} (atol {atol:e})",
         d.max_abs, w.max_abs
     );
+    match (&k.bias, &got.dbias) {
+        (Some((_, db0)), Some(db)) => {
+            // dbias[j] = db0[j] + Σ_rows dlogits[i, j]
+            let mut want = to_f64(db0);
+            for (i, d) in dlogits.iter().enumerate() {
+                want[i % v] += d;
+            }
+            assert_close64(&format!("{name} dbias"), db, &want, atol, 1e-3);
+        }
+        (None, None) => {}
+        _ => panic!("{name}: a bias without its gradient"),
+    }
 }
 
 /// (M, C, V, Vc)
@@ -135,6 +178,12 @@ fn classifier_crossentropy_chunks_match_reference() {
         let k = case(&mut rng, 51, 48, 101);
         let got = run(ctx, &k, 17, 0.5);
         check("grad_scale 0.5", &got, &k, 0.5);
+        // With a bias: chunks dividing V or not, one chunk, the gemv path.
+        for (m, c, v, vc) in [(51, 48, 101, 17), (51, 48, 101, 101), (3, 48, 101, 25)] {
+            let k = case_with_bias(&mut rng, m, c, v);
+            let got = run(ctx, &k, vc, 0.5);
+            check(&format!("bias M={m} C={c} V={v} Vc={vc}"), &got, &k, 0.5);
+        }
     });
 }
 
@@ -163,10 +212,20 @@ fn classifier_chunk_launchers_reject_bad_arguments() {
         let logits = Tensor::zeros(ctx, "logits chunk", &[m, 5], DType::F32).unwrap();
         let w = Tensor::zeros(ctx, "wte chunk", &[5, c], DType::F32).unwrap();
         let mut s = Schedule::new("bad");
-        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, m, c, v, 18..23);
+        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, None, m, c, v, 18..23);
         assert!(e.unwrap_err().to_string().contains("18..23"));
-        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, m, c, v, 0..6);
+        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, None, m, c, v, 0..6);
         assert!(e.unwrap_err().to_string().contains("logits chunk"));
+        // A bias scratch narrower than the chunk, and a bias that is not (V).
+        let bias = Tensor::zeros(ctx, "bias", &[v], DType::F32).unwrap();
+        let small = Tensor::zeros(ctx, "bias chunk", &[4], DType::F32).unwrap();
+        let b = Some((&bias, &small));
+        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, b, m, c, v, 0..5);
+        assert!(e.unwrap_err().to_string().contains("bias chunk"));
+        let short = Tensor::zeros(ctx, "short bias", &[v - 1], DType::F32).unwrap();
+        let b = Some((&short, &w));
+        let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, b, m, c, v, 0..5);
+        assert!(e.unwrap_err().to_string().contains("short bias"));
         assert!(ClassifierChunks::new(ctx, "", m, c, 0).is_err());
         assert_eq!(s.launches(), 0);
     });

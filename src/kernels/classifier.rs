@@ -16,9 +16,13 @@
 //! multiply-adds of the matmuls. The last chunk may be narrower;
 //! it uses a prefix of the (B·T, Vc) and (Vc, C) buffers.
 //!
-//! [`ClassifierChunk`] decides between this and whole logits, for GPT-2 and for the
-//! encoder–decoder's tied output projection (`model::seq2seq`); BERT's masked-LM head
-//! (untied, with its transform) keeps whole logits. CPU references:
+//! The classifier may have a bias (V), as BERT's masked-LM decoder has: logits chunk
+//! += bias[v0..v0+Vc), and dbias[v0..v0+Vc) += Σ_rows dlogits, each chunk of the bias
+//! and of its gradient passing through a (Vc) scratch as wte's rows do.
+//!
+//! [`ClassifierChunk`] decides between this and whole logits, for GPT-2, for the
+//! encoder–decoder's tied output projection (`model::seq2seq`) and for BERT's masked-LM
+//! decoder (`model::bert`). CPU references:
 //! `reference::matmul::classifier_*` and `reference::crossentropy::crossentropy_chunk_*`.
 
 use std::ops::Range;
@@ -30,7 +34,7 @@ use super::crossentropy::{
 use super::expect_numel;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Slot, Tensor};
-use crate::kernels::matmul::Gemm;
+use crate::kernels::matmul::{matmul_backward_bias, Gemm};
 
 /// Whole logits above this many bytes are chunked by [`ClassifierChunk::Auto`].
 pub const CLASSIFIER_CHUNK_THRESHOLD: u64 = 64 << 20;
@@ -94,6 +98,7 @@ pub struct ClassifierChunks {
     pub columns: usize,
     pub row_stats: Tensor, // (B·T, 3): running max, Σ exp(x - max), target's logit
     pub wte_chunk: Tensor, // (Vc, C): rows [v0, v0 + Vc) of wte; in the backward, then of dwte
+    pub bias_chunk: Tensor, // (Vc): bias[v0..v0 + Vc), then dbias's (read only with a bias)
 }
 
 impl ClassifierChunks {
@@ -112,11 +117,12 @@ impl ClassifierChunks {
                 DType::F32,
             )?,
             wte_chunk: Tensor::zeros(ctx, &format!("{prefix}wte_chunk"), &[vc, c], DType::F32)?,
+            bias_chunk: Tensor::zeros(ctx, &format!("{prefix}bias_chunk"), &[vc], DType::F32)?,
         })
     }
 
     pub fn all(&self) -> Vec<&Tensor> {
-        vec![&self.row_stats, &self.wte_chunk]
+        vec![&self.row_stats, &self.wte_chunk, &self.bias_chunk]
     }
 }
 
@@ -172,9 +178,11 @@ fn expect_chunk_numel(t: &Tensor, n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// logits (M, Vc) = x (M, C) · wte[cols]ᵀ for the vocabulary columns `cols` (Vc of them)
-/// of wte (V, C); wte's rows `cols` are first copied into wte_chunk (at least (Vc, C)).
-/// `logits` holds at least M·Vc elements; the chunk is its prefix.
+/// logits (M, Vc) = x (M, C) · wte[cols]ᵀ (+ bias[cols]) for the vocabulary columns
+/// `cols` (Vc of them) of wte (V, C); wte's rows `cols` are first copied into wte_chunk
+/// (at least (Vc, C)), and with a bias (V), its columns into `bias` = (bias,
+/// bias_chunk), the scratch at least (Vc). `logits` holds at least M·Vc elements; the
+/// chunk is its prefix.
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_chunk_forward(
     s: &mut Schedule,
@@ -183,6 +191,7 @@ pub fn classifier_chunk_forward(
     wte_chunk: &Tensor,
     x: &Tensor,
     wte: &Tensor,
+    bias: Option<(&Tensor, &Tensor)>,
     m: usize,
     c: usize,
     v: usize,
@@ -202,23 +211,58 @@ pub fn classifier_chunk_forward(
     let vc = cols.len();
     let w = prefix(wte_chunk, &[vc, c]);
     copy_rows(s, wte, &cols, &w, 0, c);
+    let b = match bias {
+        Some((bias, bias_chunk)) => {
+            expect_numel(bias, v)?;
+            expect_bias_chunk("classifier_chunk_forward", bias_chunk, vc)?;
+            let b = prefix(bias_chunk, &[vc]);
+            copy_rows(s, bias, &cols, &b, 0, 1);
+            Some(b)
+        }
+        None => None,
+    };
     let form = Gemm {
         trans_b: true,
         ..Gemm::default()
     };
-    form.record(s, ctx, &prefix(logits, &[m, vc]), x, &w, None, m, c, vc)
+    form.record(
+        s,
+        ctx,
+        &prefix(logits, &[m, vc]),
+        x,
+        &w,
+        b.as_ref(),
+        m,
+        c,
+        vc,
+    )
 }
 
-/// Gradients of [`classifier_chunk_forward`], added into (`+=`) both:
-/// dx (M, C) += dlogits (M, Vc) · wte[cols] and dwte[cols] += dlogitsᵀ · x (M, C).
+/// Error unless the bias scratch holds at least `vc` elements.
+fn expect_bias_chunk(op: &str, bias_chunk: &Tensor, vc: usize) -> Result<()> {
+    if bias_chunk.numel() < vc {
+        return Err(Error::Invalid(format!(
+            "{op}: {} has {} elements, a chunk of {vc} columns needs {vc}",
+            bias_chunk.label,
+            bias_chunk.numel()
+        )));
+    }
+    Ok(())
+}
+
+/// Gradients of [`classifier_chunk_forward`], added into (`+=`) each:
+/// dx (M, C) += dlogits (M, Vc) · wte[cols], dwte[cols] += dlogitsᵀ · x (M, C) and, with
+/// `dbias` = (dbias (V), bias_chunk), dbias[cols] += Σ_rows dlogits.
 /// wte_chunk (at least (Vc, C)) must hold wte's rows `cols`, as the chunk's forward (the
-/// backward's recompute of the chunk) leaves it; dwte's rows then pass through it.
+/// backward's recompute of the chunk) leaves it; dwte's rows then pass through it, and
+/// dbias's columns through bias_chunk.
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_chunk_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
     dx: &Tensor,
     dwte: &Tensor,
+    dbias: Option<(&Tensor, &Tensor)>,
     wte_chunk: &Tensor,
     dlogits: &Tensor,
     x: &Tensor,
@@ -256,6 +300,14 @@ pub fn classifier_chunk_backward(
     };
     dwte_form.record(s, ctx, &w, &dl, x, None, vc, m, c)?;
     copy_rows(s, &w, &(0..vc), dwte, cols.start, c);
+    if let Some((dbias, bias_chunk)) = dbias {
+        expect_numel(dbias, v)?;
+        expect_bias_chunk("classifier_chunk_backward", bias_chunk, vc)?;
+        let db = prefix(bias_chunk, &[vc]);
+        copy_rows(s, dbias, &cols, &db, 0, 1);
+        matmul_backward_bias(s, ctx, &db, &dl, m, vc)?;
+        copy_rows(s, &db, &(0..vc), dbias, cols.start, 1);
+    }
     Ok(())
 }
 
@@ -288,8 +340,9 @@ fn check_cols(
 }
 
 /// The classifier's forward for the chunked loss: for each chunk of Vc columns, logits
-/// (M, Vc) = x (M, C) · wte[v0..v0+Vc)ᵀ, folded into row_stats (M, 3). Follow it with
-/// [`classifier_crossentropy_loss`] for the losses and their mean.
+/// (M, Vc) = x (M, C) · wte[v0..v0+Vc)ᵀ (+ bias[v0..v0+Vc) with a bias (V)), folded into
+/// row_stats (M, 3). Follow it with [`classifier_crossentropy_loss`] for the losses and
+/// their mean.
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_crossentropy_forward(
     s: &mut Schedule,
@@ -298,6 +351,7 @@ pub fn classifier_crossentropy_forward(
     logits: &Tensor,
     x: &Tensor,
     wte: &Tensor,
+    bias: Option<&Tensor>,
     targets: &Tensor,
     m: usize,
     c: usize,
@@ -309,9 +363,11 @@ pub fn classifier_crossentropy_forward(
         m * vc,
         "classifier_crossentropy_forward: logits chunk",
     )?;
+    let bias = bias.map(|b| (b, &chunks.bias_chunk));
     for cols in vocab_chunks(v, vc) {
         let (v0, n) = (cols.start, cols.len());
-        classifier_chunk_forward(s, ctx, logits, &chunks.wte_chunk, x, wte, m, c, v, cols)?;
+        let w = &chunks.wte_chunk;
+        classifier_chunk_forward(s, ctx, logits, w, x, wte, bias, m, c, v, cols)?;
         let chunk = prefix(logits, &[m, n]);
         crossentropy_chunk_forward(s, ctx, &chunks.row_stats, &chunk, targets, m, v, v0, n)?;
     }
@@ -339,7 +395,8 @@ pub fn classifier_crossentropy_loss(
 /// The backward of the classifier and the loss, chunk by chunk: recompute logits
 /// (M, Vc), turn them into dlogits in place (scaled by stats[2] · grad_scale, as
 /// `crossentropy_backward_inplace`), then dx (M, C) += dlogits · wte[v0..v0+Vc) and
-/// dwte[v0..v0+Vc) += dlogitsᵀ · x. `stats` (4) comes from
+/// dwte[v0..v0+Vc) += dlogitsᵀ · x, and with `bias` = (bias, dbias), both (V),
+/// dbias[v0..v0+Vc) += Σ_rows dlogits. `stats` (4) comes from
 /// [`classifier_crossentropy_loss`]; row_stats (in `chunks`) from the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_crossentropy_backward(
@@ -351,6 +408,7 @@ pub fn classifier_crossentropy_backward(
     logits: &Tensor,
     x: &Tensor,
     wte: &Tensor,
+    bias: Option<(&Tensor, &Tensor)>,
     targets: &Tensor,
     stats: &Tensor,
     m: usize,
@@ -366,9 +424,11 @@ pub fn classifier_crossentropy_backward(
     )?;
     expect_numel(stats, STATS_LEN)?;
     let w = &chunks.wte_chunk;
+    let b = &chunks.bias_chunk;
     for cols in vocab_chunks(v, vc) {
         let (v0, n) = (cols.start, cols.len());
-        classifier_chunk_forward(s, ctx, logits, w, x, wte, m, c, v, cols.clone())?;
+        let fb = bias.map(|(bias, _)| (bias, b));
+        classifier_chunk_forward(s, ctx, logits, w, x, wte, fb, m, c, v, cols.clone())?;
         let chunk = prefix(logits, &[m, n]);
         crossentropy_chunk_backward_inplace(
             s,
@@ -383,7 +443,8 @@ pub fn classifier_crossentropy_backward(
             n,
             grad_scale,
         )?;
-        classifier_chunk_backward(s, ctx, dx, dwte, w, logits, x, m, c, v, cols)?;
+        let db = bias.map(|(_, dbias)| (dbias, b));
+        classifier_chunk_backward(s, ctx, dx, dwte, db, w, logits, x, m, c, v, cols)?;
     }
     Ok(())
 }

@@ -650,7 +650,7 @@ pub fn record_forward_dropout(
     match &a.classifier {
         None => classifier_forward(s, ctx, &a.logits, &a.lnf, model.head(), bt, c, v),
         Some(ch) => classifier_crossentropy_forward(
-            s, ctx, ch, &a.logits, &a.lnf, &p.wte, &a.targets, bt, c, v,
+            s, ctx, ch, &a.logits, &a.lnf, &p.wte, None, &a.targets, bt, c, v,
         ),
     }
 }
@@ -758,6 +758,7 @@ pub fn record_backward_with(
             &a.logits,
             &a.lnf,
             &p.wte,
+            None,
             &a.targets,
             &a.loss_stats,
             bt,

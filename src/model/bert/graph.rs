@@ -4,11 +4,19 @@
 //! normalisation (sentence embeddings). Backward walks each in reverse and adds into the
 //! gradients, which the caller zeroes.
 //!
+//! The masked-LM decoder (hn · wordᵀ + bias) meets its loss on whole logits (B·T, V), or
+//! fused with it and chunked over the vocabulary (`kernels::classifier`) when whole
+//! logits would be large, as `ClassifierChunk` decides.
+//!
 //! Embeddings are word + position (`embed_forward` with the position table as its
 //! positions) plus token type (`embed_forward` again, over a zero table), then LayerNorm.
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::kernels::classifier::{
+    classifier_crossentropy_backward, classifier_crossentropy_forward,
+    classifier_crossentropy_loss, ClassifierChunk, ClassifierChunks,
+};
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
@@ -33,10 +41,13 @@ pub struct MlmActs {
     pub hn: Tensor,         // (B, T, C): LayerNorm
     pub hn_mean: Tensor,    // (B, T)
     pub hn_rstd: Tensor,    // (B, T)
-    pub logits: Tensor,     // (B, T, V); overwritten by dlogits in backward
-    pub targets: Tensor,    // (B, T) i32: original ids at masked positions, -100 elsewhere
-    pub losses: Tensor,     // (B, T)
+    pub logits: Tensor, // (B, T, V), or (B·T, Vc) when chunked; overwritten by dlogits in backward
+    pub targets: Tensor, // (B, T) i32: original ids at masked positions, -100 elsewhere
+    pub losses: Tensor, // (B, T)
     pub loss_stats: Tensor, // (4)
+    /// The decoder fused with the loss over chunks of Vc vocabulary columns
+    /// (`kernels::classifier`); `None`: whole logits.
+    pub classifier: Option<ClassifierChunks>,
 }
 
 /// The classifier's activations.
@@ -72,7 +83,22 @@ pub struct BertActs {
 }
 
 impl BertActs {
+    /// Activations whose masked-LM logits (if the model has that head) are whole or
+    /// chunked as [`ClassifierChunk::Auto`] decides: nothing reads them but the loss.
     pub fn new(ctx: &GpuContext, model: &Bert, b: usize, t: usize, prefix: &str) -> Result<Self> {
+        Self::with_classifier(ctx, model, b, t, prefix, ClassifierChunk::Auto)
+    }
+
+    /// Activations whose masked-LM decoder meets the loss as `chunk` decides: on whole
+    /// logits, or fused and chunked over the vocabulary.
+    pub fn with_classifier(
+        ctx: &GpuContext,
+        model: &Bert,
+        b: usize,
+        t: usize,
+        prefix: &str,
+        chunk: ClassifierChunk,
+    ) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || t == 0 {
             return Err(Error::Invalid(format!(
@@ -101,17 +127,29 @@ impl BertActs {
             .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}layer.{l}."), (b, t, c, nh, f)))
             .collect::<Result<Vec<_>>>()?;
         let mlm = match model.params.mlm {
-            Some(_) => Some(MlmActs {
-                h: f32t("mlm.h".into(), &btc)?,
-                h_act: f32t("mlm.h_act".into(), &btc)?,
-                hn: f32t("mlm.hn".into(), &btc)?,
-                hn_mean: f32t("mlm.hn_mean".into(), &bt)?,
-                hn_rstd: f32t("mlm.hn_rstd".into(), &bt)?,
-                logits: f32t("mlm.logits".into(), &[b, t, cfg.vocab_size])?,
-                targets: i32t("mlm.targets", &bt)?,
-                losses: f32t("mlm.losses".into(), &bt)?,
-                loss_stats: f32t("mlm.loss_stats".into(), &[STATS_LEN])?,
-            }),
+            Some(_) => {
+                let v = cfg.vocab_size;
+                let vc = chunk.columns(b * t, v)?;
+                Some(MlmActs {
+                    h: f32t("mlm.h".into(), &btc)?,
+                    h_act: f32t("mlm.h_act".into(), &btc)?,
+                    hn: f32t("mlm.hn".into(), &btc)?,
+                    hn_mean: f32t("mlm.hn_mean".into(), &bt)?,
+                    hn_rstd: f32t("mlm.hn_rstd".into(), &bt)?,
+                    logits: match vc {
+                        Some(vc) => f32t("mlm.logits chunk".into(), &[b * t, vc])?,
+                        None => f32t("mlm.logits".into(), &[b, t, v])?,
+                    },
+                    targets: i32t("mlm.targets", &bt)?,
+                    losses: f32t("mlm.losses".into(), &bt)?,
+                    loss_stats: f32t("mlm.loss_stats".into(), &[STATS_LEN])?,
+                    classifier: vc
+                        .map(|vc| {
+                            ClassifierChunks::new(ctx, &format!("{prefix}mlm."), b * t, c, vc)
+                        })
+                        .transpose()?,
+                })
+            }
             None => None,
         };
         let class = match &model.params.classifier {
@@ -174,6 +212,9 @@ impl BertActs {
                 &m.losses,
                 &m.loss_stats,
             ]);
+            if let Some(ch) = &m.classifier {
+                v.extend(ch.all());
+            }
         }
         if let Some(c) = &self.class {
             v.extend([
@@ -470,7 +511,33 @@ pub fn record_mlm_forward(
     layernorm_forward(
         s, ctx, &m.hn, &m.hn_mean, &m.hn_rstd, &m.h_act, &w.norm.w, &w.norm.b, a.b, a.t, c, eps,
     )?;
-    // logits = hn · wordᵀ + bias: the tied decoder.
+    // logits = hn · wordᵀ + bias: the tied decoder, fused with the loss when chunked.
+    if let Some(ch) = &m.classifier {
+        let word = &model.params.word;
+        classifier_crossentropy_forward(
+            s,
+            ctx,
+            ch,
+            &m.logits,
+            &m.hn,
+            word,
+            Some(&w.bias),
+            &m.targets,
+            bt,
+            c,
+            v,
+        )?;
+        return classifier_crossentropy_loss(
+            s,
+            ctx,
+            &m.losses,
+            &m.loss_stats,
+            ch,
+            &m.targets,
+            bt,
+            v,
+        );
+    }
     let tied = Gemm {
         trans_b: true,
         ..Gemm::default()
@@ -507,29 +574,49 @@ pub fn record_mlm_backward(
         _ => return Err(Error::Invalid("gradients without a masked-LM head".into())),
     };
     let (bt, c, v) = (a.b * a.t, cfg.hidden_size, cfg.vocab_size);
-    crossentropy_backward_inplace(
-        s,
-        ctx,
-        &m.logits,
-        &m.targets,
-        &m.loss_stats,
-        bt,
-        v,
-        grad_scale,
-    )?;
-    let dlogits = &m.logits;
-    let dx = Gemm {
-        accumulate: true,
-        ..Gemm::default()
-    };
-    dx.record(s, ctx, &dm.hn, dlogits, &model.params.word, None, bt, v, c)?;
-    let dword = Gemm {
-        trans_a: true,
-        accumulate: true,
-        ..Gemm::default()
-    };
-    dword.record(s, ctx, &g.word, dlogits, &m.hn, None, v, bt, c)?;
-    matmul_backward_bias(s, ctx, &gw.bias, dlogits, bt, v)?;
+    if let Some(ch) = &m.classifier {
+        classifier_crossentropy_backward(
+            s,
+            ctx,
+            &dm.hn,
+            &g.word,
+            ch,
+            &m.logits,
+            &m.hn,
+            &model.params.word,
+            Some((&w.bias, &gw.bias)),
+            &m.targets,
+            &m.loss_stats,
+            bt,
+            c,
+            v,
+            grad_scale,
+        )?;
+    } else {
+        crossentropy_backward_inplace(
+            s,
+            ctx,
+            &m.logits,
+            &m.targets,
+            &m.loss_stats,
+            bt,
+            v,
+            grad_scale,
+        )?;
+        let dlogits = &m.logits;
+        let dx = Gemm {
+            accumulate: true,
+            ..Gemm::default()
+        };
+        dx.record(s, ctx, &dm.hn, dlogits, &model.params.word, None, bt, v, c)?;
+        let dword = Gemm {
+            trans_a: true,
+            accumulate: true,
+            ..Gemm::default()
+        };
+        dword.record(s, ctx, &g.word, dlogits, &m.hn, None, v, bt, c)?;
+        matmul_backward_bias(s, ctx, &gw.bias, dlogits, bt, v)?;
+    }
     layernorm_backward(
         s, ctx, &dm.h_act, &gw.norm.w, &gw.norm.b, &dm.hn, &m.h_act, &w.norm.w, &m.hn_mean,
         &m.hn_rstd, a.b, a.t, c,

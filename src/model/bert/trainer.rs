@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
+use crate::kernels::classifier::ClassifierChunk;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::bert::graph::{
     check_inputs, record_class_backward, record_class_forward, record_embedding, record_encoder,
@@ -67,12 +68,27 @@ fn targets(a: &BertActs) -> &Tensor {
 }
 
 impl BertTrainer {
+    /// A trainer for micro-batches of B rows × T positions, K micro-batches per step;
+    /// masked-LM logits whole unless they would be large ([`ClassifierChunk::Auto`]).
     pub fn new(
+        ctx: &GpuContext,
+        model: Bert,
+        bt: (usize, usize),
+        opt: OptimConfig,
+        grad_accum: usize,
+    ) -> Result<Self> {
+        Self::with_classifier(ctx, model, bt, opt, grad_accum, ClassifierChunk::Auto)
+    }
+
+    /// [`new`](Self::new) with the masked-LM decoder and loss as `chunk` makes them:
+    /// whole logits, or fused and chunked over the vocabulary.
+    pub fn with_classifier(
         ctx: &GpuContext,
         model: Bert,
         (b, t): (usize, usize),
         opt: OptimConfig,
         grad_accum: usize,
+        chunk: ClassifierChunk,
     ) -> Result<Self> {
         let k = grad_accum;
         if k == 0 {
@@ -87,8 +103,9 @@ impl BertTrainer {
             ));
         }
         let cfg = model.config.clone();
-        let acts = BertActs::new(ctx, &model, b, t, "act.")?;
-        let dacts = BertActs::new(ctx, &model, b, t, "grad.")?;
+        let acts = BertActs::with_classifier(ctx, &model, b, t, "act.", chunk)?;
+        // The gradient twin's logits are never read: sized like the activations' ones.
+        let dacts = BertActs::with_classifier(ctx, &model, b, t, "grad.", chunk)?;
         let grads = BertTensors::new(ctx, &cfg, model.head, "grad", None)?;
         let m = BertTensors::new(ctx, &cfg, model.head, "adam.m", None)?;
         let v = BertTensors::new(ctx, &cfg, model.head, "adam.v", None)?;
