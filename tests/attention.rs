@@ -9,7 +9,7 @@ use wgformer::kernels::attention::{attention_backward, attention_forward};
 use wgformer::reference::attention as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
-    assert_close64, assert_gradient, on_each_adapter, same_bits, test_contexts, to_f64,
+    assert_close64, assert_gradient, on_each_adapter, reopen, same_bits, test_contexts, to_f64,
 };
 
 /// (B, T, C, NH): batch, sequence length, channels, heads.
@@ -168,10 +168,64 @@ fn attention_matches_reference() {
             check(ctx, &mut rng, dims);
         }
         // A full GPT-2 context at a small width: with 4 heads the scores (16 MiB) may
-        // take the matmul form; with 8 (32 MiB) they are past MATMUL_FORM_MAX_SCORES and
-        // the fused kernels run on every adapter.
+        // take the matmul form in one slice; with 8 (32 MiB) in slices of 4 heads, and
+        // with 2 rows of 3 heads (24 MiB) in slices of one row; the fused kernels
+        // wherever the matmul form does not run.
         check(ctx, &mut rng, (1, 1024, 48, 4));
         check(ctx, &mut rng, (1, 1024, 64, 8));
+        check(ctx, &mut rng, (2, 1024, 48, 3));
+    });
+}
+
+/// Where attention takes the matmul form, long contexts run in slices of the (row, head)
+/// grid, each within MATMUL_FORM_MAX_SCORES, covering every (row, head) once, with the
+/// slices' launches in the schedule; the fused kernels at T = 1024 on every adapter
+/// (a context whose matmuls run on the rows kernel).
+#[test]
+fn long_contexts_run_in_slices_or_fused() {
+    use wgformer::gpu::MatmulKernel;
+    use wgformer::kernels::attention::{attention_slices, MATMUL_FORM_MAX_SCORES};
+    on_each_adapter(|ctx| {
+        for (b, t, c, nh) in [
+            (1, 1024, 64, 8),
+            (2, 1024, 48, 3),
+            (5, 256, 48, 4),
+            (2, 64, 48, 4),
+        ] {
+            let Some(slices) = attention_slices(ctx, b, t, c, nh) else {
+                assert!(
+                    ctx.subgroup_size().is_none() || ctx.matmul_kernel() != MatmulKernel::Subgroup
+                );
+                continue;
+            };
+            let mut seen = vec![0; b * nh];
+            for sl in &slices {
+                assert!((sl.nb * sl.nh * t * t * 4) as u64 <= MATMUL_FORM_MAX_SCORES);
+                assert!(sl.nb == 1 || (sl.h0, sl.nh) == (0, nh), "{sl:?}");
+                for r in sl.b0..sl.b0 + sl.nb {
+                    for h in sl.h0..sl.h0 + sl.nh {
+                        seen[r * nh + h] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{b}x{t}x{c}x{nh}: {slices:?}");
+            let whole = (b * nh * t * t * 4) as u64 <= MATMUL_FORM_MAX_SCORES;
+            assert_eq!(slices.len() == 1, whole, "{slices:?}");
+            let qkv = Tensor::zeros(ctx, "qkv", &[b, t, 3 * c], DType::F32).unwrap();
+            let out = Tensor::zeros(ctx, "out", &[b, t, c], DType::F32).unwrap();
+            let stats = Tensor::zeros(ctx, "stats", &[b, nh, t], DType::F32).unwrap();
+            let mut s = Schedule::new("attention slices");
+            attention_forward(&mut s, ctx, &out, &stats, &qkv, b, t, c, nh).unwrap();
+            let softmaxes = s
+                .launch_labels()
+                .iter()
+                .filter(|l| l.starts_with("attention_softmax_forward"))
+                .count();
+            assert_eq!(softmaxes, slices.len());
+        }
+        let fused = reopen(ctx).with_matmul_kernel(MatmulKernel::Rows);
+        assert!(attention_slices(&fused, 1, 1024, 64, 8).is_none());
+        check(&fused, &mut Rng::new(10), (1, 1024, 64, 8));
     });
 }
 

@@ -87,7 +87,11 @@ fn run(ctx: &GpuContext, k: &Case, vc: usize, grad_scale: f32) -> Got {
         let dbias = Tensor::from_f32(ctx, "dbias", &[v], db).unwrap();
         (bias, dbias)
     });
-    let chunks = ClassifierChunks::new(ctx, "test.", m, c, vc).unwrap();
+    let chunks = if bias.is_some() {
+        ClassifierChunks::with_bias(ctx, "test.", m, c, vc).unwrap()
+    } else {
+        ClassifierChunks::new(ctx, "test.", m, c, vc).unwrap()
+    };
     let mut s = Schedule::new("classifier chunks");
     let b = bias.as_ref().map(|(b, _)| b);
     classifier_crossentropy_forward(
@@ -227,6 +231,23 @@ fn classifier_chunk_launchers_reject_bad_arguments() {
         let e = classifier_chunk_forward(&mut s, ctx, &logits, &w, &x, &wte, b, m, c, v, 0..5);
         assert!(e.unwrap_err().to_string().contains("short bias"));
         assert!(ClassifierChunks::new(ctx, "", m, c, 0).is_err());
+        // A bias with chunks made without its scratch.
+        let chunks = ClassifierChunks::new(ctx, "", m, c, 5).unwrap();
+        let targets = Tensor::zeros(ctx, "targets", &[m], DType::I32).unwrap();
+        let e = classifier_crossentropy_forward(
+            &mut s,
+            ctx,
+            &chunks,
+            &logits,
+            &x,
+            &wte,
+            Some(&bias),
+            &targets,
+            m,
+            c,
+            v,
+        );
+        assert!(e.unwrap_err().to_string().contains("with_bias"));
         assert_eq!(s.launches(), 0);
     });
 }

@@ -6,14 +6,19 @@
 //! launcher allocates at record time). No T×T matrix is ever stored. Each launch is one
 //! workgroup per (b, h, block of WG positions), WG chosen from T and HS (see
 //! `workgroup_size`); head sizes up to [`MAX_HEAD_SIZE`]. Batches are split into
-//! chunks when a tensor exceeds one binding. CPU references: `crate::reference::attention`.
+//! chunks when a tensor exceeds one binding.
+//! On CPU adapters with subgroups, where those kernels are slow, attention runs instead in
+//! its matmul form: per (batch row, head), scores = q·kᵀ and out = p·v as batched
+//! subgroup matmuls around a softmax kernel, over slices of the (row, head) grid whose
+//! T×T scores fit [`MATMUL_FORM_MAX_SCORES`] ([`attention_slices`]); the backward
+//! rebuilds p from the stats slice by slice. CPU references: `crate::reference::attention`.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{matmul_batched, Gemm, Strided};
 use super::{batch_chunks, expect_numel, groups_1d, shaders::ATTENTION};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Tensor};
+use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
 
 /// Mirrors `AttentionParams` in shaders/attention.wgsl.
 #[repr(C)]
@@ -98,61 +103,126 @@ pub const ATTENTION_SOFTMAX_BACKWARD: KernelDesc = KernelDesc {
     bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
 };
 
-/// The most bytes of T×T scores (all batch rows and heads of one layer) the matmul form
-/// of attention may hold; past it — long contexts — the fused, flash-style kernels run,
-/// which never materialise the scores.
+/// The most bytes of T×T scores the matmul form of attention holds at once: the scores
+/// of one slice of (batch rows, heads). Longer contexts take more slices, one after
+/// another through the same scratch; past one head's T×T (T > 2048) the fused,
+/// flash-style kernels run, which never materialise the scores.
 pub const MATMUL_FORM_MAX_SCORES: u64 = 16 << 20;
 
-/// Whether attention runs in its matmul form: on devices whose matmuls run on the
-/// subgroup kernel (CPU adapters with subgroups), when the T×T scores of every head stay
-/// under [`MATMUL_FORM_MAX_SCORES`] and every operand fits one binding, and the heads fit
-/// one grid dimension. Elsewhere the fused kernels run.
-fn matmul_form(ctx: &GpuContext, b: usize, t: usize, c: usize, nh: usize) -> bool {
+/// A slice of the (batch row, head) grid the matmul form works on at once: `nb` batch
+/// rows from `b0` with every head, or (`nb` = 1) heads `h0..h0 + nh` of row `b0`, so the
+/// slice's stats rows (b·NH + h) are contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionSlice {
+    pub b0: usize,
+    pub nb: usize,
+    pub h0: usize,
+    pub nh: usize,
+}
+
+/// The slices attention's matmul form runs in, or `None` where the fused kernels run.
+/// The matmul form runs on devices whose matmuls run on the subgroup kernel (CPU
+/// adapters with subgroups), where it is about 10x faster than the fused kernels, when
+/// qkv fits one binding, the heads fit one grid dimension and one head's T×T scores fit
+/// [`MATMUL_FORM_MAX_SCORES`]. A slice is as many whole batch rows as fit, or, when one
+/// row's heads do not, groups of a row's heads; every slice's stats must start on a
+/// binding-offset boundary (T·4 bytes a head row), else the fused kernels run.
+pub fn attention_slices(
+    ctx: &GpuContext,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> Option<Vec<AttentionSlice>> {
     let limit = ctx.binding_limit();
-    let scores = (b * nh * t * t * 4) as u64;
-    ctx.matmul_kernel() == MatmulKernel::Subgroup
+    let head = (t * t * 4) as u64;
+    let fits = (limit.min(MATMUL_FORM_MAX_SCORES) / head.max(1)) as usize;
+    let usable = ctx.matmul_kernel() == MatmulKernel::Subgroup
         && ctx.subgroup_size().is_some()
-        && scores <= limit.min(MATMUL_FORM_MAX_SCORES)
+        && fits >= 1
         && ((b * t * 3 * c * 4) as u64) <= limit
-        && b * nh <= ctx.limits().max_compute_workgroups_per_dimension as usize
+        && b * nh <= ctx.limits().max_compute_workgroups_per_dimension as usize;
+    if !usable || b * nh == 0 {
+        return usable.then(Vec::new);
+    }
+    let mut slices = Vec::new();
+    if fits >= nh {
+        let rows = fits / nh;
+        for b0 in (0..b).step_by(rows) {
+            let nb = rows.min(b - b0);
+            slices.push(AttentionSlice { b0, nb, h0: 0, nh });
+        }
+    } else {
+        for b0 in 0..b {
+            for h0 in (0..nh).step_by(fits) {
+                let n = fits.min(nh - h0);
+                slices.push(AttentionSlice {
+                    b0,
+                    nb: 1,
+                    h0,
+                    nh: n,
+                });
+            }
+        }
+    }
+    let align = ctx.limits().min_storage_buffer_offset_alignment as usize;
+    let aligned = slices
+        .iter()
+        .all(|sl| ((sl.b0 * nh + sl.h0) * t * 4).is_multiple_of(align));
+    aligned.then_some(slices)
 }
 
-/// A T×T scratch tensor per (b, h) for the matmul form, made at record time (the bind
-/// groups keep it alive).
-fn scores(ctx: &GpuContext, label: &str, b: usize, nh: usize, t: usize) -> Result<Tensor> {
-    Tensor::zeros(ctx, label, &[b, nh, t, t], DType::F32)
+/// A T×T scratch tensor per (b, h) of the largest slice, made at record time (the bind
+/// groups keep it alive) and reused by every slice.
+fn scores(ctx: &GpuContext, label: &str, slices: &[AttentionSlice], t: usize) -> Result<Tensor> {
+    let heads = slices.iter().map(|sl| sl.nb * sl.nh).max().unwrap_or(1);
+    Tensor::zeros(ctx, label, &[heads, t, t], DType::F32)
 }
 
-/// The per-head views the matmul form multiplies: q, k or v of qkv (B, T, 3C) at
-/// channel offset `part`·C, a (B, T, C) tensor's head columns, and a (B, NH, T, T) one.
-fn qkv_view(qkv: &Tensor, part: usize, t: usize, c: usize, hs: usize) -> Strided<'_> {
+/// The per-head views the matmul form multiplies, for the heads of slice `sl`: q, k or
+/// v of qkv (B, T, 3C) at channel offset `part`·C, a (B, T, C) tensor's head columns,
+/// and the slice's scores (nb, nh, T, T) in the scratch.
+fn qkv_view(
+    qkv: &Tensor,
+    sl: AttentionSlice,
+    part: usize,
+    t: usize,
+    c: usize,
+    hs: usize,
+) -> Strided<'_> {
     Strided {
         t: qkv,
-        off: part * c,
+        off: sl.b0 * t * 3 * c + part * c + sl.h0 * hs,
         ld: 3 * c,
         s1: t * 3 * c,
         s2: hs,
     }
 }
 
-fn heads_view(x: &Tensor, t: usize, c: usize, hs: usize) -> Strided<'_> {
+fn heads_view(x: &Tensor, sl: AttentionSlice, t: usize, c: usize, hs: usize) -> Strided<'_> {
     Strided {
         t: x,
-        off: 0,
+        off: sl.b0 * t * c + sl.h0 * hs,
         ld: c,
         s1: t * c,
         s2: hs,
     }
 }
 
-fn scores_view(x: &Tensor, t: usize, nh: usize) -> Strided<'_> {
+fn scores_view(x: &Tensor, sl: AttentionSlice, t: usize) -> Strided<'_> {
     Strided {
         t: x,
         off: 0,
         ld: t,
-        s1: nh * t * t,
+        s1: sl.nh * t * t,
         s2: t * t,
     }
+}
+
+/// The slice's rows (b·NH + h) of stats (B, NH, T), bound on their own.
+fn stats_slot(stats: &Tensor, sl: AttentionSlice, nh: usize, t: usize) -> Slot<'_> {
+    let r0 = sl.b0 * nh + sl.h0;
+    stats.rows_slot(r0..r0 + sl.nb * sl.nh, t)
 }
 
 const NT: Gemm = Gemm {
@@ -180,7 +250,8 @@ const TN_ACC: Gemm = Gemm {
     a_gelu: false,
 };
 
-/// att (B, NH, T, T) = q·kᵀ per head, then p = softmax (saving or reading stats).
+/// att (nb, nh, T, T) = q·kᵀ per head of slice `sl`, then p = softmax (saving or reading
+/// the slice's stats).
 #[allow(clippy::too_many_arguments)]
 fn record_probs(
     s: &mut Schedule,
@@ -189,29 +260,47 @@ fn record_probs(
     stats: &Tensor,
     qkv: &Tensor,
     recompute: bool,
-    (b, t, c, nh, hs): (usize, usize, usize, usize, usize),
+    sl: AttentionSlice,
+    (_b, t, c, nh, hs): (usize, usize, usize, usize, usize),
 ) -> Result<()> {
     matmul_batched(
         s,
         ctx,
         NT,
-        scores_view(att, t, nh),
-        qkv_view(qkv, 0, t, c, hs),
-        qkv_view(qkv, 1, t, c, hs),
-        (b, nh),
+        scores_view(att, sl, t),
+        qkv_view(qkv, sl, 0, t, c, hs),
+        qkv_view(qkv, sl, 1, t, c, hs),
+        (sl.nb, sl.nh),
         t,
         hs,
         t,
     )?;
-    let label = format!("attention_softmax_forward {} <- {}", att.label, qkv.label);
+    let label = format!(
+        "attention_softmax_forward {} <- {} {}",
+        att.label,
+        qkv.label,
+        slice_label(sl)
+    );
+    let heads = sl.nb * sl.nh;
     s.dispatch(
         ctx,
         &ATTENTION_SOFTMAX_FORWARD,
         &[("RECOMPUTE", if recompute { 1.0 } else { 0.0 })],
         &label,
-        &[att.into(), stats.into()],
-        Some(&params(b, t, c, nh, hs)),
-        groups_1d(b * nh * t, 64),
+        &[att.rows_slot(0..heads, t * t), stats_slot(stats, sl, nh, t)],
+        Some(&params(sl.nb, t, c, sl.nh, hs)),
+        groups_1d(heads * t, 64),
+    )
+}
+
+/// "[rows 0..2, heads 0..12]": which slice a launch works on.
+fn slice_label(sl: AttentionSlice) -> String {
+    format!(
+        "[rows {}..{}, heads {}..{}]",
+        sl.b0,
+        sl.b0 + sl.nb,
+        sl.h0,
+        sl.h0 + sl.nh
     )
 }
 
@@ -264,23 +353,26 @@ pub fn attention_forward(
     if b * t == 0 {
         return Ok(());
     }
-    if matmul_form(ctx, b, t, c, nh) {
-        let att = scores(ctx, &format!("{}.att", out.label), b, nh, t)?;
+    if let Some(slices) = attention_slices(ctx, b, t, c, nh) {
+        let att = scores(ctx, &format!("{}.att", out.label), &slices, t)?;
         let dims = (b, t, c, nh, hs);
-        record_probs(s, ctx, &att, stats, qkv, false, dims)?;
-        // out = p·v per head, written into the head's columns of out.
-        return matmul_batched(
-            s,
-            ctx,
-            NN,
-            heads_view(out, t, c, hs),
-            scores_view(&att, t, nh),
-            qkv_view(qkv, 2, t, c, hs),
-            (b, nh),
-            t,
-            t,
-            hs,
-        );
+        for sl in slices {
+            record_probs(s, ctx, &att, stats, qkv, false, sl, dims)?;
+            // out = p·v per head, written into the head's columns of out.
+            matmul_batched(
+                s,
+                ctx,
+                NN,
+                heads_view(out, sl, t, c, hs),
+                scores_view(&att, sl, t),
+                qkv_view(qkv, sl, 2, t, c, hs),
+                (sl.nb, sl.nh),
+                t,
+                t,
+                hs,
+            )?;
+        }
+        return Ok(());
     }
     let wg = workgroup_size(t, hs);
     let constants = [("WG", wg as f64)];
@@ -340,8 +432,9 @@ pub fn attention_backward(
     if b * t == 0 {
         return Ok(());
     }
-    if matmul_form(ctx, b, t, c, nh) {
-        return record_backward_matmul(s, ctx, dqkv, dout, qkv, stats, (b, t, c, nh, hs));
+    if let Some(slices) = attention_slices(ctx, b, t, c, nh) {
+        let dims = (b, t, c, nh, hs);
+        return record_backward_matmul(s, ctx, dqkv, dout, qkv, stats, &slices, dims);
     }
     // D_t = Σ dout·out per head row, written by the dq launch and read by the dk/dv one.
     // Made once here, at record time; the bind groups keep it alive.
@@ -408,9 +501,10 @@ pub fn attention_backward(
     Ok(())
 }
 
-/// attention_backward in the matmul form: p is rebuilt from q, k and the stats, then
-/// dp = dout·vᵀ, ds·scale = softmax_backward(p, dp), and dv += pᵀ·dout,
-/// dq += ds·k, dk += dsᵀ·q, each a batched product over the heads.
+/// attention_backward in the matmul form, slice by slice: p is rebuilt from q, k and the
+/// stats, then dp = dout·vᵀ, ds·scale = softmax_backward(p, dp), and dv += pᵀ·dout,
+/// dq += ds·k, dk += dsᵀ·q, each a batched product over the slice's heads.
+#[allow(clippy::too_many_arguments)]
 fn record_backward_matmul(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -418,63 +512,46 @@ fn record_backward_matmul(
     dout: &Tensor,
     qkv: &Tensor,
     stats: &Tensor,
+    slices: &[AttentionSlice],
     dims: (usize, usize, usize, usize, usize),
 ) -> Result<()> {
-    let (b, t, c, nh, hs) = dims;
-    let att = scores(ctx, &format!("{}.att", stats.label), b, nh, t)?;
-    let datt = scores(ctx, &format!("{}.datt", stats.label), b, nh, t)?;
-    record_probs(s, ctx, &att, stats, qkv, true, dims)?;
-    let bh = (b, nh);
-    let (p, ds) = (scores_view(&att, t, nh), scores_view(&datt, t, nh));
-    let dout_h = heads_view(dout, t, c, hs);
-    matmul_batched(
-        s,
-        ctx,
-        NT,
-        ds,
-        dout_h,
-        qkv_view(qkv, 2, t, c, hs),
-        bh,
-        t,
-        hs,
-        t,
-    )?;
-    let label = format!("attention_softmax_backward {} <- {}", datt.label, att.label);
-    s.dispatch(
-        ctx,
-        &ATTENTION_SOFTMAX_BACKWARD,
-        &[],
-        &label,
-        &[(&datt).into(), (&att).into()],
-        Some(&params(b, t, c, nh, hs)),
-        groups_1d(b * nh * t, 64),
-    )?;
-    let dv = qkv_view(dqkv, 2, t, c, hs);
-    matmul_batched(s, ctx, TN_ACC, dv, p, dout_h, bh, t, t, hs)?;
-    let dq = qkv_view(dqkv, 0, t, c, hs);
-    matmul_batched(
-        s,
-        ctx,
-        NN_ACC,
-        dq,
-        ds,
-        qkv_view(qkv, 1, t, c, hs),
-        bh,
-        t,
-        t,
-        hs,
-    )?;
-    let dk = qkv_view(dqkv, 1, t, c, hs);
-    matmul_batched(
-        s,
-        ctx,
-        TN_ACC,
-        dk,
-        ds,
-        qkv_view(qkv, 0, t, c, hs),
-        bh,
-        t,
-        t,
-        hs,
-    )
+    let (_, t, c, _, hs) = dims;
+    let att = scores(ctx, &format!("{}.att", stats.label), slices, t)?;
+    let datt = scores(ctx, &format!("{}.datt", stats.label), slices, t)?;
+    for &sl in slices {
+        record_probs(s, ctx, &att, stats, qkv, true, sl, dims)?;
+        let bh = (sl.nb, sl.nh);
+        let (p, ds) = (scores_view(&att, sl, t), scores_view(&datt, sl, t));
+        let dout_h = heads_view(dout, sl, t, c, hs);
+        let v = qkv_view(qkv, sl, 2, t, c, hs);
+        matmul_batched(s, ctx, NT, ds, dout_h, v, bh, t, hs, t)?;
+        let label = format!(
+            "attention_softmax_backward {} <- {} {}",
+            datt.label,
+            att.label,
+            slice_label(sl)
+        );
+        let heads = sl.nb * sl.nh;
+        s.dispatch(
+            ctx,
+            &ATTENTION_SOFTMAX_BACKWARD,
+            &[],
+            &label,
+            &[
+                datt.rows_slot(0..heads, t * t),
+                att.rows_slot(0..heads, t * t),
+            ],
+            Some(&params(sl.nb, t, c, sl.nh, hs)),
+            groups_1d(heads * t, 64),
+        )?;
+        let dv = qkv_view(dqkv, sl, 2, t, c, hs);
+        matmul_batched(s, ctx, TN_ACC, dv, p, dout_h, bh, t, t, hs)?;
+        let dq = qkv_view(dqkv, sl, 0, t, c, hs);
+        let k = qkv_view(qkv, sl, 1, t, c, hs);
+        matmul_batched(s, ctx, NN_ACC, dq, ds, k, bh, t, t, hs)?;
+        let dk = qkv_view(dqkv, sl, 1, t, c, hs);
+        let q = qkv_view(qkv, sl, 0, t, c, hs);
+        matmul_batched(s, ctx, TN_ACC, dk, ds, q, bh, t, t, hs)?;
+    }
+    Ok(())
 }

@@ -98,10 +98,13 @@ pub struct ClassifierChunks {
     pub columns: usize,
     pub row_stats: Tensor, // (B·T, 3): running max, Σ exp(x - max), target's logit
     pub wte_chunk: Tensor, // (Vc, C): rows [v0, v0 + Vc) of wte; in the backward, then of dwte
-    pub bias_chunk: Tensor, // (Vc): bias[v0..v0 + Vc), then dbias's (read only with a bias)
+    /// (Vc): bias[v0..v0 + Vc), then dbias's; only for a classifier with a bias
+    /// ([`ClassifierChunks::with_bias`]).
+    pub bias_chunk: Option<Tensor>,
 }
 
 impl ClassifierChunks {
+    /// Scratch for a classifier without a bias (GPT-2's and the encoder–decoder's).
     pub fn new(ctx: &GpuContext, prefix: &str, bt: usize, c: usize, vc: usize) -> Result<Self> {
         if vc == 0 {
             return Err(Error::Invalid(
@@ -117,12 +120,42 @@ impl ClassifierChunks {
                 DType::F32,
             )?,
             wte_chunk: Tensor::zeros(ctx, &format!("{prefix}wte_chunk"), &[vc, c], DType::F32)?,
-            bias_chunk: Tensor::zeros(ctx, &format!("{prefix}bias_chunk"), &[vc], DType::F32)?,
+            bias_chunk: None,
+        })
+    }
+
+    /// Scratch for a classifier with a bias (V) (BERT's masked-LM decoder).
+    pub fn with_bias(
+        ctx: &GpuContext,
+        prefix: &str,
+        bt: usize,
+        c: usize,
+        vc: usize,
+    ) -> Result<Self> {
+        let chunks = Self::new(ctx, prefix, bt, c, vc)?;
+        let label = format!("{prefix}bias_chunk");
+        Ok(ClassifierChunks {
+            bias_chunk: Some(Tensor::zeros(ctx, &label, &[vc], DType::F32)?),
+            ..chunks
         })
     }
 
     pub fn all(&self) -> Vec<&Tensor> {
-        vec![&self.row_stats, &self.wte_chunk, &self.bias_chunk]
+        let mut v = vec![&self.row_stats, &self.wte_chunk];
+        v.extend(&self.bias_chunk);
+        v
+    }
+
+    /// The bias scratch paired with `bias`, or an error if these chunks have none.
+    fn bias_pair<'a, T>(&'a self, op: &str, bias: Option<T>) -> Result<Option<(T, &'a Tensor)>> {
+        match (bias, &self.bias_chunk) {
+            (None, _) => Ok(None),
+            (Some(b), Some(scratch)) => Ok(Some((b, scratch))),
+            (Some(_), None) => Err(Error::Invalid(format!(
+                "{op}: a classifier with a bias needs its scratch: make the chunks with \
+                 ClassifierChunks::with_bias"
+            ))),
+        }
     }
 }
 
@@ -363,7 +396,7 @@ pub fn classifier_crossentropy_forward(
         m * vc,
         "classifier_crossentropy_forward: logits chunk",
     )?;
-    let bias = bias.map(|b| (b, &chunks.bias_chunk));
+    let bias = chunks.bias_pair("classifier_crossentropy_forward", bias)?;
     for cols in vocab_chunks(v, vc) {
         let (v0, n) = (cols.start, cols.len());
         let w = &chunks.wte_chunk;
@@ -424,10 +457,10 @@ pub fn classifier_crossentropy_backward(
     )?;
     expect_numel(stats, STATS_LEN)?;
     let w = &chunks.wte_chunk;
-    let b = &chunks.bias_chunk;
+    let bias = chunks.bias_pair("classifier_crossentropy_backward", bias)?;
     for cols in vocab_chunks(v, vc) {
         let (v0, n) = (cols.start, cols.len());
-        let fb = bias.map(|(bias, _)| (bias, b));
+        let fb = bias.map(|((bias, _), b)| (bias, b));
         classifier_chunk_forward(s, ctx, logits, w, x, wte, fb, m, c, v, cols.clone())?;
         let chunk = prefix(logits, &[m, n]);
         crossentropy_chunk_backward_inplace(
@@ -443,7 +476,7 @@ pub fn classifier_crossentropy_backward(
             n,
             grad_scale,
         )?;
-        let db = bias.map(|(_, dbias)| (dbias, b));
+        let db = bias.map(|((_, dbias), b)| (dbias, b));
         classifier_chunk_backward(s, ctx, dx, dwte, db, w, logits, x, m, c, v, cols)?;
     }
     Ok(())

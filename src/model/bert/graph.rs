@@ -145,7 +145,8 @@ impl BertActs {
                     loss_stats: f32t("mlm.loss_stats".into(), &[STATS_LEN])?,
                     classifier: vc
                         .map(|vc| {
-                            ClassifierChunks::new(ctx, &format!("{prefix}mlm."), b * t, c, vc)
+                            let prefix = format!("{prefix}mlm.");
+                            ClassifierChunks::with_bias(ctx, &prefix, b * t, c, vc)
                         })
                         .transpose()?,
                 })
