@@ -179,6 +179,85 @@ fn tile_store(m0: u32, n0: u32, t: vec2<u32>, acc: ptr<function, Block>) {
 fn set_a_tile(kk: u32, mm: u32, v: f32) { a_tile[kk * TM4 + mm / 4u][mm % 4u] = v; }
 fn set_w_tile(kk: u32, nn: u32, v: f32) { w_tile[kk * TN4 + nn / 4u][nn % 4u] = v; }
 
+// Stage the a (TM×TK) and w (TK×TN) slices at k0 element by element (`matmul_forward`).
+fn stage_slices(m0: u32, n0: u32, k0: u32, li: u32) {
+    // Elements li, li + TWX·TWY, …, ordered so that neighbouring invocations read
+    // neighbouring addresses.
+    for (var e = li; e < 4u * TILE_A4; e += TWX * TWY) {
+        if (TRANS_A) {
+            let kk = e / TM; let mm = e % TM;
+            set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
+        } else {
+            let mm = e / TK; let kk = e % TK;
+            set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
+        }
+    }
+    for (var e = li; e < 4u * TILE_W4; e += TWX * TWY) {
+        if (TRANS_B) {
+            let nn = e / TK; let kk = e % TK;
+            set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
+        } else {
+            let kk = e / TN; let nn = e % TN;
+            set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
+        }
+    }
+}
+
+// op(a) as vec4 element i of the a4 view (gelu_new of each lane with A_GELU).
+fn a4_at(i: u32) -> vec4<f32> {
+    let v = a4[i];
+    if (A_GELU) { return vec4<f32>(gelu_new(v.x), gelu_new(v.y), gelu_new(v.z), gelu_new(v.w)); }
+    return v;
+}
+
+// Stage the slices at k0 a vec4 at a time (`matmul_forward_vec4`).
+fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
+    // A vec4 lies wholly inside or wholly outside the block (its extent along the vec4
+    // is a multiple of 4); outside reads zero.
+    for (var e = li; e < TILE_A4; e += TWX * TWY) {
+        if (TRANS_A) {
+            // a (K, M): 4 consecutive rows of op(a), one vec4 of the tile.
+            let kk = e / TM4; let q = e % TM4;
+            let k = k0 + kk; let m = m0 + 4u * q;
+            var v = vec4<f32>(0.0);
+            if (k < p.k && m < p.m) { v = a4_at((p.off_a + k * p.lda + m) / 4u); }
+            a_tile[e] = v;
+        } else {
+            // a (M, K): 4 consecutive k of one row, one lane in each of 4 tile rows.
+            let mm = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
+            let m = m0 + mm; let k = k0 + kk;
+            var v = vec4<f32>(0.0);
+            if (m < p.m && k < p.k) { v = a4_at((p.off_a + m * p.lda + k) / 4u); }
+            set_a_tile(kk, mm, v.x);
+            set_a_tile(kk + 1u, mm, v.y);
+            set_a_tile(kk + 2u, mm, v.z);
+            set_a_tile(kk + 3u, mm, v.w);
+        }
+    }
+    for (var e = li; e < TILE_W4; e += TWX * TWY) {
+        if (TRANS_B) {
+            // w (N, K): 4 consecutive k of one column of op(w).
+            let nn = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
+            let n = n0 + nn; let k = k0 + kk;
+            var v = vec4<f32>(0.0);
+            if (n < p.n && k < p.k) { v = vec4<f32>(w4[(p.off_w + n * p.ldw + k) / 4u]); }
+            set_w_tile(kk, nn, v.x);
+            set_w_tile(kk + 1u, nn, v.y);
+            set_w_tile(kk + 2u, nn, v.z);
+            set_w_tile(kk + 3u, nn, v.w);
+        } else {
+            // w (K, N): 4 consecutive columns, one vec4 of the tile.
+            let kk = e / TN4; let q = e % TN4;
+            let k = k0 + kk; let n = n0 + 4u * q;
+            var v = vec4<f32>(0.0);
+            if (k < p.k && n < p.n) { v = vec4<f32>(w4[(p.off_w + k * p.ldw + n) / 4u]); }
+            w_tile[e] = v;
+        }
+    }
+}
+
+// The two entry points differ only in how they stage a slice; each uses one view of the
+// a and w bindings (see above).
 @compute @workgroup_size(TWX, TWY)
 fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>,
@@ -187,39 +266,12 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
     let n0 = wg.x * TN;
     var acc: Block;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Stage the a (TM×TK) and w (TK×TN) slices element by element: elements li,
-        // li + TWX·TWY, …, ordered so that neighbouring invocations read neighbouring
-        // addresses.
-        for (var e = li; e < 4u * TILE_A4; e += TWX * TWY) {
-            if (TRANS_A) {
-                let kk = e / TM; let mm = e % TM;
-                set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
-            } else {
-                let mm = e / TK; let kk = e % TK;
-                set_a_tile(kk, mm, load_a(m0 + mm, k0 + kk));
-            }
-        }
-        for (var e = li; e < 4u * TILE_W4; e += TWX * TWY) {
-            if (TRANS_B) {
-                let nn = e / TK; let kk = e % TK;
-                set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
-            } else {
-                let kk = e / TN; let nn = e % TN;
-                set_w_tile(kk, nn, load_w(k0 + kk, n0 + nn));
-            }
-        }
+        stage_slices(m0, n0, k0, li);
         workgroupBarrier();
         tile_slice(k0, lid.xy, &acc);
         workgroupBarrier();
     }
     tile_store(m0, n0, lid.xy, &acc);
-}
-
-// op(a) as vec4 element i of the a4 view (gelu_new of each lane with A_GELU).
-fn a4_at(i: u32) -> vec4<f32> {
-    let v = a4[i];
-    if (A_GELU) { return vec4<f32>(gelu_new(v.x), gelu_new(v.y), gelu_new(v.z), gelu_new(v.w)); }
-    return v;
 }
 
 @compute @workgroup_size(TWX, TWY)
@@ -230,48 +282,7 @@ fn matmul_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>,
     let n0 = wg.x * TN;
     var acc: Block;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Stage the slices a vec4 at a time. A vec4 lies wholly inside or wholly outside
-        // the block (its extent along the vec4 is a multiple of 4); outside reads zero.
-        for (var e = li; e < TILE_A4; e += TWX * TWY) {
-            if (TRANS_A) {
-                // a (K, M): 4 consecutive rows of op(a), one vec4 of the tile.
-                let kk = e / TM4; let q = e % TM4;
-                let k = k0 + kk; let m = m0 + 4u * q;
-                var v = vec4<f32>(0.0);
-                if (k < p.k && m < p.m) { v = a4_at((p.off_a + k * p.lda + m) / 4u); }
-                a_tile[e] = v;
-            } else {
-                // a (M, K): 4 consecutive k of one row, one lane in each of 4 tile rows.
-                let mm = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
-                let m = m0 + mm; let k = k0 + kk;
-                var v = vec4<f32>(0.0);
-                if (m < p.m && k < p.k) { v = a4_at((p.off_a + m * p.lda + k) / 4u); }
-                set_a_tile(kk, mm, v.x);
-                set_a_tile(kk + 1u, mm, v.y);
-                set_a_tile(kk + 2u, mm, v.z);
-                set_a_tile(kk + 3u, mm, v.w);
-            }
-        }
-        for (var e = li; e < TILE_W4; e += TWX * TWY) {
-            if (TRANS_B) {
-                // w (N, K): 4 consecutive k of one column of op(w).
-                let nn = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
-                let n = n0 + nn; let k = k0 + kk;
-                var v = vec4<f32>(0.0);
-                if (n < p.n && k < p.k) { v = vec4<f32>(w4[(p.off_w + n * p.ldw + k) / 4u]); }
-                set_w_tile(kk, nn, v.x);
-                set_w_tile(kk + 1u, nn, v.y);
-                set_w_tile(kk + 2u, nn, v.z);
-                set_w_tile(kk + 3u, nn, v.w);
-            } else {
-                // w (K, N): 4 consecutive columns, one vec4 of the tile.
-                let kk = e / TN4; let q = e % TN4;
-                let k = k0 + kk; let n = n0 + 4u * q;
-                var v = vec4<f32>(0.0);
-                if (k < p.k && n < p.n) { v = vec4<f32>(w4[(p.off_w + k * p.ldw + n) / 4u]); }
-                w_tile[e] = v;
-            }
-        }
+        stage_slices_vec4(m0, n0, k0, li);
         workgroupBarrier();
         tile_slice(k0, lid.xy, &acc);
         workgroupBarrier();

@@ -41,9 +41,9 @@ pub struct MlmActs {
     pub hn: Tensor,         // (B, T, C): LayerNorm
     pub hn_mean: Tensor,    // (B, T)
     pub hn_rstd: Tensor,    // (B, T)
-    pub logits: Tensor, // (B, T, V), or (B·T, Vc) when chunked; overwritten by dlogits in backward
-    pub targets: Tensor, // (B, T) i32: original ids at masked positions, -100 elsewhere
-    pub losses: Tensor, // (B, T)
+    pub logits: Tensor,     // (B, T, V), or (B·T, Vc) chunked; dlogits after backward
+    pub targets: Tensor,    // (B, T) i32: original ids at masked positions, -100 elsewhere
+    pub losses: Tensor,     // (B, T)
     pub loss_stats: Tensor, // (4)
     /// The decoder fused with the loss over chunks of Vc vocabulary columns
     /// (`kernels::classifier`); `None`: whole logits.
