@@ -10,7 +10,8 @@
 // Values that change per step (lr, t and the bias corrections) are read from the step
 // buffer, which the host rewrites before each submit, so one recorded schedule serves
 // every step; clip_scale is read from the gradnorm state (shaders/gradnorm.wgsl) on the
-// GPU. Per parameter group values (weight decay) are per-launch params.
+// GPU, and so is the skip flag (norm_state[4], set by shaders/lossscale.wgsl when a
+// mixed-precision step overflowed). Per parameter group values (weight decay) are per-launch params.
 // Launcher: src/kernels/adamw.rs. CPU reference: src/reference/adamw.rs.
 
 // Mirrored by `AdamwStep` in src/kernels/adamw.rs (the host computes the bias
@@ -39,7 +40,7 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;      // (n) second moment
 @group(0) @binding(3) var<storage, read> grad: array<f32>;         // (n)
 @group(0) @binding(4) var<storage, read> step: AdamwStep;          // (8 words), per step
-@group(0) @binding(5) var<storage, read> norm_state: array<f32>;   // (4): [1] is clip_scale
+@group(0) @binding(5) var<storage, read> norm_state: array<f32>;   // (5): [1] is clip_scale, [4] skip
 @group(0) @binding(6) var<uniform> p: AdamwParams;
 
 @compute @workgroup_size(WG)
@@ -47,7 +48,8 @@ fn adamw_update(@builtin(workgroup_id) wg: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
     let i = linear_workgroup(wg, nwg) * WG + li;
-    if (i >= p.n) {
+    // A step the mixed path's loss scaling skips (an f16 overflow) changes nothing.
+    if (i >= p.n || norm_state[4] != 0.0) {
         return;
     }
     let g = grad[i] * norm_state[1];

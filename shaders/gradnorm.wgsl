@@ -1,7 +1,8 @@
 // gradnorm.wgsl: the global L2 norm of all parameter gradients and the clip scale of
 // torch.nn.utils.clip_grad_norm_, in two deterministic passes (no atomics):
 //   gradnorm_partial  partials[slot_offset + w] = Σ grad² over block w of one gradient
-//   gradnorm_finish   norm_state = [norm, clip_scale, Σ grad², max_norm] from all partials
+//   gradnorm_finish   norm_state = [norm, clip_scale, Σ grad², max_norm, 0] from all partials
+//                     (word 4, skip, is set by shaders/lossscale.wgsl on the mixed path)
 // Pass 1 runs once per gradient tensor (once per binding chunk of a large one); workgroup
 // w sums the block of WG·ITEMS elements starting at w·WG·ITEMS and alone writes its slot
 // of the shared partials buffer. Pass 2 is one workgroup that sums every slot in a fixed
@@ -72,7 +73,7 @@ fn gradnorm_partial(@builtin(workgroup_id) wg: vec3<u32>,
     }
 }
 
-@group(0) @binding(0) var<storage, read_write> norm_state: array<f32>;  // (4): norm, clip_scale, Σ grad², max_norm
+@group(0) @binding(0) var<storage, read_write> norm_state: array<f32>;  // (5): norm, clip_scale, Σ grad², max_norm, skip
 @group(0) @binding(1) var<storage, read> finish_partials: array<f32>;   // (n_partials)
 @group(0) @binding(2) var<uniform> finish_p: GradnormFinishParams;
 
@@ -94,5 +95,6 @@ fn gradnorm_finish(@builtin(local_invocation_index) li: u32) {
         norm_state[1] = clip_scale;
         norm_state[2] = sum_sq;
         norm_state[3] = finish_p.max_norm;
+        norm_state[4] = 0.0;  // skip: set only by the mixed path's loss_scale_update
     }
 }

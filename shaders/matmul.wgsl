@@ -21,10 +21,12 @@
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
 // training step zeroes gradients once per step.
 // Weights are kept in Hugging Face Conv1D layout, (C, OC) = (K, N), row-major.
-// `w` is stored as W_T, defined in front of this file by the launcher's shader variant
-// (src/kernels/mod.rs): f32, or f16 (`matmul[w f16]`, weights kept in half precision for
-// the f16 path); every value of w is widened to f32 as it is loaded, and all arithmetic
-// and accumulation is f32, so the f16 variant differs only in w's rounding.
+// `a` and `w` are stored as A_T and W_T, defined in front of this file by the launcher's
+// shader variant (src/kernels/mod.rs): both f32; w f16 (`matmul[w f16]`, the f16 path's
+// weight copies); or both f16 (`matmul[a f16, w f16]`, the mixed path's matmuls, whose
+// activations and gradients are f16 at the matmul inputs). Every value is widened to f32
+// as it is loaded, and all arithmetic and accumulation is f32, so the variants differ
+// only in the operands' rounding. out and bias are always f32.
 //
 // Sub-blocks: every operand is addressed as base + row·ld + column, so one launch can
 // compute a block of a larger product. The launcher splits operands bigger than one
@@ -54,7 +56,7 @@ override ACCUMULATE: bool = false;
 override A_GELU: bool = false;  // op(a) is gelu_new of what a holds
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
-@group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
+@group(0) @binding(1) var<storage, read> a: array<A_T>;          // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(2) var<storage, read> w: array<W_T>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: MatmulParams;
@@ -62,8 +64,9 @@ override A_GELU: bool = false;  // op(a) is gelu_new of what a holds
 // Element i of the a binding as op(a) sees it: gelu_new(a[i]) with A_GELU. Every kernel
 // reads a through here.
 fn a_at(i: u32) -> f32 {
-    if (A_GELU) { return gelu_new(a[i]); }
-    return a[i];
+    let x = f32(a[i]);
+    if (A_GELU) { return gelu_new(x); }
+    return x;
 }
 
 // op(a)[m, k] and op(w)[k, n] of this launch's block, zero outside it.
@@ -127,7 +130,7 @@ const RB_MAX: u32 = 8u;
 // compilers unroll them and keep the block in registers.
 alias Block = array<vec4<f32>, 16>;  // RB_MAX · RB_MAX / 4
 
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;  // a viewed as vec4 (same binding)
+@group(0) @binding(1) var<storage, read> a4: array<vec4<A_T>>;  // a viewed as vec4 (same binding)
 
 // acc += a_tile row kk ⊗ w_tile row kk, for invocation t = (tx, ty).
 fn tile_fma(kk: u32, t: vec2<u32>, acc: ptr<function, Block>) {
@@ -205,7 +208,7 @@ fn stage_slices(m0: u32, n0: u32, k0: u32, li: u32) {
 
 // op(a) as vec4 element i of the a4 view (gelu_new of each lane with A_GELU).
 fn a4_at(i: u32) -> vec4<f32> {
-    let v = a4[i];
+    let v = vec4<f32>(a4[i]);
     if (A_GELU) { return vec4<f32>(gelu_new(v.x), gelu_new(v.y), gelu_new(v.z), gelu_new(v.w)); }
     return v;
 }

@@ -49,7 +49,7 @@ override SG: u32 = 8u;  // the device's subgroup size (min = max); lanes per wor
 const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels/matmul.rs
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
-@group(0) @binding(1) var<storage, read> a: array<f32>;          // (M, K), or (K, M) if TRANS_A
+@group(0) @binding(1) var<storage, read> a: array<A_T>;          // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(2) var<storage, read> w: array<W_T>;          // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: SubgroupParams;
@@ -61,8 +61,9 @@ fn sg_a(oa: u32, m: u32, k: u32) -> f32 {
     if (k >= p.k) { return 0.0; }
     let mm = min(m, p.m - 1u);
     let i = select(oa + mm * p.lda + k, oa + k * p.lda + mm, TRANS_A);
-    if (A_GELU) { return gelu_new(a[i]); }
-    return a[i];
+    let x = f32(a[i]);
+    if (A_GELU) { return gelu_new(x); }
+    return x;
 }
 
 // op(w)[k, n .. n + 4]; columns past the block re-read its last column (not stored).

@@ -17,7 +17,9 @@ use wgformer::model::gpt2::{record_forward, Activations, Gpt2, OptimConfig, Trai
 use wgformer::model::half::Precision;
 use wgformer::model::params::gpt2_param_specs;
 use wgformer::parity::parity_gpt2_in;
-use wgformer::reference::{cast as cpu_cast, decode as cpu_decode, matmul as cpu};
+use wgformer::reference::{
+    cast as cpu_cast, decode as cpu_decode, gelu as cpu_gelu, matmul as cpu,
+};
 use wgformer::rng::Rng;
 use wgformer::testing::{
     assert_close64, assert_report, on_each_matmul_kernel, reopen, test_contexts, to_f64,
@@ -119,19 +121,23 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// out (+)= op(a) · op(w16) (+ bias) in every form, against the reference with w rounded.
-fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+/// out (+)= op(a) · op(w16) (+ bias) in every form, against the reference with w rounded;
+/// with `half_a`, a stored in f16 too (the mixed path) and rounded in the reference.
+fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize), half_a: bool) {
     let a = rng.vec_uniform(m * k, -1.0, 1.0); // (M, K)
     let w = rng.vec_normal(k * n, 0.5); // (K, N)
     let bias = rng.vec_uniform(n, -0.5, 0.5);
     let prior = rng.vec_uniform(m * n, -1.0, 1.0);
     let w16 = rounded(&w);
-    for (trans_a, trans_b, accumulate, with_bias) in [
-        (false, false, false, true),
-        (false, true, false, false),
-        (false, true, true, false),
-        (true, false, true, false),
-        (false, false, true, false),
+    let a_ref = if half_a { rounded(&a) } else { to_f64(&a) };
+    for (trans_a, trans_b, accumulate, with_bias, a_gelu) in [
+        (false, false, false, true, false),
+        (false, true, false, false, false),
+        (false, true, true, false, false),
+        (true, false, true, false, false),
+        (false, false, true, false, false),
+        (false, false, false, true, true),
+        (true, false, true, false, true),
     ] {
         let a_stored = if trans_a {
             transpose(&a, m, k)
@@ -143,7 +149,11 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
         } else {
             w.clone()
         };
-        let ta = Tensor::from_f32(ctx, "a", &[a.len()], &a_stored).unwrap();
+        let ta = if half_a {
+            Tensor::from_f32_as_f16(ctx, "a16", &[a.len()], &a_stored).unwrap()
+        } else {
+            Tensor::from_f32(ctx, "a", &[a.len()], &a_stored).unwrap()
+        };
         let tw = Tensor::from_f32_as_f16(ctx, "w16", &[w.len()], &w_stored).unwrap();
         let tb = Tensor::from_f32(ctx, "bias", &[n], &bias).unwrap();
         let to = Tensor::from_f32(ctx, "out", &[m, n], &prior).unwrap();
@@ -151,18 +161,22 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
             trans_a,
             trans_b,
             accumulate,
-            a_gelu: false,
+            a_gelu,
         };
         let mut s = Schedule::new("gemm f16");
         let b = with_bias.then_some(&tb);
         gemm.record(&mut s, ctx, &to, &ta, &tw, b, m, k, n).unwrap();
         s.run(ctx);
         let got = ctx.block_on(to.read_f32(ctx)).unwrap();
+        let mut op_a = a_ref.clone();
+        if a_gelu {
+            cpu_gelu::gelu_forward(&mut op_a, &a_ref, m * k);
+        }
         let mut want = vec![0f64; m * n];
         let b64 = to_f64(&bias);
         cpu::matmul_forward(
             &mut want,
-            &to_f64(&a),
+            &op_a,
             &w16,
             with_bias.then_some(b64.as_slice()),
             m,
@@ -175,7 +189,7 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
             }
         }
         let name = format!(
-            "{} {:?} f16 w {gemm:?} bias {with_bias} {m}x{k}x{n}",
+            "{} {:?} f16 w, f16 a {half_a}, {gemm:?} bias {with_bias} {m}x{k}x{n}",
             ctx.adapter_name(),
             ctx.matmul_kernel()
         );
@@ -183,9 +197,10 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
     }
 }
 
-/// Every matmul family with w in f16: the tiled and gemv kernels (GPUs), rows and
-/// gemv_cols (CPU adapters), subgroup (CPU adapters with subgroups), with tails in
-/// every dimension and M ≤ 4 (decoding).
+/// Every matmul family with w in f16, and with a and w in f16: the tiled and gemv
+/// kernels (GPUs), rows and gemv_cols (CPU adapters), subgroup (CPU adapters with
+/// subgroups), with tails in every dimension and M ≤ 4 (decoding), each form with and
+/// without the GELU on a.
 #[test]
 fn matmul_with_f16_weights_matches_reference() {
     for ctx in f16_contexts() {
@@ -198,7 +213,9 @@ fn matmul_with_f16_weights_matches_reference() {
                 (65, 132, 68),
                 (40, 48, 101),
             ] {
-                check_forms(ctx, &mut rng, size);
+                for half_a in [false, true] {
+                    check_forms(ctx, &mut rng, size, half_a);
+                }
             }
         });
     }
@@ -265,7 +282,7 @@ fn f16_is_refused_where_only_f32_is_read() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("a16") && err.contains("expected dtype f32"),
+            err.contains("a16") && err.contains("f16 a needs f16 w"),
             "{err}"
         );
     }
@@ -533,5 +550,60 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
             la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()) && la.len() == lb.len(),
             "resumed f16 losses differ:\n{la:?}\n{lb:?}"
         );
+    }
+}
+
+/// The gpt2-tiny fixture through the mixed path (every block matmul reading f16
+/// activations, gradients and weights, with loss scaling) against transformers: logits,
+/// loss, all 28 gradients (unscaled), 10 AdamW steps and greedy decoding, with 16x f32's
+/// tolerances; its matmuls ran on f16 copies of the activations and gradients.
+#[test]
+fn mixed_parity_with_transformers_on_gpt2_tiny() {
+    for ctx in f16_contexts() {
+        for chunk in [ClassifierChunk::Whole, ClassifierChunk::Columns(32)] {
+            let report = ctx
+                .block_on(parity_gpt2_in(&ctx, &fixture(), chunk, Precision::Mixed))
+                .unwrap();
+            let label = format!("{} mixed {chunk:?}", ctx.adapter_name());
+            assert_report(&label, &report);
+        }
+        // The step's matmuls read the f16 copies: forward and backward, every block.
+        let model = Gpt2::load(&ctx, &fixture())
+            .unwrap()
+            .with_precision(&ctx, Precision::Mixed)
+            .unwrap();
+        let n_layer = model.config.n_layer;
+        let trainer = Trainer::new(&ctx, model, 2, 8, OptimConfig::default()).unwrap();
+        let mut s = Schedule::new("mixed forward+backward");
+        record_forward(&mut s, &ctx, &trainer.model, &trainer.acts).unwrap();
+        wgformer::model::gpt2::record_loss(&mut s, &ctx, &trainer.model.config, &trainer.acts)
+            .unwrap();
+        wgformer::model::gpt2::record_backward(
+            &mut s,
+            &ctx,
+            &trainer.model,
+            &trainer.grads,
+            &trainer.acts,
+            &trainer.dacts,
+        )
+        .unwrap();
+        let labels = s.launch_labels();
+        for l in 0..n_layer {
+            for name in [
+                format!("<- act.h.{l}.ln1 (f16)"),
+                format!("<- act.h.{l}.atty (f16)"),
+                format!("<- act.h.{l}.ln2 (f16)"),
+                format!("<- gelu(act.h.{l}.fch (f16))"),
+                format!("<- grad.h.{l}.qkv (f16)"),
+                format!("<- grad.h.{l}.attproj (f16)"),
+                format!("<- grad.h.{l}.fch (f16)"),
+                format!("<- grad.h.{l}.fcproj (f16)"),
+            ] {
+                assert!(
+                    labels.iter().any(|x| x.contains(&name)),
+                    "no matmul reads {name}: {labels:#?}"
+                );
+            }
+        }
     }
 }

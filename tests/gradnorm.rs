@@ -147,9 +147,9 @@ fn gradnorm_errors_name_the_tensor() {
 #[test]
 fn gradnorm_reference_is_clip_grad_norm() {
     // ‖(3, 4)‖ = 5; clip_grad_norm_(max_norm=1) scales by 1 / (5 + 1e-6).
-    let mut st = [0f64; 4];
+    let mut st = [0f64; 5];
     cpu::gradnorm(&mut st, &[&[3.0], &[4.0]], 1.0);
-    assert_eq!(st, [5.0, 1.0 / (5.0 + 1e-6), 25.0, 1.0]);
+    assert_eq!(st, [5.0, 1.0 / (5.0 + 1e-6), 25.0, 1.0, 0.0]);
     cpu::gradnorm(&mut st, &[&[3.0], &[4.0]], 0.0);
     assert_eq!(st[1], 1.0);
     cpu::gradnorm(&mut st, &[&[3.0], &[4.0]], 6.0);

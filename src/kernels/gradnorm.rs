@@ -49,8 +49,12 @@ const ITEMS: usize = 16;
 /// Elements one partial slot covers.
 const BLOCK: usize = WG * ITEMS;
 
-/// Words of the norm state: `[norm, clip_scale, Σ g², max_norm]`.
-pub const NORM_STATE_LEN: usize = 4;
+/// Words of the norm state: `[norm, clip_scale, Σ g², max_norm, skip]`; skip (1.0: AdamW
+/// leaves every parameter and moment as it is) is written 0 by `gradnorm_finish` and set
+/// only by the mixed path's `kernels::lossscale` on an overflow.
+pub const NORM_STATE_LEN: usize = 5;
+/// Index of the skip flag in the norm state.
+pub const SKIP: usize = 4;
 /// Index of the global gradient norm in the norm state.
 pub const NORM: usize = 0;
 /// Index of the clip scale (1 when clipping is off or does not bite) in the norm state.
@@ -112,7 +116,7 @@ pub fn gradnorm_partial(
     Ok(())
 }
 
-/// norm_state (4) = [norm, clip_scale, Σ g², max_norm] with Σ g² = Σ partials[..n_partials],
+/// norm_state (5) = [norm, clip_scale, Σ g², max_norm, 0] with Σ g² = Σ partials[..n_partials],
 /// norm = sqrt(Σ g²), clip_scale = min(1, max_norm / (norm + 1e-6)), or 1 if max_norm <= 0.
 pub fn gradnorm_finish(
     s: &mut Schedule,
@@ -184,7 +188,7 @@ impl GradNorm {
             ctx,
             "gradnorm state",
             &[NORM_STATE_LEN],
-            &[0.0, 1.0, 0.0, 0.0],
+            &[0.0, 1.0, 0.0, 0.0, 0.0],
         )?;
         Ok(GradNorm {
             partials,

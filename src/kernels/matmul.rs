@@ -19,7 +19,10 @@ use bytemuck::{Pod, Zeroable};
 use super::cast::expect_f16;
 use super::{
     expect_dtype, expect_numel, groups_1d,
-    shaders::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16},
+    shaders::{
+        MATMUL, MATMUL_F16, MATMUL_F16_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16,
+        MATMUL_SUBGROUP_F16_F16,
+    },
 };
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
@@ -345,14 +348,24 @@ impl Gemm {
             expect_dtype(b, DType::F32)?;
         }
         expect_dtype(out, DType::F32)?;
-        expect_dtype(a, DType::F32)?;
-        // w may be f16 (the f16 path's weight copies): the same kernels, compiled with
-        // w stored as f16 and widened on load.
+        // w may be f16 (the f16 path's weight copies), and then a too (the mixed path's
+        // activations and gradients): the same kernels, compiled with the operands
+        // stored as f16 and widened on load.
         let half = w.dtype == DType::F16;
+        let half_a = a.dtype == DType::F16;
         if half {
             expect_f16("matmul", ctx)?;
         } else {
             expect_dtype(w, DType::F32)?;
+        }
+        if half_a && !half {
+            return Err(Error::Invalid(format!(
+                "matmul {} <- {} · {}: a is f16 but w is f32; f16 a needs f16 w",
+                out.label, a.label, w.label
+            )));
+        }
+        if !half_a {
+            expect_dtype(a, DType::F32)?;
         }
         if m == 0 || n == 0 {
             return Ok(());
@@ -499,10 +512,11 @@ impl Gemm {
                     let half_desc;
                     let desc = if half {
                         half_desc = KernelDesc {
-                            shader: if subgroup.is_some() {
-                                &MATMUL_SUBGROUP_F16
-                            } else {
-                                &MATMUL_F16
+                            shader: match (subgroup.is_some(), half_a) {
+                                (true, true) => &MATMUL_SUBGROUP_F16_F16,
+                                (true, false) => &MATMUL_SUBGROUP_F16,
+                                (false, true) => &MATMUL_F16_F16,
+                                (false, false) => &MATMUL_F16,
                             },
                             ..*desc
                         };

@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod gradnorm;
 pub mod layernorm;
+pub mod lossscale;
 pub mod matmul;
 pub mod mha;
 pub mod peak;
@@ -41,29 +42,45 @@ pub mod shaders {
         prelude: "",
         source: include_str!("../../shaders/elementwise.wgsl"),
     };
-    /// The matmul shaders are written over `W_T`, the element type `w` is stored in:
-    /// f32, or f16 in the `_F16` variants (same source), which need `shader-f16`.
+    /// The matmul shaders are written over `A_T` and `W_T`, the element types `a` and `w`
+    /// are stored in: both f32; `w` f16 in the `_F16` variants (the f16 path's weight
+    /// copies); both f16 in the `_F16_F16` variants (the mixed path). Same source; the
+    /// f16 ones need `shader-f16`.
+    const AW_F32: &str = "alias A_T = f32;\nalias W_T = f32;";
+    const W_F16_ONLY: &str = "enable f16;\nalias A_T = f32;\nalias W_T = f16;";
+    const AW_F16: &str = "enable f16;\nalias A_T = f16;\nalias W_T = f16;";
+    /// `decode_logits` reads wte as `W_T` (it has no `a`).
     const W_F32: &str = "alias W_T = f32;";
     const W_F16: &str = "enable f16;\nalias W_T = f16;";
     pub static MATMUL: Shader = Shader {
         name: "matmul",
-        prelude: W_F32,
+        prelude: AW_F32,
         source: include_str!("../../shaders/matmul.wgsl"),
     };
     pub static MATMUL_F16: Shader = Shader {
         name: "matmul[w f16]",
-        prelude: W_F16,
+        prelude: W_F16_ONLY,
+        source: MATMUL.source,
+    };
+    pub static MATMUL_F16_F16: Shader = Shader {
+        name: "matmul[a f16, w f16]",
+        prelude: AW_F16,
         source: MATMUL.source,
     };
     /// Only compiled on devices with fixed-size subgroups.
     pub static MATMUL_SUBGROUP: Shader = Shader {
         name: "matmul_subgroup",
-        prelude: W_F32,
+        prelude: AW_F32,
         source: include_str!("../../shaders/matmul_subgroup.wgsl"),
     };
     pub static MATMUL_SUBGROUP_F16: Shader = Shader {
         name: "matmul_subgroup[w f16]",
-        prelude: W_F16,
+        prelude: W_F16_ONLY,
+        source: MATMUL_SUBGROUP.source,
+    };
+    pub static MATMUL_SUBGROUP_F16_F16: Shader = Shader {
+        name: "matmul_subgroup[a f16, w f16]",
+        prelude: AW_F16,
         source: MATMUL_SUBGROUP.source,
     };
     /// Needs `shader-f16`.
@@ -127,6 +144,12 @@ pub mod shaders {
         prelude: "",
         source: include_str!("../../shaders/gradnorm.wgsl"),
     };
+    /// The mixed path's dynamic loss scaling (f32 arithmetic: compiles everywhere).
+    pub static LOSS_SCALE: Shader = Shader {
+        name: "lossscale",
+        prelude: "",
+        source: include_str!("../../shaders/lossscale.wgsl"),
+    };
 
     pub static DROPOUT: Shader = Shader {
         name: "dropout",
@@ -160,15 +183,15 @@ pub mod shaders {
         source: include_str!("../../shaders/pool.wgsl"),
     };
 
-    /// The shaders that need `shader-f16` (not `MATMUL_SUBGROUP_F16`, which also needs
-    /// subgroups).
-    pub fn f16() -> [&'static Shader; 3] {
-        [&MATMUL_F16, &DECODE_F16, &CAST]
+    /// The shaders that need `shader-f16` (not the `MATMUL_SUBGROUP_F16` variants, which
+    /// also need subgroups).
+    pub fn f16() -> [&'static Shader; 4] {
+        [&MATMUL_F16, &MATMUL_F16_F16, &DECODE_F16, &CAST]
     }
 
     /// Every shader any device compiles (not `MATMUL_SUBGROUP`, which needs subgroups,
     /// nor those of [`f16`]).
-    pub fn all() -> [&'static Shader; 18] {
+    pub fn all() -> [&'static Shader; 19] {
         [
             &ELEMENTWISE,
             &MATMUL,
@@ -181,6 +204,7 @@ pub mod shaders {
             &SAMPLING,
             &ADAMW,
             &GRADNORM,
+            &LOSS_SCALE,
             &DROPOUT,
             &DECODE,
             &PEAK,

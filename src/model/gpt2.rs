@@ -26,17 +26,20 @@ use crate::kernels::dropout::{
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
 use crate::kernels::gelu::gelu_backward;
 use crate::kernels::gradnorm::GradNorm;
+use crate::kernels::lossscale::{
+    loss_scale_apply, LossScaleConfig, LossScaleState, LossScaler,
+};
 use crate::kernels::layernorm::{
     layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
 };
 use crate::kernels::matmul::{
-    classifier_backward, classifier_forward, matmul_backward, matmul_backward_gelu_in,
-    matmul_forward, matmul_forward_gelu_in,
+    classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
+    matmul_backward_gelu_in, matmul_forward, matmul_forward_gelu_in,
 };
 use crate::kernels::sampling::argmax_forward;
 use crate::model::checkpoint::{load_gpt2_safetensors, save_gpt2_safetensors, write_atomic};
 use crate::model::config::Gpt2Config;
-use crate::model::half::{HalfWeights, Precision};
+use crate::model::half::{matmul_input, HalfLayerActs, HalfLayerGrads, HalfWeights, Precision};
 use crate::model::optim::{record_update, slots};
 use crate::model::params::{gpt2_param_specs, init_params};
 use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
@@ -52,6 +55,9 @@ pub struct Gpt2 {
     /// The f16 path ([`Gpt2::with_precision`]): f16 copies of the matmul weights, and
     /// `params` with each block's matrices swapped for them. `None` in f32.
     pub half: Option<(HalfWeights, ParamTensors)>,
+    /// F32, F16 (`half` set) or Mixed (`half` set, and trainers add f16 activations and
+    /// loss scaling).
+    precision: Precision,
 }
 
 impl Gpt2 {
@@ -80,6 +86,7 @@ impl Gpt2 {
             config,
             params,
             half: None,
+            precision: Precision::F32,
         })
     }
 
@@ -87,9 +94,10 @@ impl Gpt2 {
     /// every matmul weight are made and filled now (one submit), and kept in step by the
     /// training step. Errors for f16 where the adapter lacks `shader-f16`.
     pub fn with_precision(mut self, ctx: &GpuContext, precision: Precision) -> Result<Self> {
+        self.precision = precision;
         self.half = match precision {
             Precision::F32 => None,
-            Precision::F16 => {
+            Precision::F16 | Precision::Mixed => {
                 let half = HalfWeights::new(ctx, &self.params)?;
                 let view = half.compute_view(&self.params);
                 Some((half, view))
@@ -100,10 +108,7 @@ impl Gpt2 {
     }
 
     pub fn precision(&self) -> Precision {
-        match self.half {
-            Some(_) => Precision::F16,
-            None => Precision::F32,
-        }
+        self.precision
     }
 
     /// The parameters the passes read: `params`, or with f16 the view whose block
@@ -242,6 +247,9 @@ pub struct Activations {
     pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
     /// The classifier fused with the loss over chunks of Vc columns; `None`: whole logits.
     pub classifier: Option<ClassifierChunks>,
+    /// The mixed path ([`Activations::add_half`]): each block's f16 copies of its matmul
+    /// inputs, which the forward then casts and its matmuls read.
+    pub half: Option<Vec<HalfLayerActs>>,
 }
 
 fn f32t(ctx: &GpuContext, label: String, shape: &[usize]) -> Result<Tensor> {
@@ -328,7 +336,19 @@ impl Activations {
             classifier: vc
                 .map(|vc| ClassifierChunks::new(ctx, prefix, b * t, c, vc))
                 .transpose()?,
+            half: None,
         })
+    }
+
+    /// Add the f16 copies of the matmul inputs the mixed path reads (named with the
+    /// same `prefix` as the rest); the forward pass then needs a model with f16 weights.
+    pub fn add_half(&mut self, ctx: &GpuContext, cfg: &Gpt2Config, prefix: &str) -> Result<()> {
+        let dims = (self.b, self.t, cfg.n_embd, cfg.mlp_width());
+        let layers = (0..cfg.n_layer)
+            .map(|l| HalfLayerActs::new(ctx, prefix, l, dims))
+            .collect::<Result<Vec<_>>>()?;
+        self.half = Some(layers);
+        Ok(())
     }
 
     pub fn all(&self) -> Vec<&Tensor> {
@@ -361,6 +381,9 @@ impl Activations {
         ]);
         if let Some(ch) = &self.classifier {
             v.extend(ch.all());
+        }
+        for h in self.half.iter().flatten() {
+            v.extend(h.all());
         }
         v
     }
@@ -441,6 +464,9 @@ pub struct GradActivations {
     pub dencoded: Tensor, // (B, T, C)
     pub layers: Vec<LayerGrads>,
     pub dlnf: Tensor, // (B, T, C)
+    /// The mixed path ([`GradActivations::add_half`]): each block's f16 copies of the
+    /// output gradients its matmuls' backward reads.
+    pub half: Option<Vec<HalfLayerGrads>>,
 }
 
 impl GradActivations {
@@ -468,7 +494,24 @@ impl GradActivations {
             dencoded: f32t(ctx, "grad.encoded".into(), &btc)?,
             layers,
             dlnf: f32t(ctx, "grad.lnf".into(), &btc)?,
+            half: None,
         })
+    }
+
+    /// Add the f16 copies of the matmul output gradients the mixed path reads.
+    pub fn add_half(
+        &mut self,
+        ctx: &GpuContext,
+        cfg: &Gpt2Config,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
+        let dims = (b, t, cfg.n_embd, cfg.mlp_width());
+        let layers = (0..cfg.n_layer)
+            .map(|l| HalfLayerGrads::new(ctx, l, dims))
+            .collect::<Result<Vec<_>>>()?;
+        self.half = Some(layers);
+        Ok(())
     }
 
     pub fn all(&self) -> Vec<&Tensor> {
@@ -486,6 +529,9 @@ impl GradActivations {
                 &l.dfcproj,
                 &l.dresidual3,
             ]);
+        }
+        for h in self.half.iter().flatten() {
+            v.extend(h.all());
         }
         v
     }
@@ -549,6 +595,7 @@ pub fn record_forward_dropout(
     );
     let eps = cfg.layer_norm_epsilon as f32;
     let bt = b * t;
+    let half = half_inputs(model, a.half.as_deref(), "forward")?;
     let drop = |s: &mut Schedule, x: &Tensor, site: u32| match dropout {
         Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
         None => Ok(()),
@@ -575,11 +622,14 @@ pub fn record_forward_dropout(
         } else {
             &a.layers[l - 1].residual3
         };
+        // Each matmul reads its input, or on the mixed path that input's f16 copy.
+        let hx = half.map(|h| &h[l]);
+        let ln1 = matmul_input(s, ctx, &x.ln1, hx.map(|h| &h.ln1))?;
         matmul_forward(
             s,
             ctx,
             &x.qkv,
-            &x.ln1,
+            ln1,
             &w.c_attn_w,
             Some(&w.c_attn_b),
             bt,
@@ -587,11 +637,12 @@ pub fn record_forward_dropout(
             3 * c,
         )?;
         attention_forward(s, ctx, &x.atty, &x.att_stats, &x.qkv, b, t, c, nh)?;
+        let atty = matmul_input(s, ctx, &x.atty, hx.map(|h| &h.atty))?;
         matmul_forward(
             s,
             ctx,
             &x.attproj,
-            &x.atty,
+            atty,
             &w.c_proj_w,
             Some(&w.c_proj_b),
             bt,
@@ -615,13 +666,15 @@ pub fn record_forward_dropout(
             c,
             eps,
         )?;
-        matmul_forward(s, ctx, &x.fch, &x.ln2, &w.c_fc_w, Some(&w.c_fc_b), bt, c, f)?;
+        let ln2 = matmul_input(s, ctx, &x.ln2, hx.map(|h| &h.ln2))?;
+        matmul_forward(s, ctx, &x.fch, ln2, &w.c_fc_w, Some(&w.c_fc_b), bt, c, f)?;
         // fcproj = gelu(fch) · W_proj + b: the GELU applied as fch is loaded.
+        let fch = matmul_input(s, ctx, &x.fch, hx.map(|h| &h.fch))?;
         matmul_forward_gelu_in(
             s,
             ctx,
             &x.fcproj,
-            &x.fch,
+            fch,
             &w.mlp_proj_w,
             Some(&w.mlp_proj_b),
             bt,
@@ -653,6 +706,22 @@ pub fn record_forward_dropout(
             s, ctx, ch, &a.logits, &a.lnf, &p.wte, None, &a.targets, bt, c, v,
         ),
     }
+}
+
+/// The f16 copies of the matmul inputs a pass of `model` reads: those of `half` (the
+/// mixed path), which need the model's f16 weights; `None` without them.
+fn half_inputs<'a>(
+    model: &Gpt2,
+    half: Option<&'a [HalfLayerActs]>,
+    pass: &str,
+) -> Result<Option<&'a [HalfLayerActs]>> {
+    if half.is_some() && model.half.is_none() {
+        return Err(Error::Invalid(format!(
+            "{pass}: the activations hold f16 copies of the matmul inputs (the mixed path), \
+             but the model has no f16 weights; make it with_precision(Precision::Mixed)"
+        )));
+    }
+    Ok(half)
 }
 
 /// Record the loss: per-position cross-entropy and its mean over counted positions,
@@ -719,6 +788,25 @@ pub fn record_backward_with(
         cfg.mlp_width(),
     );
     let bt = b * t;
+    let half = half_inputs(model, a.half.as_deref(), "backward")?;
+    let half_grads = match (half, d.half.as_deref()) {
+        (None, _) => None,
+        (Some(_), Some(hd)) => Some(hd),
+        (Some(_), None) => {
+            return Err(Error::Invalid(
+                "the mixed path's backward needs gradient activations with f16 copies \
+                 (GradActivations::add_half)"
+                    .into(),
+            ))
+        }
+    };
+    // On the mixed path a matmul's dbias is added from the f32 dout, not its f16 copy:
+    // `matmul_backward` gets no dbias, and `half_bias` adds it.
+    let mixed = half.is_some();
+    let half_bias = |s: &mut Schedule, db: &Tensor, dout: &Tensor, n: usize| match half {
+        Some(_) => matmul_backward_bias(s, ctx, db, dout, bt, n),
+        None => Ok(()),
+    };
     let undrop = |s: &mut Schedule, dx: &Tensor, site: u32| match dropout {
         Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
         None => Ok(()),
@@ -828,34 +916,41 @@ pub fn record_backward_with(
             &d.layers[l - 1].dresidual3
         };
         undrop(s, &dx.dfcproj, dropout_site_mlp(l))?;
+        // The matmuls' inputs as the forward read them (f16 copies on the mixed path),
+        // and their output gradients likewise.
+        let (hx, hd) = (half.map(|h| &h[l]), half_grads.map(|h| &h[l]));
+        let dfcproj = matmul_input(s, ctx, &dx.dfcproj, hd.map(|h| &h.dfcproj))?;
         // dW_proj += gelu(fch)ᵀ · dfcproj, the GELU recomputed as fch is loaded.
         matmul_backward_gelu_in(
             s,
             ctx,
             &dx.dfch_gelu,
             &g.mlp_proj_w,
-            Some(&g.mlp_proj_b),
-            &dx.dfcproj,
-            &x.fch,
+            (!mixed).then_some(&g.mlp_proj_b),
+            dfcproj,
+            hx.map_or(&x.fch, |h| &h.fch),
             &w.mlp_proj_w,
             bt,
             f,
             c,
         )?;
+        half_bias(s, &g.mlp_proj_b, &dx.dfcproj, c)?;
         gelu_backward(s, ctx, &dx.dfch, &x.fch, &dx.dfch_gelu, bt * f)?;
+        let dfch = matmul_input(s, ctx, &dx.dfch, hd.map(|h| &h.dfch))?;
         matmul_backward(
             s,
             ctx,
             &dx.dln2,
             &g.c_fc_w,
-            Some(&g.c_fc_b),
-            &dx.dfch,
-            &x.ln2,
+            (!mixed).then_some(&g.c_fc_b),
+            dfch,
+            hx.map_or(&x.ln2, |h| &h.ln2),
             &w.c_fc_w,
             bt,
             c,
             f,
         )?;
+        half_bias(s, &g.c_fc_b, &dx.dfch, f)?;
         residual_layernorm_backward(
             s,
             ctx,
@@ -874,19 +969,21 @@ pub fn record_backward_with(
             c,
         )?;
         undrop(s, &dx.dattproj, dropout_site_attn(l))?;
+        let dattproj = matmul_input(s, ctx, &dx.dattproj, hd.map(|h| &h.dattproj))?;
         matmul_backward(
             s,
             ctx,
             &dx.datty,
             &g.c_proj_w,
-            Some(&g.c_proj_b),
-            &dx.dattproj,
-            &x.atty,
+            (!mixed).then_some(&g.c_proj_b),
+            dattproj,
+            hx.map_or(&x.atty, |h| &h.atty),
             &w.c_proj_w,
             bt,
             c,
             c,
         )?;
+        half_bias(s, &g.c_proj_b, &dx.dattproj, c)?;
         attention_backward(
             s,
             ctx,
@@ -900,19 +997,21 @@ pub fn record_backward_with(
             c,
             nh,
         )?;
+        let dqkv = matmul_input(s, ctx, &dx.dqkv, hd.map(|h| &h.dqkv))?;
         matmul_backward(
             s,
             ctx,
             &dx.dln1,
             &g.c_attn_w,
-            Some(&g.c_attn_b),
-            &dx.dqkv,
-            &x.ln1,
+            (!mixed).then_some(&g.c_attn_b),
+            dqkv,
+            hx.map_or(&x.ln1, |h| &h.ln1),
             &w.c_attn_w,
             bt,
             c,
             3 * c,
         )?;
+        half_bias(s, &g.c_attn_b, &dx.dqkv, 3 * c)?;
         norm_backward(
             s,
             l.checked_sub(1),
@@ -1037,6 +1136,8 @@ pub struct StepConfig {
     /// Whole logits or the classifier fused with the loss over vocabulary chunks
     /// (smaller, one more classifier matmul); `Auto` chunks only logits over 64 MiB.
     pub classifier_chunk: ClassifierChunk,
+    /// The loss scaler's rule on the mixed path (unused otherwise).
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for StepConfig {
@@ -1046,6 +1147,7 @@ impl Default for StepConfig {
             dropout: 0.0,
             seed: 0,
             classifier_chunk: ClassifierChunk::Auto,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -1066,6 +1168,8 @@ pub struct Trainer {
     pub m: ParamTensors,
     pub v: ParamTensors,
     pub gradnorm: GradNorm,
+    /// The mixed path's dynamic loss scaling: `grads` then hold S·∇ (S in its state).
+    pub scaler: Option<LossScaler>,
     pub opt: OptimConfig,
     pub step_config: StepConfig,
     micro_tokens: Tensor,  // (K, B, T) i32: this step's micro-batches
@@ -1108,8 +1212,16 @@ impl Trainer {
         }
         check_rate(config.dropout)?;
         let cfg = model.config.clone();
-        let acts = Activations::with_classifier(ctx, &cfg, b, t, "act.", config.classifier_chunk)?;
-        let dacts = GradActivations::new(ctx, &cfg, b, t)?;
+        let mut acts =
+            Activations::with_classifier(ctx, &cfg, b, t, "act.", config.classifier_chunk)?;
+        let mut dacts = GradActivations::new(ctx, &cfg, b, t)?;
+        let scaler = if model.precision() == Precision::Mixed {
+            acts.add_half(ctx, &cfg, "act.")?;
+            dacts.add_half(ctx, &cfg, b, t)?;
+            Some(LossScaler::new(ctx, config.loss_scale)?)
+        } else {
+            None
+        };
         let grads = ParamTensors::new(ctx, &cfg, "grad", None)?;
         let m = ParamTensors::new(ctx, &cfg, "adam.m", None)?;
         let v = ParamTensors::new(ctx, &cfg, "adam.v", None)?;
@@ -1136,6 +1248,10 @@ impl Trainer {
             }
             record_forward_dropout(&mut s, ctx, &model, &acts, dropout)?;
             record_loss(&mut s, ctx, &cfg, &acts)?;
+            // The mixed path's gradients carry the loss scale from dlogits on.
+            if let Some(sc) = &scaler {
+                loss_scale_apply(&mut s, ctx, &acts.loss_stats, &sc.state)?;
+            }
             record_backward_with(&mut s, ctx, &model, &grads, &acts, &dacts, dropout, scale)?;
             Ok::<_, Error>(s)
         };
@@ -1152,7 +1268,8 @@ impl Trainer {
 
         let decay = gpt2_param_specs(&cfg).into_iter().map(|p| p.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
-        let mut update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
+        let mut update =
+            record_update(ctx, &opt, &gradnorm, &adam_step, &slots, scaler.as_ref())?;
         // The f16 copies follow each update, inside the step's one submit.
         model.record_refresh_half(&mut update, ctx)?;
         let recorded = Recorded {
@@ -1171,6 +1288,7 @@ impl Trainer {
             m,
             v,
             gradnorm,
+            scaler,
             opt,
             step_config: config,
             micro_tokens,
@@ -1217,12 +1335,35 @@ impl Trainer {
     }
 
     /// Forward and backward of one micro-batch (x, y) (B·T each), without dropout or
-    /// accumulation scaling: the gradient of its mean loss lands in `self.grads`; returns
-    /// the loss. The logits are overwritten by their gradient. One submit.
+    /// accumulation scaling: the gradient of its mean loss lands in `self.grads` (times
+    /// the loss scale on the mixed path; [`gradients`](Self::gradients) unscales);
+    /// returns the loss. The logits are overwritten by their gradient. One submit.
     pub async fn forward_backward(&self, ctx: &GpuContext, x: &[i32], y: &[i32]) -> Result<f32> {
         self.acts
             .write_batch(ctx, self.model.config.vocab_size, x, Some(y))?;
         self.replay.forward_backward(ctx).await
+    }
+
+    /// Every parameter's gradient (in `gpt2_param_specs` order) as the last backward left
+    /// it, divided by the loss scale on the mixed path (the scale that backward used, as
+    /// long as no step has run since).
+    pub async fn gradients(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
+        let mut grads = self.grads.read_all(ctx).await?;
+        if let Some(sc) = &self.scaler {
+            let inv = 1.0 / sc.read(ctx).await?.scale;
+            for g in grads.iter_mut().flatten() {
+                *g *= inv;
+            }
+        }
+        Ok(grads)
+    }
+
+    /// The loss scaler's state on the mixed path (`None` otherwise): a readback.
+    pub async fn loss_scale(&self, ctx: &GpuContext) -> Result<Option<LossScaleState>> {
+        match &self.scaler {
+            Some(sc) => Ok(Some(sc.read(ctx).await?)),
+            None => Ok(None),
+        }
     }
 
     /// One training step at learning rate `lr` on K micro-batches (x, y: K·B·T ids each,

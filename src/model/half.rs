@@ -25,6 +25,13 @@ pub enum Precision {
     F32,
     /// Matmul weights read from f16 copies (needs `shader-f16`).
     F16,
+    /// Mixed precision for training (needs `shader-f16`): every matmul of the transformer
+    /// blocks reads both operands in f16 (the weights' f16 copies, and f16 copies of the
+    /// activations and output gradients it multiplies), accumulating in f32, with f32
+    /// master weights and dynamic loss scaling (`kernels::lossscale`). Layernorms,
+    /// attention, GELU, the loss and the classifier stay f32 (the classifier reads f16
+    /// weights, as in `F16`). Inference reads weights as `F16` does.
+    Mixed,
 }
 
 impl FromStr for Precision {
@@ -33,8 +40,9 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
+            "mixed" => Ok(Precision::Mixed),
             _ => Err(Error::Invalid(format!(
-                "unknown precision {s:?}: expected f32 or f16"
+                "unknown precision {s:?}: expected f32, f16 or mixed"
             ))),
         }
     }
@@ -45,6 +53,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
+            Precision::Mixed => "mixed",
         })
     }
 }
@@ -143,5 +152,82 @@ impl HalfWeights {
             layers,
             ..params.clone()
         }
+    }
+}
+
+/// One block's f16 copies of the activations its matmuls read (the mixed path), each
+/// cast from its f32 original right after that is written.
+#[derive(Clone)]
+pub struct HalfLayerActs {
+    pub ln1: Tensor,  // (B, T, C) f16: c_attn's input
+    pub atty: Tensor, // (B, T, C) f16: c_proj's input
+    pub ln2: Tensor,  // (B, T, C) f16: c_fc's input
+    pub fch: Tensor,  // (B, T, 4C) f16: the MLP projection's input (before its GELU)
+}
+
+/// One block's f16 copies of the output gradients its matmuls' backward reads.
+#[derive(Clone)]
+pub struct HalfLayerGrads {
+    pub dqkv: Tensor,     // (B, T, 3C) f16
+    pub dattproj: Tensor, // (B, T, C) f16
+    pub dfch: Tensor,     // (B, T, 4C) f16
+    pub dfcproj: Tensor,  // (B, T, C) f16
+}
+
+fn f16t(ctx: &GpuContext, label: String, shape: &[usize]) -> Result<Tensor> {
+    Tensor::zeros(ctx, &label, shape, DType::F16)
+}
+
+impl HalfLayerActs {
+    /// Layer `l`'s copies for (B, T), width C and MLP width F.
+    pub fn new(ctx: &GpuContext, prefix: &str, l: usize, (b, t, c, f): Dims) -> Result<Self> {
+        let n = |s: &str| format!("{prefix}h.{l}.{s} (f16)");
+        Ok(HalfLayerActs {
+            ln1: f16t(ctx, n("ln1"), &[b, t, c])?,
+            atty: f16t(ctx, n("atty"), &[b, t, c])?,
+            ln2: f16t(ctx, n("ln2"), &[b, t, c])?,
+            fch: f16t(ctx, n("fch"), &[b, t, f])?,
+        })
+    }
+
+    pub fn all(&self) -> [&Tensor; 4] {
+        [&self.ln1, &self.atty, &self.ln2, &self.fch]
+    }
+}
+
+impl HalfLayerGrads {
+    /// Layer `l`'s copies for (B, T), width C and MLP width F.
+    pub fn new(ctx: &GpuContext, l: usize, (b, t, c, f): Dims) -> Result<Self> {
+        let n = |s: &str| format!("grad.h.{l}.{s} (f16)");
+        Ok(HalfLayerGrads {
+            dqkv: f16t(ctx, n("qkv"), &[b, t, 3 * c])?,
+            dattproj: f16t(ctx, n("attproj"), &[b, t, c])?,
+            dfch: f16t(ctx, n("fch"), &[b, t, f])?,
+            dfcproj: f16t(ctx, n("fcproj"), &[b, t, c])?,
+        })
+    }
+
+    pub fn all(&self) -> [&Tensor; 4] {
+        [&self.dqkv, &self.dattproj, &self.dfch, &self.dfcproj]
+    }
+}
+
+/// (B, T, C, F): batch, length, width, MLP width.
+pub type Dims = (usize, usize, usize, usize);
+
+/// The tensor a matmul reads for `x`: `x` itself, or on the mixed path its f16 copy
+/// `half`, recorded as cast from `x` first.
+pub fn matmul_input<'a>(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    x: &'a Tensor,
+    half: Option<&'a Tensor>,
+) -> Result<&'a Tensor> {
+    match half {
+        Some(h) => {
+            cast_f32_to_f16(s, ctx, h, x, x.numel())?;
+            Ok(h)
+        }
+        None => Ok(x),
     }
 }

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::gpu::{GpuContext, Schedule, Tensor};
 use crate::kernels::adamw::adamw_update;
 use crate::kernels::gradnorm::GradNorm;
+use crate::kernels::lossscale::{loss_scale_update, LossScaler};
 use crate::model::gpt2::OptimConfig;
 
 /// One parameter tensor with everything its update reads and writes.
@@ -20,17 +21,23 @@ pub struct ParamSlot<'a> {
 
 /// Record clip + AdamW over `slots` into a new schedule: `gradnorm` over every gradient
 /// (clipping to `opt.grad_clip`), then each parameter's update at the step `adam_step`
-/// holds (an `AdamwStep`, written before each submit).
+/// holds (an `AdamwStep`, written before each submit). With a loss `scaler` (the mixed
+/// path), the gradients carry its scale: `loss_scale_update` unscales the norm state
+/// between the two, or flags the step skipped on an overflow.
 pub fn record_update(
     ctx: &GpuContext,
     opt: &OptimConfig,
     gradnorm: &GradNorm,
     adam_step: &Tensor,
     slots: &[ParamSlot],
+    scaler: Option<&LossScaler>,
 ) -> Result<Schedule> {
     let mut s = Schedule::new("update");
     let grads: Vec<&Tensor> = slots.iter().map(|p| p.grad).collect();
     gradnorm.record(&mut s, ctx, &grads, opt.grad_clip.unwrap_or(0.0))?;
+    if let Some(sc) = scaler {
+        loss_scale_update(&mut s, ctx, &gradnorm.state, &sc.state, &sc.config)?;
+    }
     for p in slots {
         let wd = if p.decay { opt.weight_decay } else { 0.0 };
         adamw_update(

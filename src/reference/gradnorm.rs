@@ -3,15 +3,15 @@
 //! slot per tensor (the kernel writes one per block; the slots' sum is the same number);
 //! `gradnorm` is both passes over a list of gradients.
 
-/// Words of the norm state: `[norm, clip_scale, Σ g², max_norm]`.
-pub const NORM_STATE_LEN: usize = 4;
+/// Words of the norm state: `[norm, clip_scale, Σ g², max_norm, skip]` (skip is 0 here).
+pub const NORM_STATE_LEN: usize = 5;
 
 /// partials[slot_offset] = Σ grad[i]² over grad (n)
 pub fn gradnorm_partial(partials: &mut [f64], grad: &[f64], n: usize, slot_offset: usize) {
     partials[slot_offset] = grad[..n].iter().map(|g| g * g).sum();
 }
 
-/// norm_state (4) = [norm, clip_scale, Σ g², max_norm] with Σ g² = Σ partials[..n_partials],
+/// norm_state (5) = [norm, clip_scale, Σ g², max_norm, 0] with Σ g² = Σ partials[..n_partials],
 /// norm = sqrt(Σ g²), clip_scale = min(1, max_norm / (norm + 1e-6)), or 1 if max_norm <= 0.
 pub fn gradnorm_finish(norm_state: &mut [f64], partials: &[f64], n_partials: usize, max_norm: f64) {
     let sum_sq: f64 = partials[..n_partials].iter().sum();
@@ -21,7 +21,7 @@ pub fn gradnorm_finish(norm_state: &mut [f64], partials: &[f64], n_partials: usi
     } else {
         1.0
     };
-    norm_state[..NORM_STATE_LEN].copy_from_slice(&[norm, clip_scale, sum_sq, max_norm]);
+    norm_state[..NORM_STATE_LEN].copy_from_slice(&[norm, clip_scale, sum_sq, max_norm, 0.0]);
 }
 
 /// norm_state (4) from every gradient of `grads`: `gradnorm_partial` per tensor, then

@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod gradnorm;
 pub mod layernorm;
+pub mod lossscale;
 pub mod matmul;
 pub mod mha;
 pub mod pool;

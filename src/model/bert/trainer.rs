@@ -159,7 +159,7 @@ impl BertTrainer {
             .into_iter()
             .map(|p| p.spec.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
-        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots)?;
+        let update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots, None)?;
         let recorded = Recorded {
             forward,
             zero_grads,
