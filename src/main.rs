@@ -113,8 +113,9 @@ enum BenchWhat {
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// Precision the matmuls read weights in: f32, or f16 (f16 copies of the
-        /// weights, needs shader-f16).
+        /// Precision of the matmuls: f32; f16 (f16 copies of the weights); mixed (f16
+        /// weights, activations and gradients at the block matmuls, loss scaling). f16
+        /// and mixed need shader-f16.
         #[arg(long, default_value = "f32")]
         precision: wgformer::model::half::Precision,
         /// Also write the report as JSON to this file.
@@ -137,7 +138,8 @@ enum BenchWhat {
         /// Also time one decode step at positions across the context.
         #[arg(long)]
         positions: bool,
-        /// Precision the matmuls read weights in: f32, or f16 (needs shader-f16).
+        /// Precision the matmuls read weights in: f32, or f16 (needs shader-f16; mixed
+        /// generates as f16 does).
         #[arg(long, default_value = "f32")]
         precision: wgformer::model::half::Precision,
         /// Also write the report as JSON to this file.

@@ -1,9 +1,12 @@
-//! The f16 path: `cast_f32_to_f16` against its CPU reference (round to nearest, overflow
-//! to infinity), and every matmul kernel family and form with `w` stored in f16 against
-//! the f64 reference of the same product with w rounded to f16, including w (GPT-2's
-//! wte shape) bound in row chunks. Runs on every adapter with `shader-f16`; adapters
-//! without it must refuse f16 with an error naming the feature. At least one adapter
-//! must have it (lavapipe does): the f16 path is never left untested.
+//! The f16 and mixed paths: `cast_f32_to_f16` against its CPU reference (round to
+//! nearest, overflow to infinity); every matmul kernel family and form with `w` stored
+//! in f16, and with `a` and `w` in f16, against the f64 reference of the same product
+//! with the operands rounded to f16, including w (GPT-2's wte shape) bound in row
+//! chunks; both GPT-2 paths against transformers; the loss scaler's kernels against
+//! their reference, a skipped overflowing step, and what the scale preserves. Runs on
+//! every adapter with `shader-f16`; adapters without it must refuse f16 with an error
+//! naming the feature. At least one adapter must have it (lavapipe does): the f16 paths
+//! are never left untested.
 
 use std::path::{Path, PathBuf};
 
@@ -493,8 +496,13 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
     use wgformer::train::data::TINY_SHAKESPEARE;
     use wgformer::train::metrics::{Metrics, Record};
     use wgformer::train::{train, Silent};
-    for ctx in f16_contexts() {
-        let dir = std::env::temp_dir().join(format!("wgformer-f16-train-{}", std::process::id()));
+    for (ctx, precision) in f16_contexts()
+        .into_iter()
+        .flat_map(|c| [(reopen(&c), Precision::F16), (c, Precision::Mixed)])
+    {
+        let p_name = precision.to_string();
+        let dir =
+            std::env::temp_dir().join(format!("wgformer-{p_name}-train-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let end = TINY_SHAKESPEARE[..20_000].rfind('\n').unwrap() + 1;
@@ -512,7 +520,7 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
                 "--steps", "8", "--warmup-steps", "2", "--lr", "1e-2", "--eval-every", "4",
                 "--eval-batches", "2", "--batch-size", "4", "--n-layer", "1", "--n-head", "2",
                 "--n-embd", "32", "--block-size", "32", "--sample-tokens", "0",
-                "--precision", "f16",
+                "--precision", &p_name,
             ];
             f.iter().map(|s| s.to_string()).collect()
         };
@@ -529,12 +537,25 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
         let straight = dir.join("straight");
         let a = flags(&straight);
         let full = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
-        assert_eq!(full.model.precision(), Precision::F16);
+        assert_eq!(full.model.precision(), precision);
         let la = losses(&straight);
         assert_eq!(la.len(), 8);
-        assert!(la[7] < la[0] - 0.5, "f16 training did not learn: {la:?}");
+        assert!(
+            la[7] < la[0] - 0.5,
+            "{p_name} training did not learn: {la:?}"
+        );
         let settings = std::fs::read_to_string(straight.join("run.json")).unwrap();
-        assert!(settings.contains("\"precision\": \"f16\""), "{settings}");
+        assert!(
+            settings.contains(&format!("\"precision\": \"{p_name}\"")),
+            "{settings}"
+        );
+        // The mixed path's checkpoint keeps its loss scaler.
+        let state = std::fs::read_to_string(straight.join("checkpoint/trainer.json")).unwrap();
+        assert_eq!(
+            state.contains("loss_scale"),
+            precision == Precision::Mixed,
+            "{state}"
+        );
 
         let stopped = dir.join("stopped");
         let b = flags(&stopped);
@@ -544,12 +565,17 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
         ));
         let out = stopped.to_str().unwrap();
         let resumed = run(&["--resume", "--out", out, "--sample-tokens", "0"], None);
-        assert_eq!(resumed.model.precision(), Precision::F16);
+        assert_eq!(resumed.model.precision(), precision);
         let lb = losses(&stopped);
         assert!(
             la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()) && la.len() == lb.len(),
-            "resumed f16 losses differ:\n{la:?}\n{lb:?}"
+            "resumed {p_name} losses differ:\n{la:?}\n{lb:?}"
         );
+        let scaler = |run: &Path| {
+            let text = std::fs::read_to_string(run.join("checkpoint/trainer.json")).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["loss_scale"].clone()
+        };
+        assert_eq!(scaler(&straight), scaler(&stopped));
     }
 }
 
@@ -605,5 +631,269 @@ fn mixed_parity_with_transformers_on_gpt2_tiny() {
                 );
             }
         }
+    }
+}
+
+/// The scaler's kernels against the reference through a sequence of finite and
+/// overflowing steps: unscaled norm and clip scale, skip flag, halving, growth after
+/// the interval, and the bounds.
+#[test]
+fn loss_scale_kernels_match_reference() {
+    use wgformer::kernels::lossscale::{loss_scale_apply, loss_scale_update, LossScaleConfig};
+    use wgformer::reference::lossscale as cpu_ls;
+    let config = LossScaleConfig {
+        init_scale: 4.0,
+        growth_interval: 2,
+        max_scale: 16.0,
+        min_scale: 1.0,
+    };
+    for ctx in wgformer::testing::test_contexts(&Needs::default()) {
+        let norm = Tensor::zeros(&ctx, "norm state", &[5], DType::F32).unwrap();
+        let scaler = Tensor::from_f32(&ctx, "scaler", &[4], &[4.0, 0.0, 0.0, 0.0]).unwrap();
+        let mut want_scaler = vec![4.0f64, 0.0, 0.0, 0.0];
+        // Σ g² of each step (inf and NaN: an overflow), with clipping at 1 or off.
+        let steps = [
+            (100.0f32, 1.0f32),
+            (f32::INFINITY, 1.0),
+            (1e-4, 1.0),
+            (9.0, 0.0),
+            (f32::NAN, 0.0),
+            (f32::NAN, 0.0),
+            (f32::NAN, 0.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+            (4.0, 1.0),
+        ];
+        for (i, &(sum_sq, max_norm)) in steps.iter().enumerate() {
+            let state = [sum_sq.sqrt(), 1.0, sum_sq, max_norm, 0.0];
+            norm.write(&ctx, &state).unwrap();
+            let mut s = Schedule::new("loss scale update");
+            loss_scale_update(&mut s, &ctx, &norm, &scaler, &config).unwrap();
+            s.run(&ctx);
+            let mut want_norm: Vec<f64> = state.iter().map(|&x| x as f64).collect();
+            cpu_ls::loss_scale_update(&mut want_norm, &mut want_scaler, 2, 16.0, 1.0);
+            let got_norm = ctx.block_on(norm.read_f32(&ctx)).unwrap();
+            let got_scaler = ctx.block_on(scaler.read_f32(&ctx)).unwrap();
+            let label = format!("{} step {i} (Σg² {sum_sq})", ctx.adapter_name());
+            assert_close64(
+                &format!("{label} scaler"),
+                &got_scaler,
+                &want_scaler,
+                0.0,
+                0.0,
+            );
+            // An overflowed step leaves inf or NaN in the words it does not rewrite.
+            for (j, (&g, &w)) in got_norm.iter().zip(&want_norm).enumerate() {
+                let same = (g.is_nan() && w.is_nan())
+                    || g as f64 == w
+                    || (g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs());
+                assert!(same, "{label}: norm state word {j} is {g}, expected {w}");
+            }
+        }
+        // The scale went down to its floor and back up to its cap.
+        assert_eq!(want_scaler[0], 16.0);
+        assert_eq!(want_scaler[3], 4.0, "skipped steps");
+        let stats = Tensor::from_f32(&ctx, "stats", &[4], &[2.5, 8.0, 0.125, 20.0]).unwrap();
+        let mut s = Schedule::new("loss scale apply");
+        loss_scale_apply(&mut s, &ctx, &stats, &scaler).unwrap();
+        s.run(&ctx);
+        let got = ctx.block_on(stats.read_f32(&ctx)).unwrap();
+        assert_eq!(got, [2.5, 8.0, 0.125 * 16.0, 20.0]);
+        // A bad rule is refused by name.
+        let bad = LossScaleConfig {
+            growth_interval: 0,
+            ..config
+        };
+        let err = loss_scale_update(&mut Schedule::new("bad"), &ctx, &norm, &scaler, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("growth interval"), "{err}");
+    }
+}
+
+/// A random batch of `n` (token, next token) pairs.
+fn batch(rng: &mut Rng, vocab: usize, n: usize) -> (Vec<i32>, Vec<i32>) {
+    let x: Vec<i32> = (0..n).map(|_| rng.below(vocab as u64) as i32).collect();
+    let y: Vec<i32> = x[1..].iter().chain(&x[..1]).copied().collect();
+    (x, y)
+}
+
+/// A mixed-precision step whose scaled gradients overflow f16 changes no weight and no
+/// moment, counts as skipped and halves the scale; the next finite steps train, and the
+/// scale doubles after the growth interval. Each step is still one submit.
+#[test]
+fn an_overflowing_mixed_step_is_skipped_and_the_scale_backs_off() {
+    use wgformer::kernels::lossscale::{LossScaleConfig, LossScaleState};
+    use wgformer::model::gpt2::StepConfig;
+    for ctx in f16_contexts() {
+        let model = Gpt2::load(&ctx, &fixture())
+            .unwrap()
+            .with_precision(&ctx, Precision::Mixed)
+            .unwrap();
+        let vocab = model.config.vocab_size;
+        let (b, t) = (2, 16);
+        let config = StepConfig {
+            loss_scale: LossScaleConfig {
+                growth_interval: 2,
+                ..LossScaleConfig::default()
+            },
+            ..StepConfig::default()
+        };
+        let mut trainer =
+            Trainer::with_config(&ctx, model, b, t, OptimConfig::default(), config).unwrap();
+        let (x, y) = batch(&mut Rng::new(3), vocab, b * t);
+        let sc = trainer.scaler.as_ref().unwrap();
+        let huge = LossScaleState {
+            scale: 1e30,
+            good_steps: 0,
+            last_skipped: false,
+            skipped: 0,
+        };
+        sc.write(&ctx, &huge).unwrap();
+        let read = |tr: &Trainer| {
+            let mut all = ctx.block_on(tr.model.params.read_all(&ctx)).unwrap();
+            all.extend(ctx.block_on(tr.m.read_all(&ctx)).unwrap());
+            all.extend(ctx.block_on(tr.v.read_all(&ctx)).unwrap());
+            all
+        };
+        let before = read(&trainer);
+        let submits = ctx.submit_count();
+        let loss0 = ctx.block_on(trainer.step(&ctx, &x, &y, 1e-2)).unwrap();
+        assert_eq!(ctx.submit_count() - submits, 1, "one submit per step");
+        assert!(loss0.is_finite(), "the loss itself is unscaled: {loss0}");
+        let after = read(&trainer);
+        assert!(
+            before
+                .iter()
+                .flatten()
+                .zip(after.iter().flatten())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "an overflowed step changed weights or moments"
+        );
+        let st = ctx.block_on(trainer.loss_scale(&ctx)).unwrap().unwrap();
+        assert_eq!(
+            (st.scale, st.last_skipped, st.skipped, st.good_steps),
+            (5e29, true, 1, 0),
+            "{st:?}"
+        );
+        // From a sane scale: finite steps train, and the second doubles the scale.
+        sc_write(&trainer, &ctx, 1024.0, st.skipped);
+        let mut losses = vec![];
+        for _ in 0..3 {
+            losses.push(ctx.block_on(trainer.step(&ctx, &x, &y, 1e-2)).unwrap());
+        }
+        let st = ctx.block_on(trainer.loss_scale(&ctx)).unwrap().unwrap();
+        assert_eq!(
+            (st.scale, st.last_skipped, st.skipped, st.good_steps),
+            (2048.0, false, 1, 1),
+            "{st:?}"
+        );
+        assert!(
+            losses[2] < losses[0],
+            "mixed training did not learn: {losses:?}"
+        );
+        assert!(read(&trainer) != before);
+    }
+}
+
+fn sc_write(trainer: &Trainer, ctx: &GpuContext, scale: f32, skipped: u32) {
+    let st = wgformer::kernels::lossscale::LossScaleState {
+        scale,
+        good_steps: 0,
+        last_skipped: false,
+        skipped,
+    };
+    trainer.scaler.as_ref().unwrap().write(ctx, &st).unwrap();
+}
+
+/// Why the scale exists: at GPT-2's init, with 512 positions a batch, many gradients at
+/// the matmul inputs lie below f16's normal range (6.1e-5), where f16 keeps fewer than
+/// its 11 significant bits or flushes them to 0. Unscaled (S = 1) a large share of the
+/// f16 gradient copies the backward's matmuls read is rounded worse than f16's normal
+/// bound of 2^-11; at the default S = 2^16 almost none is, and the unscaled gradients
+/// stay close to f32's.
+#[test]
+fn loss_scaling_keeps_small_gradients() {
+    use wgformer::model::Gpt2Config;
+    for ctx in f16_contexts() {
+        let cfg = Gpt2Config::new(512, 64, 64, 2, 4);
+        let (b, t) = (8, 64);
+        let (x, y) = batch(&mut Rng::new(4), cfg.vocab_size, b * t);
+        // (the share of badly rounded f16 gradient copies, every parameter's gradient)
+        let run = |precision: Precision, scale: Option<f32>| {
+            let model = Gpt2::init(&ctx, cfg.clone(), 1)
+                .unwrap()
+                .with_precision(&ctx, precision)
+                .unwrap();
+            let trainer = Trainer::new(&ctx, model, b, t, OptimConfig::default()).unwrap();
+            if let Some(s) = scale {
+                sc_write(&trainer, &ctx, s, 0);
+            }
+            ctx.block_on(trainer.forward_backward(&ctx, &x, &y))
+                .unwrap();
+            let (mut bad, mut total) = (0usize, 0usize);
+            let read = |t: &Tensor| ctx.block_on(t.read_f32(&ctx)).unwrap();
+            for (full, half) in trainer
+                .dacts
+                .layers
+                .iter()
+                .zip(trainer.dacts.half.iter().flatten())
+            {
+                let pairs = [
+                    (&full.dqkv, &half.dqkv),
+                    (&full.dattproj, &half.dattproj),
+                    (&full.dfch, &half.dfch),
+                    (&full.dfcproj, &half.dfcproj),
+                ];
+                for (f, h) in pairs {
+                    for (&g, &c) in read(f).iter().zip(&read(h)) {
+                        if g != 0.0 {
+                            total += 1;
+                            let err = ((c - g) as f64 / g as f64).abs();
+                            bad += (err > 2f64.powi(-11) * 1.0001) as usize;
+                        }
+                    }
+                }
+            }
+            let share = bad as f64 / total.max(1) as f64;
+            (share, ctx.block_on(trainer.gradients(&ctx)).unwrap())
+        };
+        let (_, reference) = run(Precision::F32, None);
+        let rel_err = |g: &[Vec<f32>]| {
+            let (mut num, mut den) = (0f64, 0f64);
+            for (a, r) in g.iter().flatten().zip(reference.iter().flatten()) {
+                num += ((a - r) as f64).powi(2);
+                den += (*r as f64).powi(2);
+            }
+            (num / den).sqrt()
+        };
+        let (bad_unscaled, g_unscaled) = run(Precision::Mixed, Some(1.0));
+        let (bad_scaled, g_scaled) = run(Precision::Mixed, None);
+        let (err_unscaled, err_scaled) = (rel_err(&g_unscaled), rel_err(&g_scaled));
+        eprintln!(
+            "[wgformer test] {}: f16 gradient copies rounded past 2^-11: {:.2} % at S = 1, \
+             {:.4} % at S = 2^16; gradients' relative error against f32: {err_unscaled:.3e}, \
+             {err_scaled:.3e}",
+            ctx.adapter_name(),
+            100.0 * bad_unscaled,
+            100.0 * bad_scaled
+        );
+        assert!(
+            bad_unscaled > 0.05,
+            "S = 1 left only {bad_unscaled} of the gradients below f16's normal range"
+        );
+        assert!(
+            bad_scaled < 1e-3,
+            "S = 2^16 left {bad_scaled} badly rounded"
+        );
+        assert!(
+            err_scaled < 1e-2,
+            "scaled mixed gradients far from f32: {err_scaled:e}"
+        );
     }
 }

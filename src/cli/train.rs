@@ -252,8 +252,10 @@ pub struct Args {
     )]
     pub dropout: f32,
 
-    /// Precision the matmuls read weights in: f32 (the reference), or f16 (f16 copies
-    /// of the f32 master weights, refreshed after every update; needs shader-f16).
+    /// Precision of the matmuls: f32 (the reference); f16 (weights read from f16 copies
+    /// of the f32 master weights, refreshed after every update); or mixed (the block
+    /// matmuls also read f16 copies of their activations and gradients, with dynamic
+    /// loss scaling). f16 and mixed need shader-f16.
     #[arg(
         long,
         default_value = "f32",

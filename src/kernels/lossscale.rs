@@ -81,8 +81,8 @@ impl LossScaleConfig {
     }
 }
 
-/// The scaler's state as read back.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The scaler's state as read back (and as `trainer.json` keeps it).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossScaleState {
     /// S, the factor the next step's gradients carry.
     pub scale: f32,
@@ -114,14 +114,24 @@ impl LossScaler {
         Ok(LossScaler { state, config })
     }
 
-    /// Set S (resuming a run, or tests); the step counters restart.
-    pub fn set_scale(&self, ctx: &GpuContext, scale: f32, skipped: u32) -> Result<()> {
-        if !(scale > 0.0 && scale.is_finite()) {
+    /// Write `st` as the state (resuming a run, or tests; staged into the next submit).
+    pub fn write(&self, ctx: &GpuContext, st: &LossScaleState) -> Result<()> {
+        if !(st.scale > 0.0 && st.scale.is_finite()) {
             return Err(Error::Invalid(format!(
-                "loss scale must be positive and finite, got {scale}"
+                "loss scale must be positive and finite, got {}",
+                st.scale
             )));
         }
-        self.state.write(ctx, &[scale, 0.0, 0.0, skipped as f32])
+        let skipped_last = if st.last_skipped { 1.0 } else { 0.0 };
+        self.state.write(
+            ctx,
+            &[
+                st.scale,
+                st.good_steps as f32,
+                skipped_last,
+                st.skipped as f32,
+            ],
+        )
     }
 
     pub async fn read(&self, ctx: &GpuContext) -> Result<LossScaleState> {

@@ -26,12 +26,10 @@ use crate::kernels::dropout::{
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
 use crate::kernels::gelu::gelu_backward;
 use crate::kernels::gradnorm::GradNorm;
-use crate::kernels::lossscale::{
-    loss_scale_apply, LossScaleConfig, LossScaleState, LossScaler,
-};
 use crate::kernels::layernorm::{
     layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
 };
+use crate::kernels::lossscale::{loss_scale_apply, LossScaleConfig, LossScaleState, LossScaler};
 use crate::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
     matmul_backward_gelu_in, matmul_forward, matmul_forward_gelu_in,
@@ -1268,8 +1266,7 @@ impl Trainer {
 
         let decay = gpt2_param_specs(&cfg).into_iter().map(|p| p.decay);
         let slots = slots(model.params.all(), grads.all(), m.all(), v.all(), decay);
-        let mut update =
-            record_update(ctx, &opt, &gradnorm, &adam_step, &slots, scaler.as_ref())?;
+        let mut update = record_update(ctx, &opt, &gradnorm, &adam_step, &slots, scaler.as_ref())?;
         // The f16 copies follow each update, inside the step's one submit.
         model.record_refresh_half(&mut update, ctx)?;
         let recorded = Recorded {

@@ -724,6 +724,16 @@ impl Steps for Gpt2Steps<'_> {
         evaluate(ctx, &self.trainer, &self.eval_set).await
     }
 
+    /// The loss scaler's state on the mixed path (`--precision mixed`).
+    async fn eval_note(&mut self, ctx: &GpuContext) -> Result<Option<String>> {
+        Ok(self.trainer.loss_scale(ctx).await?.map(|st| {
+            format!(
+                "loss scale {} ({} steps skipped for f16 overflow so far)",
+                st.scale, st.skipped
+            )
+        }))
+    }
+
     async fn save(
         &self,
         ctx: &GpuContext,

@@ -29,6 +29,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::lossscale::LossScaleState;
 use crate::model::checkpoint::{load_gpt2_safetensors, write_atomic};
 use crate::model::gpt2::Trainer;
 use crate::model::params::gpt2_param_specs;
@@ -107,6 +108,9 @@ pub struct TrainerState {
     pub last_val_loss: Option<f32>,
     /// Training wall time so far, over all sessions.
     pub elapsed_s: f64,
+    /// The loss scaler of a mixed-precision run (`--precision mixed`), restored on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaleState>,
 }
 
 pub const STATE_FORMAT: u32 = 1;
@@ -123,6 +127,7 @@ impl TrainerState {
             best_step: None,
             last_val_loss: None,
             elapsed_s: 0.0,
+            loss_scale: None,
         }
     }
 
@@ -309,7 +314,11 @@ pub async fn save_checkpoint(
         let bytes = optimizer_bytes(&gpt2_shapes(&trainer.model.config), &m, &v, state.step)?;
         write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
     }
-    commit_checkpoint(&tmp, dir, state)
+    let state = TrainerState {
+        loss_scale: trainer.loss_scale(ctx).await?,
+        ..state.clone()
+    };
+    commit_checkpoint(&tmp, dir, &state)
 }
 
 /// Restore weights, AdamW moments and the step from the checkpoint in `dir` into
@@ -346,6 +355,9 @@ pub fn restore_checkpoint(
     trainer.model.refresh_half(ctx)?;
     trainer.m.write_all(ctx, &m)?;
     trainer.v.write_all(ctx, &v)?;
+    if let (Some(sc), Some(st)) = (&trainer.scaler, &state.loss_scale) {
+        sc.write(ctx, st)?;
+    }
     trainer.step = u32::try_from(state.step).map_err(|_| {
         Error::Invalid(format!(
             "{}: step {} exceeds the 2^32 steps AdamW counts",
