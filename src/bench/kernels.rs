@@ -133,21 +133,31 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         });
     }
 
-    // The same products with w in f16 (`--precision f16`), where the device has
-    // shader-f16; and at M = 1, a decode step's matmul, in both precisions.
+    // The same products with w in f16 (`--precision f16`) and with a and w in f16
+    // (`--precision mixed`), where the device has shader-f16; and at M = 1, a decode
+    // step's matmul, in both precisions.
     let half = ctx.has_f16();
     for (name, m, k, n) in [
         ("matmul_forward qkv, w f16", bt, c, 3 * c),
         ("matmul_forward fc, w f16", bt, c, 4 * c),
         ("matmul_forward mlp proj, w f16", bt, 4 * c, c),
+        ("matmul_forward qkv, a+w f16", bt, c, 3 * c),
+        ("matmul_forward fc, a+w f16", bt, c, 4 * c),
+        ("matmul_forward mlp proj, a+w f16", bt, 4 * c, c),
         ("matmul_forward fc at M=1 (decode)", 1, c, 4 * c),
         ("matmul_forward fc at M=1 (decode), w f16", 1, c, 4 * c),
     ] {
         let w16 = name.ends_with("w f16");
+        let a16 = name.ends_with("a+w f16");
         if w16 && !half {
             continue;
         }
-        let inp = random(ctx, &mut rng, "inp", &[m, k])?;
+        let inp = match a16 {
+            true => {
+                Tensor::from_f32_as_f16(ctx, "a16", &[m, k], &rng.vec_uniform(m * k, -1.0, 1.0))?
+            }
+            false => random(ctx, &mut rng, "inp", &[m, k])?,
+        };
         let w = match w16 {
             true => {
                 Tensor::from_f32_as_f16(ctx, "w16", &[k, n], &rng.vec_uniform(k * n, -1.0, 1.0))?
@@ -162,7 +172,7 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
             name: name.into(),
             shape: format!("M={m} K={k} N={n}"),
             flops: 2 * (m * k * n) as u64,
-            bytes: f32b * (m * k + n + m * n) as u64 + w.size_bytes(),
+            bytes: f32b * (n + m * n) as u64 + inp.size_bytes() + w.size_bytes(),
             schedule: s,
         });
     }

@@ -68,10 +68,8 @@ pub fn run_step(
     precision: Precision,
 ) -> Result<StepReport> {
     use crate::model::gpt2::{
-        record_backward, record_forward, record_loss, Activations, Gpt2, GradActivations,
-        OptimConfig, Trainer,
+        record_backward, record_forward, record_loss, Gpt2, OptimConfig, Trainer,
     };
-    use crate::model::tensors::ParamTensors;
     let mut rng = Rng::new(7);
     let n = b * t;
     let x: Vec<i32> = (0..n)
@@ -81,26 +79,26 @@ pub fn run_step(
         .map(|_| rng.below(cfg.vocab_size as u64) as i32)
         .collect();
 
+    let model = Gpt2::init(ctx, cfg.clone(), 1)?.with_precision(ctx, precision)?;
+    let mut trainer = Trainer::new(ctx, model, b, t, OptimConfig::default())?;
     let mut profile = Vec::new();
     if ctx.has_timestamps() {
-        let model = Gpt2::init(ctx, cfg.clone(), 1)?.with_precision(ctx, precision)?;
-        // The activations the trainer uses: logits in vocabulary chunks where whole ones
-        // would be large (kernels::classifier).
-        let acts = Activations::with_classifier(
-            ctx,
-            cfg,
-            b,
-            t,
-            "profile.",
-            crate::kernels::classifier::ClassifierChunk::Auto,
-        )?;
-        let dacts = GradActivations::new(ctx, cfg, b, t)?;
-        let grads = ParamTensors::new(ctx, cfg, "profile.grad", None)?;
+        // The trainer's own activations (logits in vocabulary chunks where whole ones
+        // would be large, f16 copies on the mixed path), its forward, loss and backward.
         let mut s = Schedule::new("forward+backward");
-        record_forward(&mut s, ctx, &model, &acts)?;
-        record_loss(&mut s, ctx, cfg, &acts)?;
-        record_backward(&mut s, ctx, &model, &grads, &acts, &dacts)?;
-        acts.write_batch(ctx, cfg.vocab_size, &x, Some(&y))?;
+        record_forward(&mut s, ctx, &trainer.model, &trainer.acts)?;
+        record_loss(&mut s, ctx, cfg, &trainer.acts)?;
+        record_backward(
+            &mut s,
+            ctx,
+            &trainer.model,
+            &trainer.grads,
+            &trainer.acts,
+            &trainer.dacts,
+        )?;
+        trainer
+            .acts
+            .write_batch(ctx, cfg.vocab_size, &x, Some(&y))?;
         if let Some(p) = Profiler::new(ctx, &s) {
             s.run_profiled(ctx, &p);
             let times = ctx.block_on(p.read(ctx))?;
@@ -111,8 +109,6 @@ pub fn run_step(
         }
     }
 
-    let model = Gpt2::init(ctx, cfg.clone(), 1)?.with_precision(ctx, precision)?;
-    let mut trainer = Trainer::new(ctx, model, b, t, OptimConfig::default())?;
     let first_loss = ctx.block_on(trainer.step(ctx, &x, &y, 1e-3))?;
     let mut times = Vec::new();
     let mut last_loss = first_loss;
