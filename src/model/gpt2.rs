@@ -512,7 +512,18 @@ impl GradActivations {
         Ok(())
     }
 
+    /// Every tensor: [`accumulated`](Self::accumulated) and the f16 copies.
     pub fn all(&self) -> Vec<&Tensor> {
+        let mut v = self.accumulated();
+        for h in self.half.iter().flatten() {
+            v.extend(h.all());
+        }
+        v
+    }
+
+    /// The f32 gradients the backward adds into, which each micro-step zeroes first (the
+    /// f16 copies are overwritten whole by their casts).
+    pub fn accumulated(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.dencoded, &self.dlnf];
         for l in &self.layers {
             v.extend([
@@ -527,9 +538,6 @@ impl GradActivations {
                 &l.dfcproj,
                 &l.dresidual3,
             ]);
-        }
-        for h in self.half.iter().flatten() {
-            v.extend(h.all());
         }
         v
     }
@@ -1241,7 +1249,7 @@ impl Trainer {
         }
         let record_micro = |label: &str, dropout: Option<&Dropout>, scale: f32| {
             let mut s = Schedule::new(label);
-            for g in dacts.all() {
+            for g in dacts.accumulated() {
                 s.clear(g);
             }
             record_forward_dropout(&mut s, ctx, &model, &acts, dropout)?;
