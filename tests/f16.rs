@@ -349,13 +349,18 @@ fn fixture() -> PathBuf {
 #[test]
 fn f16_parity_with_transformers_on_gpt2_tiny() {
     for ctx in f16_contexts() {
-        for chunk in [ClassifierChunk::Whole, ClassifierChunk::Columns(32)] {
-            let report = ctx
-                .block_on(parity_gpt2_in(&ctx, &fixture(), chunk, Precision::F16))
-                .unwrap();
-            let label = format!("{} f16 {chunk:?}", ctx.adapter_name());
-            assert_report(&label, &report);
-        }
+        assert_parity(&ctx, Precision::F16);
+    }
+}
+
+/// The fixture's parity report in `precision`, with whole and with chunked logits.
+fn assert_parity(ctx: &GpuContext, precision: Precision) {
+    for chunk in [ClassifierChunk::Whole, ClassifierChunk::Columns(32)] {
+        let report = ctx
+            .block_on(parity_gpt2_in(ctx, &fixture(), chunk, precision))
+            .unwrap();
+        let label = format!("{} {precision} {chunk:?}", ctx.adapter_name());
+        assert_report(&label, &report);
     }
 }
 
@@ -586,13 +591,7 @@ fn train_in_f16_learns_and_resumes_bit_exact() {
 #[test]
 fn mixed_parity_with_transformers_on_gpt2_tiny() {
     for ctx in f16_contexts() {
-        for chunk in [ClassifierChunk::Whole, ClassifierChunk::Columns(32)] {
-            let report = ctx
-                .block_on(parity_gpt2_in(&ctx, &fixture(), chunk, Precision::Mixed))
-                .unwrap();
-            let label = format!("{} mixed {chunk:?}", ctx.adapter_name());
-            assert_report(&label, &report);
-        }
+        assert_parity(&ctx, Precision::Mixed);
         // The step's matmuls read the f16 copies: forward and backward, every block.
         let model = Gpt2::load(&ctx, &fixture())
             .unwrap()
