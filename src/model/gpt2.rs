@@ -806,13 +806,9 @@ pub fn record_backward_with(
             ))
         }
     };
-    // On the mixed path a matmul's dbias is added from the f32 dout, not its f16 copy:
-    // `matmul_backward` gets no dbias, and `half_bias` adds it.
-    let mixed = half.is_some();
-    let half_bias = |s: &mut Schedule, db: &Tensor, dout: &Tensor, n: usize| match half {
-        Some(_) => matmul_backward_bias(s, ctx, db, dout, bt, n),
-        None => Ok(()),
-    };
+    // Each block matmul's dbias is summed from the f32 dout by its own launch
+    // (`matmul_backward_bias`), after the matmul's two products, which read dout or, on
+    // the mixed path, its f16 copy.
     let undrop = |s: &mut Schedule, dx: &Tensor, site: u32| match dropout {
         Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
         None => Ok(()),
@@ -932,7 +928,7 @@ pub fn record_backward_with(
             ctx,
             &dx.dfch_gelu,
             &g.mlp_proj_w,
-            (!mixed).then_some(&g.mlp_proj_b),
+            None,
             dfcproj,
             hx.map_or(&x.fch, |h| &h.fch),
             &w.mlp_proj_w,
@@ -940,7 +936,7 @@ pub fn record_backward_with(
             f,
             c,
         )?;
-        half_bias(s, &g.mlp_proj_b, &dx.dfcproj, c)?;
+        matmul_backward_bias(s, ctx, &g.mlp_proj_b, &dx.dfcproj, bt, c)?;
         gelu_backward(s, ctx, &dx.dfch, &x.fch, &dx.dfch_gelu, bt * f)?;
         let dfch = matmul_input(s, ctx, &dx.dfch, hd.map(|h| &h.dfch))?;
         matmul_backward(
@@ -948,7 +944,7 @@ pub fn record_backward_with(
             ctx,
             &dx.dln2,
             &g.c_fc_w,
-            (!mixed).then_some(&g.c_fc_b),
+            None,
             dfch,
             hx.map_or(&x.ln2, |h| &h.ln2),
             &w.c_fc_w,
@@ -956,7 +952,7 @@ pub fn record_backward_with(
             c,
             f,
         )?;
-        half_bias(s, &g.c_fc_b, &dx.dfch, f)?;
+        matmul_backward_bias(s, ctx, &g.c_fc_b, &dx.dfch, bt, f)?;
         residual_layernorm_backward(
             s,
             ctx,
@@ -981,7 +977,7 @@ pub fn record_backward_with(
             ctx,
             &dx.datty,
             &g.c_proj_w,
-            (!mixed).then_some(&g.c_proj_b),
+            None,
             dattproj,
             hx.map_or(&x.atty, |h| &h.atty),
             &w.c_proj_w,
@@ -989,7 +985,7 @@ pub fn record_backward_with(
             c,
             c,
         )?;
-        half_bias(s, &g.c_proj_b, &dx.dattproj, c)?;
+        matmul_backward_bias(s, ctx, &g.c_proj_b, &dx.dattproj, bt, c)?;
         attention_backward(
             s,
             ctx,
@@ -1009,7 +1005,7 @@ pub fn record_backward_with(
             ctx,
             &dx.dln1,
             &g.c_attn_w,
-            (!mixed).then_some(&g.c_attn_b),
+            None,
             dqkv,
             hx.map_or(&x.ln1, |h| &h.ln1),
             &w.c_attn_w,
@@ -1017,7 +1013,7 @@ pub fn record_backward_with(
             c,
             3 * c,
         )?;
-        half_bias(s, &g.c_attn_b, &dx.dqkv, 3 * c)?;
+        matmul_backward_bias(s, ctx, &g.c_attn_b, &dx.dqkv, bt, 3 * c)?;
         norm_backward(
             s,
             l.checked_sub(1),
