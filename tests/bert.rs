@@ -22,6 +22,9 @@ fn minilm() -> PathBuf {
     if let Some(d) = std::env::var_os("WGFORMER_MINILM") {
         return PathBuf::from(d);
     }
+    // One fetch for the tests of this binary, which run in parallel.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dest = root.join("target/models/all-minilm-l6-v2");
     let out = Command::new(root.join("scripts/fetch-minilm"))
