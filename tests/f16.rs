@@ -343,6 +343,14 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2-tiny")
 }
 
+/// The gpt2-tiny fixture's model in `precision`.
+fn fixture_model(ctx: &GpuContext, precision: Precision) -> Gpt2 {
+    Gpt2::load(ctx, &fixture())
+        .unwrap()
+        .with_precision(ctx, precision)
+        .unwrap()
+}
+
 /// The gpt2-tiny fixture through the f16 path against transformers: logits, loss, all
 /// 28 gradients, 10 AdamW steps and greedy decoding through the KV cache, with 8x f32's
 /// tolerances (greedy decoding identical).
@@ -451,18 +459,11 @@ fn f16_path_reads_its_copies_and_matches_f32_on_f16_exact_weights() {
 #[test]
 fn f16_training_steps_keep_the_copies_in_step() {
     for ctx in f16_contexts() {
-        let model = Gpt2::load(&ctx, &fixture())
-            .unwrap()
-            .with_precision(&ctx, Precision::F16)
-            .unwrap();
+        let model = fixture_model(&ctx, Precision::F16);
         let cfg = model.config.clone();
         let (b, t) = (2, 16);
         let mut trainer = Trainer::new(&ctx, model, b, t, OptimConfig::default()).unwrap();
-        let mut rng = Rng::new(8);
-        let x: Vec<i32> = (0..b * t)
-            .map(|_| rng.below(cfg.vocab_size as u64) as i32)
-            .collect();
-        let y: Vec<i32> = x[1..].iter().chain(&x[..1]).copied().collect();
+        let (x, y) = batch(&mut Rng::new(8), cfg.vocab_size, b * t);
         let submits = ctx.submit_count();
         let mut losses = Vec::new();
         for _ in 0..3 {
@@ -593,10 +594,7 @@ fn mixed_parity_with_transformers_on_gpt2_tiny() {
     for ctx in f16_contexts() {
         assert_parity(&ctx, Precision::Mixed);
         // The step's matmuls read the f16 copies: forward and backward, every block.
-        let model = Gpt2::load(&ctx, &fixture())
-            .unwrap()
-            .with_precision(&ctx, Precision::Mixed)
-            .unwrap();
+        let model = fixture_model(&ctx, Precision::Mixed);
         let n_layer = model.config.n_layer;
         let trainer = Trainer::new(&ctx, model, 2, 8, OptimConfig::default()).unwrap();
         let mut s = Schedule::new("mixed forward+backward");
@@ -727,13 +725,10 @@ fn batch(rng: &mut Rng, vocab: usize, n: usize) -> (Vec<i32>, Vec<i32>) {
 /// scale doubles after the growth interval. Each step is still one submit.
 #[test]
 fn an_overflowing_mixed_step_is_skipped_and_the_scale_backs_off() {
-    use wgformer::kernels::lossscale::{LossScaleConfig, LossScaleState};
+    use wgformer::kernels::lossscale::LossScaleConfig;
     use wgformer::model::gpt2::StepConfig;
     for ctx in f16_contexts() {
-        let model = Gpt2::load(&ctx, &fixture())
-            .unwrap()
-            .with_precision(&ctx, Precision::Mixed)
-            .unwrap();
+        let model = fixture_model(&ctx, Precision::Mixed);
         let vocab = model.config.vocab_size;
         let (b, t) = (2, 16);
         let config = StepConfig {
@@ -746,14 +741,7 @@ fn an_overflowing_mixed_step_is_skipped_and_the_scale_backs_off() {
         let mut trainer =
             Trainer::with_config(&ctx, model, b, t, OptimConfig::default(), config).unwrap();
         let (x, y) = batch(&mut Rng::new(3), vocab, b * t);
-        let sc = trainer.scaler.as_ref().unwrap();
-        let huge = LossScaleState {
-            scale: 1e30,
-            good_steps: 0,
-            last_skipped: false,
-            skipped: 0,
-        };
-        sc.write(&ctx, &huge).unwrap();
+        sc_write(&trainer, &ctx, 1e30, 0);
         let read = |tr: &Trainer| {
             let mut all = ctx.block_on(tr.model.params.read_all(&ctx)).unwrap();
             all.extend(ctx.block_on(tr.m.read_all(&ctx)).unwrap());
