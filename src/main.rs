@@ -304,13 +304,18 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
                 profile: true,
                 ..opts.clone()
             };
-            let ctx = pollster::block_on(GpuContext::new(&opts))?;
-            eprintln!("benchmarking kernels on {}", ctx.adapter_name());
             let shape = wgformer::bench::BenchShape {
                 b: batch,
                 t: seq,
                 ..Default::default()
             };
+            // The classifier's whole logits, (B·T, V), are the largest buffer.
+            let needs = wgformer::gpu::Needs {
+                max_buffer_size: (batch * seq * shape.v * 4) as u64,
+                ..Default::default()
+            };
+            let ctx = pollster::block_on(GpuContext::with_needs(&opts, &needs))?;
+            eprintln!("benchmarking kernels on {}", ctx.adapter_name());
             let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1))?;
             println!("{}", report.markdown());
             write_json(json.as_deref(), &report)?;

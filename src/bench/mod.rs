@@ -25,8 +25,35 @@ pub use kernels::{kernel_cases, peak_gflops, run_kernels, BenchShape, Case, Meas
 pub use step::{run_step, StepReport};
 pub use suite::{PeerReport, SuiteReport};
 
+/// Replay `s` until `secs` seconds of wall clock have passed (at least once): a GPU's
+/// clocks take a while to leave their idle state, and whatever is timed first would be
+/// timed slow.
+pub fn warm_up(ctx: &GpuContext, s: &Schedule, secs: f64) {
+    let t0 = Instant::now();
+    loop {
+        s.run(ctx);
+        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        if t0.elapsed().as_secs_f64() >= secs {
+            break;
+        }
+    }
+}
+
 /// Seconds one replay of `s` takes: the median over `reps` runs after a warm-up.
 pub fn time_schedule(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<f64> {
+    Ok(replay_times(ctx, s, reps)?[reps.max(1) / 2])
+}
+
+/// Seconds of the fastest of `reps` replays of `s` after a warm-up: for a ceiling, which
+/// no replay can beat.
+pub fn time_schedule_min(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<f64> {
+    Ok(replay_times(ctx, s, reps)?[0])
+}
+
+/// The times of `reps` (at least 1) replays of `s` after a warm-up, sorted: by GPU
+/// timestamps where the adapter has them, else by wall clock around a wait.
+fn replay_times(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<Vec<f64>> {
+    let reps = reps.max(1);
     let wait = || {
         let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
     };
@@ -48,7 +75,7 @@ pub fn time_schedule(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<f64>
         }
     }
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(times)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.

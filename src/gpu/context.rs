@@ -356,7 +356,18 @@ impl GpuContext {
             device_errors,
         }
         .with_matmul_kernel(requested)
-        .tuned())
+        .tuned()
+        .with_tile_from_env()?)
+    }
+
+    /// `WGFORMER_TILE=wx,wy,tk,rb` (invocations along N and M, K slice, register block)
+    /// sets the tiled kernel's tile shape over the tuned one, to measure one shape.
+    fn with_tile_from_env(self) -> Result<Self> {
+        if let Ok(v) = std::env::var("WGFORMER_TILE") {
+            let tile = v.parse::<TileConfig>()?;
+            self.set_tile_config(tile);
+        }
+        Ok(self)
     }
 
     /// With `Auto` resolved: tuned on native targets (timed once per adapter, cached on

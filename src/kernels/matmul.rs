@@ -214,6 +214,43 @@ impl TileConfig {
     }
 }
 
+impl std::str::FromStr for TileConfig {
+    type Err = crate::Error;
+    /// "wx,wy,tk,rb" (`WGFORMER_TILE`), e.g. "16,16,8,8" for 128×128 tiles of 8×8 blocks:
+    /// a shape the kernel can run (rb 4 or 8, tk a multiple of 4, at most 256
+    /// invocations and WebGPU's 16 KiB of workgroup memory).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let bad = |why: &str| {
+            crate::Error::Invalid(format!(
+                "WGFORMER_TILE={s:?}: {why}; expected wx,wy,tk,rb such as 16,16,8,8"
+            ))
+        };
+        let v: Vec<u32> = s
+            .split(',')
+            .map(|x| x.trim().parse::<u32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad("not four whole numbers"))?;
+        let [wx, wy, tk, rb] = v[..] else {
+            return Err(bad("not four numbers"));
+        };
+        let t = TileConfig::new(wx, wy, tk, rb);
+        let (tm, tn) = t.tile();
+        if !(rb == 4 || rb == 8) {
+            return Err(bad("rb must be 4 or 8"));
+        }
+        if tk == 0 || tk % 4 != 0 || tk > 64 {
+            return Err(bad("tk must be a multiple of 4 up to 64"));
+        }
+        if wx == 0 || wy == 0 || wx * wy > 256 {
+            return Err(bad("wx·wy must be 1 to 256 invocations"));
+        }
+        if (tm + tn) * tk as usize * 4 > 16384 {
+            return Err(bad("the tile needs more than 16 KiB of workgroup memory"));
+        }
+        Ok(t)
+    }
+}
+
 impl std::fmt::Display for TileConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (tm, tn) = self.tile();
@@ -383,10 +420,13 @@ impl Gemm {
             launch_ranges(k, K, &all),
         ];
         let gemv = m <= GEMV_MAX_M;
-        // With the CPU kernel families (rows, subgroup), w (K, N) products at M ≤ 4 run on
-        // the barrier-free column kernel; with the tiled family (GPUs), on the gemv that
-        // splits K over a workgroup. Tests run every family, so both on every adapter.
-        let gemv_cols = gemv && !self.trans_b && ctx.matmul_kernel() != MatmulKernel::Tiled;
+        // On a CPU adapter with the CPU kernel families (rows, subgroup), w (K, N) products
+        // at M ≤ 4 run on the barrier-free column kernel; everywhere else (GPUs, whichever
+        // family won their tuning), on the gemv that splits K over a workgroup: the column
+        // kernel walks all of K in one lane, which took 1.3 ms for GPT-2's fc at M = 1 on
+        // an H200 (2026-11-30). Tests run every family, so both on a CPU adapter.
+        let gemv_cols =
+            gemv && !self.trans_b && ctx.is_cpu() && ctx.matmul_kernel() != MatmulKernel::Tiled;
         let gemv_rounds = [("GEMV_ROUNDS", GEMV_ROUNDS as f64)];
         let prefer_rows = !gemv && ctx.matmul_kernel() == MatmulKernel::Rows;
         let subgroup = match ctx.subgroup_size() {

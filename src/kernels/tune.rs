@@ -43,8 +43,15 @@ fn default_tile() -> TileConfig {
     TileConfig::DEFAULT
 }
 
-/// The tuning products: (M, K, N) of the forward and of the weight gradient.
-const SHAPE: (usize, usize, usize) = (384, 256, 256);
+/// The tuning products: (M, K, N) of the forward and of the weight gradient, on a CPU
+/// adapter (a fraction of a second for each family there).
+const SHAPE_CPU: (usize, usize, usize) = (384, 256, 256);
+
+/// The same on a GPU: GPT-2's MLP at B·T = 2048, about 19 GFLOP for the pair, so that a
+/// product takes milliseconds rather than the microseconds a submit costs, and fills a
+/// large GPU's multiprocessors several times over with the largest tiles (128×128: 16×24
+/// workgroups).
+const SHAPE_GPU: (usize, usize, usize) = (2048, 768, 3072);
 
 /// The name a tile shape's figure has in [`TuneEntry::gflops`]: "tiled 64x64/16" (4×4
 /// register blocks), "tiled 128x128/8 rb8" (8×8).
@@ -149,7 +156,7 @@ pub fn tuned_matmul_kernel(ctx: &GpuContext) -> Option<(MatmulKernel, TileConfig
 
 /// Time every family `ctx` can run on the tuning products; the fastest wins.
 pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
-    let (m, k, n) = SHAPE;
+    let (m, k, n) = if ctx.is_cpu() { SHAPE_CPU } else { SHAPE_GPU };
     let mut rng = Rng::new(11);
     let mut t = |label: &str, len: usize| {
         Tensor::from_f32(ctx, label, &[len], &rng.vec_uniform(len, -1.0, 1.0))
@@ -186,12 +193,23 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
             ..Gemm::default()
         };
         dw_form.record(&mut s, ctx, &dw, &a, &out, None, k, rows, n)?;
-        Ok(flops * (rows as f64 / m as f64) / time(ctx, &s, 3) * 1e-9)
+        let reps = if ctx.is_cpu() { 3 } else { 7 };
+        Ok(flops * (rows as f64 / m as f64) / time(ctx, &s, reps) * 1e-9)
     };
     // The tiled kernel at every tile shape, then the family at its best shape. A CPU
     // adapter, where the tiled kernel runs at a fraction of a GFLOP/s and will not be
     // chosen, times the shapes on a quarter of the rows so a first run stays short.
     let sweep_rows = if ctx.is_cpu() { m / 4 } else { m };
+    if !ctx.is_cpu() {
+        // Half a second of work first, so that the first candidates are not timed at the
+        // idle clocks (an H200's 345 MHz against its 1980) and the last at full speed.
+        ctx.set_tile_config(TileConfig::DEFAULT);
+        run(MatmulKernel::Tiled, m)?;
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < 0.5 {
+            run(MatmulKernel::Tiled, m)?;
+        }
+    }
     let mut tile = TileConfig::DEFAULT;
     let mut best_shape = 0.0;
     for t in TileConfig::CANDIDATES {
