@@ -178,13 +178,15 @@ fn attention_matches_reference() {
 }
 
 /// Where attention takes the matmul form, long contexts run in slices of the (row, head)
-/// grid, each within MATMUL_FORM_MAX_SCORES, covering every (row, head) once, with the
+/// grid, each within the adapter's bound (matmul_form_max_scores), covering every (row, head) once, with the
 /// slices' launches in the schedule; the fused kernels at T = 1024 on every adapter
 /// (a context whose matmuls run on the rows kernel).
 #[test]
 fn long_contexts_run_in_slices_or_fused() {
     use wgformer::gpu::MatmulKernel;
-    use wgformer::kernels::attention::{attention_slices, MATMUL_FORM_MAX_SCORES};
+    use wgformer::kernels::attention::{
+        attention_slices, matmul_form_family, matmul_form_max_scores,
+    };
     on_each_adapter(|ctx| {
         for (b, t, c, nh) in [
             (1, 1024, 64, 8),
@@ -193,14 +195,12 @@ fn long_contexts_run_in_slices_or_fused() {
             (2, 64, 48, 4),
         ] {
             let Some(slices) = attention_slices(ctx, b, t, c, nh) else {
-                assert!(
-                    ctx.subgroup_size().is_none() || ctx.matmul_kernel() != MatmulKernel::Subgroup
-                );
+                assert!(!matmul_form_family(ctx));
                 continue;
             };
             let mut seen = vec![0; b * nh];
             for sl in &slices {
-                assert!((sl.nb * sl.nh * t * t * 4) as u64 <= MATMUL_FORM_MAX_SCORES);
+                assert!((sl.nb * sl.nh * t * t * 4) as u64 <= matmul_form_max_scores(ctx));
                 assert!(sl.nb == 1 || (sl.h0, sl.nh) == (0, nh), "{sl:?}");
                 for r in sl.b0..sl.b0 + sl.nb {
                     for h in sl.h0..sl.h0 + sl.nh {
@@ -209,7 +209,7 @@ fn long_contexts_run_in_slices_or_fused() {
                 }
             }
             assert!(seen.iter().all(|&n| n == 1), "{b}x{t}x{c}x{nh}: {slices:?}");
-            let whole = (b * nh * t * t * 4) as u64 <= MATMUL_FORM_MAX_SCORES;
+            let whole = (b * nh * t * t * 4) as u64 <= matmul_form_max_scores(ctx);
             assert_eq!(slices.len() == 1, whole, "{slices:?}");
             let qkv = Tensor::zeros(ctx, "qkv", &[b, t, 3 * c], DType::F32).unwrap();
             let out = Tensor::zeros(ctx, "out", &[b, t, c], DType::F32).unwrap();

@@ -7,11 +7,11 @@
 //! workgroup per (b, h, block of WG positions), WG chosen from T and HS (see
 //! `workgroup_size`); head sizes up to [`MAX_HEAD_SIZE`]. Batches are split into
 //! chunks when a tensor exceeds one binding.
-//! On CPU adapters with subgroups, where those kernels are slow, attention runs instead in
-//! its matmul form: per (batch row, head), scores = q·kᵀ and out = p·v as batched
-//! subgroup matmuls around a softmax kernel, over slices of the (row, head) grid whose
-//! T×T scores fit [`MATMUL_FORM_MAX_SCORES`] ([`attention_slices`]); the backward
-//! rebuilds p from the stats slice by slice. CPU references: `crate::reference::attention`.
+//! On CPU adapters with subgroups, and on GPUs with subgroups, where those kernels are
+//! slow, attention runs instead in its matmul form: per (batch row, head), scores = q·kᵀ
+//! and out = p·v as batched subgroup matmuls around a softmax kernel, over slices of the
+//! (row, head) grid whose T×T scores fit [`matmul_form_max_scores`] ([`attention_slices`],
+//! [`matmul_form_family`]); the backward rebuilds p from the stats slice by slice. CPU references: `crate::reference::attention`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -109,6 +109,10 @@ pub const ATTENTION_SOFTMAX_BACKWARD: KernelDesc = KernelDesc {
 /// flash-style kernels run, which never materialise the scores.
 pub const MATMUL_FORM_MAX_SCORES: u64 = 16 << 20;
 
+/// The same bound on a GPU, where memory is faster and a launch wants many heads to fill
+/// the device: at GPT-2's T = 1024, 32 heads a slice.
+pub const MATMUL_FORM_MAX_SCORES_GPU: u64 = 128 << 20;
+
 /// A slice of the (batch row, head) grid the matmul form works on at once: `nb` batch
 /// rows from `b0` with every head, or (`nb` = 1) heads `h0..h0 + nh` of row `b0`, so the
 /// slice's stats rows (b·NH + h) are contiguous.
@@ -121,10 +125,12 @@ pub struct AttentionSlice {
 }
 
 /// The slices attention's matmul form runs in, or `None` where the fused kernels run.
-/// The matmul form runs on devices whose matmuls run on the subgroup kernel (CPU
-/// adapters with subgroups), where it is about 10x faster than the fused kernels, when
+/// The matmul form runs where [`matmul_form_family`] says: on CPU adapters whose matmuls
+/// run on the subgroup kernel, where it is about 10x faster than the fused kernels, and
+/// on GPUs with subgroups (on an H200 the fused kernels took 83 % of a GPT-2 step at
+/// B=4, T=1024, at about 0.2 TFLOP/s, 2026-11-30); and when
 /// qkv fits one binding, the heads fit one grid dimension and one head's T×T scores fit
-/// [`MATMUL_FORM_MAX_SCORES`]. A slice is as many whole batch rows as fit, or, when one
+/// [`matmul_form_max_scores`]. A slice is as many whole batch rows as fit, or, when one
 /// row's heads do not, groups of a row's heads; every slice's stats must start on a
 /// binding-offset boundary (T·4 bytes a head row), else the fused kernels run.
 pub fn attention_slices(
@@ -136,9 +142,8 @@ pub fn attention_slices(
 ) -> Option<Vec<AttentionSlice>> {
     let limit = ctx.binding_limit();
     let head = (t * t * 4) as u64;
-    let fits = (limit.min(MATMUL_FORM_MAX_SCORES) / head.max(1)) as usize;
-    let usable = ctx.matmul_kernel() == MatmulKernel::Subgroup
-        && ctx.subgroup_size().is_some()
+    let fits = (limit.min(matmul_form_max_scores(ctx)) / head.max(1)) as usize;
+    let usable = matmul_form_family(ctx)
         && fits >= 1
         && ((b * t * 3 * c * 4) as u64) <= limit
         && b * nh <= ctx.limits().max_compute_workgroups_per_dimension as usize;
@@ -170,6 +175,28 @@ pub fn attention_slices(
         .iter()
         .all(|sl| ((sl.b0 * nh + sl.h0) * t * 4).is_multiple_of(align));
     aligned.then_some(slices)
+}
+
+/// Whether `ctx` runs attention in its matmul form where the sizes allow: devices with
+/// subgroups whose matmuls run on the subgroup kernel (CPU adapters) or, on a GPU, on the
+/// tiled kernel. A context on the rows kernel keeps the fused kernels (tests use one to
+/// run them on every adapter).
+pub fn matmul_form_family(ctx: &GpuContext) -> bool {
+    let family = match ctx.matmul_kernel() {
+        MatmulKernel::Subgroup => true,
+        MatmulKernel::Tiled => !ctx.is_cpu(),
+        _ => false,
+    };
+    family && ctx.subgroup_size().is_some()
+}
+
+/// The most bytes of scores one slice of the matmul form holds on `ctx`.
+pub fn matmul_form_max_scores(ctx: &GpuContext) -> u64 {
+    if ctx.is_cpu() {
+        MATMUL_FORM_MAX_SCORES
+    } else {
+        MATMUL_FORM_MAX_SCORES_GPU
+    }
 }
 
 /// A T×T scratch tensor per (b, h) of the largest slice, made at record time (the bind

@@ -24,19 +24,30 @@ pub const FMA_PEAK: KernelDesc = KernelDesc {
 /// FMA chains per invocation and lanes per chain (CHAINS and vec4 in the shader).
 const FMAS_PER_ITER: u64 = 8 * 4;
 
-/// Record `out.numel()` invocations of `iters` iterations; returns the FLOPs recorded.
-pub fn fma_peak(s: &mut Schedule, ctx: &GpuContext, out: &Tensor, iters: u32) -> Result<u64> {
+/// Record `out.numel()` invocations of `iters` iterations, `unroll` to a trip of the
+/// loop (UNROLL; `iters` a multiple of it); returns the FLOPs recorded.
+pub fn fma_peak(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    out: &Tensor,
+    iters: u32,
+    unroll: u32,
+) -> Result<u64> {
     let n = out.numel();
     assert!(
         n.is_multiple_of(256),
         "fma_peak: {} invocations, not a multiple of 256",
         n
     );
+    assert!(
+        unroll > 0 && iters.is_multiple_of(unroll),
+        "fma_peak: {iters} iterations, not a multiple of the unroll {unroll}"
+    );
     let p = PeakParams { iters, seed: 0.5 };
     s.dispatch(
         ctx,
         &FMA_PEAK,
-        &[],
+        &[("UNROLL", unroll as f64)],
         "fma_peak",
         &[out.into()],
         Some(&p),

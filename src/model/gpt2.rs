@@ -202,8 +202,12 @@ impl Gpt2 {
         .max()
         .unwrap_or(0)
             * 4;
+        // Kernels bind the (B·T, 4C) activations and gradients whole (the classifier's
+        // weights and logits are split by their launchers).
+        let binding = (b * t) as u64 * config.mlp_width() as u64 * 4;
         Needs {
             max_buffer_size: biggest,
+            max_storage_buffer_binding_size: binding,
             ..Needs::default()
         }
     }
