@@ -174,6 +174,9 @@ fn attention_matches_reference() {
         check(ctx, &mut rng, (1, 1024, 48, 4));
         check(ctx, &mut rng, (1, 1024, 64, 8));
         check(ctx, &mut rng, (2, 1024, 48, 3));
+        // Slices of several whole rows (a CPU adapter's 16 MiB: 4 rows of 4 heads at
+        // T = 512, then 2), the shape a GPU's slices take at GPT-2's B = 16, T = 1024.
+        check(ctx, &mut rng, (6, 512, 48, 4));
     });
 }
 
@@ -191,6 +194,7 @@ fn long_contexts_run_in_slices_or_fused() {
         for (b, t, c, nh) in [
             (1, 1024, 64, 8),
             (2, 1024, 48, 3),
+            (6, 512, 48, 4),
             (5, 256, 48, 4),
             (2, 64, 48, 4),
         ] {
