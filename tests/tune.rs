@@ -84,3 +84,27 @@ fn tuning_measures_caches_and_reuses_the_choice() {
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `WGFORMER_TILE` names a tile shape the kernel can run, or the error says what is wrong.
+#[test]
+fn tile_shapes_parse_from_their_env_form() {
+    for t in TileConfig::CANDIDATES {
+        let text = format!("{},{},{},{}", t.wx, t.wy, t.tk, t.rb);
+        assert_eq!(text.parse::<TileConfig>().unwrap(), t, "{text}");
+    }
+    assert_eq!(
+        " 16, 16, 8, 8".parse::<TileConfig>().unwrap(),
+        TileConfig::new(16, 16, 8, 8)
+    );
+    for (bad, why) in [
+        ("16,16,8", "not four numbers"),
+        ("16,16,8,x", "not four whole numbers"),
+        ("16,16,8,2", "rb must be 4 or 8"),
+        ("16,16,6,4", "tk must be a multiple of 4"),
+        ("32,16,8,4", "wx·wy must be 1 to 256"),
+        ("16,16,32,8", "more than 16 KiB"),
+    ] {
+        let e = bad.parse::<TileConfig>().unwrap_err().to_string();
+        assert!(e.contains("WGFORMER_TILE") && e.contains(why), "{bad}: {e}");
+    }
+}

@@ -341,7 +341,7 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
-        Ok(GpuContext {
+        GpuContext {
             adapter,
             device,
             queue,
@@ -357,7 +357,7 @@ impl GpuContext {
         }
         .with_matmul_kernel(requested)
         .tuned()
-        .with_tile_from_env()?)
+        .with_tile_from_env()
     }
 
     /// `WGFORMER_TILE=wx,wy,tk,rb` (invocations along N and M, K slice, register block)
