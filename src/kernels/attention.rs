@@ -11,7 +11,8 @@
 //! slow, attention runs instead in its matmul form: per (batch row, head), scores = q·kᵀ
 //! and out = p·v as batched subgroup matmuls around a softmax kernel, over slices of the
 //! (row, head) grid whose T×T scores fit [`matmul_form_max_scores`] ([`attention_slices`],
-//! [`matmul_form_family`]); the backward rebuilds p from the stats slice by slice. CPU references: `crate::reference::attention`.
+//! [`matmul_form_family`]); the backward rebuilds p from the stats slice by slice.
+//! CPU references: `crate::reference::attention`.
 
 use bytemuck::{Pod, Zeroable};
 
