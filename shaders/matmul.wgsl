@@ -91,6 +91,16 @@ fn store_out(m: u32, n: u32, v: f32) {
     out[i] = r;
 }
 
+// Row m, columns n .. n + 4 of out from v, each element only if inside the launch's block
+// (the tiled and row kernels' stores).
+fn store_out4(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    if (n < p.n) { store_out(m, n, v.x); }
+    if (n + 1u < p.n) { store_out(m, n + 1u, v.y); }
+    if (n + 2u < p.n) { store_out(m, n + 2u, v.z); }
+    if (n + 3u < p.n) { store_out(m, n + 3u, v.w); }
+}
+
 // ---- matmul_forward: tiled ------------------------------------------------------------
 // A workgroup of TWX×TWY invocations computes a TM×TN = (RB·TWY)×(RB·TWX) tile of out.
 // Each invocation owns an RB×RB register block (RB = 4 or 8) made of 4×4 sub-blocks:
@@ -112,7 +122,7 @@ fn store_out(m: u32, n: u32, v: f32) {
 
 override TWX: u32 = 16u;  // invocations along N
 override TWY: u32 = 16u;  // invocations along M
-override RB: u32 = 4u;    // rows and columns of out per invocation: 4 or 8 (RB_MAX)
+override RB: u32 = 4u;    // rows and columns of out per invocation: 4 or 8 (fields of Block)
 override TK: u32 = 16u;   // K slice staged per iteration (a multiple of 4)
 override TM: u32 = RB * TWY;  // rows of out per workgroup
 override TN: u32 = RB * TWX;  // columns of out per workgroup
@@ -124,7 +134,6 @@ override TILE_W4: u32 = TK * TN4;
 var<workgroup> a_tile: array<vec4<f32>, TILE_A4>;  // (TK, TM/4): op(a)[m0 + 4·q + r, k0 + kk] at [kk·TM4 + q][r]
 var<workgroup> w_tile: array<vec4<f32>, TILE_W4>;  // (TK, TN/4): op(w)[k0 + kk, n0 + 4·q + c] at [kk·TN4 + q][c]
 
-const RB_MAX: u32 = 8u;
 // An invocation's block as named values, not an array: row ρ of the block and column
 // group j (columns 4·(tx + TWX·j) .. + 4) in field c{2ρ + j}. Named fields with fixed
 // indices stay in registers on every compiler; an array indexed in loops went to local
@@ -179,38 +188,29 @@ fn tile_slice(k0: u32, t: vec2<u32>, acc: ptr<function, Block>) {
     }
 }
 
-// Row m, columns n .. n + 4 of out from v, each element only if inside the launch's block.
-fn tile_store4(m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.m) { return; }
-    if (n < p.n) { store_out(m, n, v.x); }
-    if (n + 1u < p.n) { store_out(m, n + 1u, v.y); }
-    if (n + 2u < p.n) { store_out(m, n + 2u, v.z); }
-    if (n + 3u < p.n) { store_out(m, n + 3u, v.w); }
-}
-
 // Write an invocation's block: row 4·(ty + TWY·i) + r, columns 4·(tx + TWX·j) ...
 fn tile_store(m0: u32, n0: u32, t: vec2<u32>, acc: ptr<function, Block>) {
     let m = m0 + 4u * t.y;
     let n = n0 + 4u * t.x;
-    tile_store4(m, n, (*acc).c0);
-    tile_store4(m + 1u, n, (*acc).c2);
-    tile_store4(m + 2u, n, (*acc).c4);
-    tile_store4(m + 3u, n, (*acc).c6);
+    store_out4(m, n, (*acc).c0);
+    store_out4(m + 1u, n, (*acc).c2);
+    store_out4(m + 2u, n, (*acc).c4);
+    store_out4(m + 3u, n, (*acc).c6);
     if (RB == 8u) {
         let m1 = m + 4u * TWY;
         let n1 = n + 4u * TWX;
-        tile_store4(m, n1, (*acc).c1);
-        tile_store4(m + 1u, n1, (*acc).c3);
-        tile_store4(m + 2u, n1, (*acc).c5);
-        tile_store4(m + 3u, n1, (*acc).c7);
-        tile_store4(m1, n, (*acc).c8);
-        tile_store4(m1 + 1u, n, (*acc).c10);
-        tile_store4(m1 + 2u, n, (*acc).c12);
-        tile_store4(m1 + 3u, n, (*acc).c14);
-        tile_store4(m1, n1, (*acc).c9);
-        tile_store4(m1 + 1u, n1, (*acc).c11);
-        tile_store4(m1 + 2u, n1, (*acc).c13);
-        tile_store4(m1 + 3u, n1, (*acc).c15);
+        store_out4(m, n1, (*acc).c1);
+        store_out4(m + 1u, n1, (*acc).c3);
+        store_out4(m + 2u, n1, (*acc).c5);
+        store_out4(m + 3u, n1, (*acc).c7);
+        store_out4(m1, n, (*acc).c8);
+        store_out4(m1 + 1u, n, (*acc).c10);
+        store_out4(m1 + 2u, n, (*acc).c12);
+        store_out4(m1 + 3u, n, (*acc).c14);
+        store_out4(m1, n1, (*acc).c9);
+        store_out4(m1 + 1u, n1, (*acc).c11);
+        store_out4(m1 + 2u, n1, (*acc).c13);
+        store_out4(m1 + 3u, n1, (*acc).c15);
     }
 }
 
@@ -490,15 +490,6 @@ fn rows_a4(m: u32, k: u32) -> vec4<f32> {
     return vec4<f32>(rows_a(m, k), rows_a(m, k + 1u), rows_a(m, k + 2u), rows_a(m, k + 3u));
 }
 
-// Columns n .. n + 4 of row m, each only if inside the block.
-fn rows_store4(m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.m) { return; }
-    if (n < p.n) { store_out(m, n, v.x); }
-    if (n + 1u < p.n) { store_out(m, n + 1u, v.y); }
-    if (n + 2u < p.n) { store_out(m, n + 2u, v.z); }
-    if (n + 3u < p.n) { store_out(m, n + 3u, v.w); }
-}
-
 @compute @workgroup_size(64)
 fn matmul_forward_rows(@builtin(workgroup_id) wg: vec3<u32>,
                        @builtin(local_invocation_index) li: u32) {
@@ -572,22 +563,22 @@ fn rows_plain(m0: u32, n: u32) {
         c14 = fma(vec4<f32>(rows_a(m0 + 14u, k)), wv, c14);
         c15 = fma(vec4<f32>(rows_a(m0 + 15u, k)), wv, c15);
     }
-    rows_store4(m0 + 0u, n, c0);
-    rows_store4(m0 + 1u, n, c1);
-    rows_store4(m0 + 2u, n, c2);
-    rows_store4(m0 + 3u, n, c3);
-    rows_store4(m0 + 4u, n, c4);
-    rows_store4(m0 + 5u, n, c5);
-    rows_store4(m0 + 6u, n, c6);
-    rows_store4(m0 + 7u, n, c7);
-    rows_store4(m0 + 8u, n, c8);
-    rows_store4(m0 + 9u, n, c9);
-    rows_store4(m0 + 10u, n, c10);
-    rows_store4(m0 + 11u, n, c11);
-    rows_store4(m0 + 12u, n, c12);
-    rows_store4(m0 + 13u, n, c13);
-    rows_store4(m0 + 14u, n, c14);
-    rows_store4(m0 + 15u, n, c15);
+    store_out4(m0 + 0u, n, c0);
+    store_out4(m0 + 1u, n, c1);
+    store_out4(m0 + 2u, n, c2);
+    store_out4(m0 + 3u, n, c3);
+    store_out4(m0 + 4u, n, c4);
+    store_out4(m0 + 5u, n, c5);
+    store_out4(m0 + 6u, n, c6);
+    store_out4(m0 + 7u, n, c7);
+    store_out4(m0 + 8u, n, c8);
+    store_out4(m0 + 9u, n, c9);
+    store_out4(m0 + 10u, n, c10);
+    store_out4(m0 + 11u, n, c11);
+    store_out4(m0 + 12u, n, c12);
+    store_out4(m0 + 13u, n, c13);
+    store_out4(m0 + 14u, n, c14);
+    store_out4(m0 + 15u, n, c15);
 }
 
 // w (N, K): columns n .. n + 4, each read as vec4 along its row (K, ldw and off_w are
@@ -635,22 +626,22 @@ fn rows_trans_b(m0: u32, n: u32) {
         { let av = rows_a4(m0 + 14u, k); c14 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
         { let av = rows_a4(m0 + 15u, k); c15 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
     }
-    rows_store4(m0 + 0u, n, c0);
-    rows_store4(m0 + 1u, n, c1);
-    rows_store4(m0 + 2u, n, c2);
-    rows_store4(m0 + 3u, n, c3);
-    rows_store4(m0 + 4u, n, c4);
-    rows_store4(m0 + 5u, n, c5);
-    rows_store4(m0 + 6u, n, c6);
-    rows_store4(m0 + 7u, n, c7);
-    rows_store4(m0 + 8u, n, c8);
-    rows_store4(m0 + 9u, n, c9);
-    rows_store4(m0 + 10u, n, c10);
-    rows_store4(m0 + 11u, n, c11);
-    rows_store4(m0 + 12u, n, c12);
-    rows_store4(m0 + 13u, n, c13);
-    rows_store4(m0 + 14u, n, c14);
-    rows_store4(m0 + 15u, n, c15);
+    store_out4(m0 + 0u, n, c0);
+    store_out4(m0 + 1u, n, c1);
+    store_out4(m0 + 2u, n, c2);
+    store_out4(m0 + 3u, n, c3);
+    store_out4(m0 + 4u, n, c4);
+    store_out4(m0 + 5u, n, c5);
+    store_out4(m0 + 6u, n, c6);
+    store_out4(m0 + 7u, n, c7);
+    store_out4(m0 + 8u, n, c8);
+    store_out4(m0 + 9u, n, c9);
+    store_out4(m0 + 10u, n, c10);
+    store_out4(m0 + 11u, n, c11);
+    store_out4(m0 + 12u, n, c12);
+    store_out4(m0 + 13u, n, c13);
+    store_out4(m0 + 14u, n, c14);
+    store_out4(m0 + 15u, n, c15);
 }
 
 // ---- matmul_backward_bias: dbias (N) += Σ_m dout (M, N) -----------------------------------
