@@ -788,6 +788,54 @@ fn an_overflowing_mixed_step_is_skipped_and_the_scale_backs_off() {
     }
 }
 
+/// A skipped step is no AdamW step, as in torch, whose GradScaler skips
+/// `optimizer.step()`: after one overflowed step, a step at a sane scale gives the same
+/// bits as the first step of a trainer that never overflowed (t = 1 in both); with t = 2
+/// the bias corrections would differ.
+#[test]
+fn a_skipped_step_does_not_advance_adamw_t() {
+    for ctx in f16_contexts() {
+        let (b, t) = (2, 16);
+        let trainer = || {
+            let model = fixture_model(&ctx, Precision::Mixed);
+            Trainer::new(&ctx, model, b, t, OptimConfig::default()).unwrap()
+        };
+        let (mut skipping, mut fresh) = (trainer(), trainer());
+        let vocab = fresh.model.config.vocab_size;
+        let (x, y) = batch(&mut Rng::new(5), vocab, b * t);
+        sc_write(&skipping, &ctx, 1e30, 0);
+        ctx.block_on(skipping.step(&ctx, &x, &y, 1e-2)).unwrap();
+        assert_eq!(
+            (skipping.step, skipping.skipped, skipping.adamw_t()),
+            (1, 1, 1),
+            "the overflowed step must leave AdamW's t at 1"
+        );
+        sc_write(&skipping, &ctx, 1024.0, 1);
+        sc_write(&fresh, &ctx, 1024.0, 0);
+        let l_skipping = ctx.block_on(skipping.step(&ctx, &x, &y, 1e-2)).unwrap();
+        let l_fresh = ctx.block_on(fresh.step(&ctx, &x, &y, 1e-2)).unwrap();
+        assert_eq!(l_skipping.to_bits(), l_fresh.to_bits());
+        assert_eq!((skipping.skipped, skipping.adamw_t()), (1, 2));
+        let read = |tr: &Trainer| {
+            let mut all = ctx.block_on(tr.model.params.read_all(&ctx)).unwrap();
+            all.extend(ctx.block_on(tr.m.read_all(&ctx)).unwrap());
+            all.extend(ctx.block_on(tr.v.read_all(&ctx)).unwrap());
+            all
+        };
+        let (a, f) = (read(&skipping), read(&fresh));
+        let differ = a
+            .iter()
+            .flatten()
+            .zip(f.iter().flatten())
+            .filter(|(a, f)| a.to_bits() != f.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{differ} weights or moments differ from a trainer that never skipped"
+        );
+    }
+}
+
 fn sc_write(trainer: &Trainer, ctx: &GpuContext, scale: f32, skipped: u32) {
     let st = wgformer::kernels::lossscale::LossScaleState {
         scale,

@@ -1185,8 +1185,14 @@ pub struct Trainer {
     /// forward (no dropout), zero grads, the micro-batch (dropout, 1/K), its exact twin,
     /// clip + AdamW; replayed by `model::step`
     replay: StepReplay,
-    /// AdamW steps taken (t of the next step is step + 1).
+    /// Steps taken, skipped ones included (they count for dropout's masks and a run's
+    /// progress).
     pub step: u32,
+    /// Of those, the mixed path's steps skipped for an f16 overflow, as the last step
+    /// read back: they changed no weight, and as in torch (GradScaler skips
+    /// `optimizer.step()`) AdamW does not count them, so the next step's t is
+    /// step − skipped + 1.
+    pub skipped: u32,
 }
 
 impl Trainer {
@@ -1284,7 +1290,10 @@ impl Trainer {
             exact,
             update,
         };
-        let replay = StepReplay::new(ctx, k, recorded, adam_step, &acts.loss_stats)?;
+        let mut replay = StepReplay::new(ctx, k, recorded, adam_step, &acts.loss_stats)?;
+        if let Some(sc) = &scaler {
+            replay = replay.with_tail(ctx, &sc.state);
+        }
         Ok(Trainer {
             model,
             acts,
@@ -1302,6 +1311,7 @@ impl Trainer {
             dropout_step,
             replay,
             step: 0,
+            skipped: 0,
         })
     }
 
@@ -1361,6 +1371,21 @@ impl Trainer {
             }
         }
         Ok(grads)
+    }
+
+    /// AdamW's t for the next step: steps taken less those the loss scaler skipped, + 1.
+    pub fn adamw_t(&self) -> u32 {
+        self.step - self.skipped + 1
+    }
+
+    /// Set the loss scaler's state (on the mixed path; resuming a run), and with it the
+    /// count of skipped steps AdamW's t leaves out.
+    pub fn set_loss_scale(&mut self, ctx: &GpuContext, st: &LossScaleState) -> Result<()> {
+        if let Some(sc) = &self.scaler {
+            sc.write(ctx, st)?;
+            self.skipped = st.skipped;
+        }
+        Ok(())
     }
 
     /// The loss scaler's state on the mixed path (`None` otherwise): a readback.
@@ -1423,12 +1448,15 @@ impl Trainer {
                 bytes: (DROPOUT_STEP_WORDS * 4) as u64,
             });
         }
-        let losses = self
-            .replay
-            .step(ctx, &self.opt, lr, self.step + 1, &copies)
-            .await?;
+        let t = self.adamw_t();
+        let out = self.replay.step(ctx, &self.opt, lr, t, &copies).await?;
         self.step += 1;
-        Ok(losses)
+        // The scaler's state as the step left it: [scale, good steps, last skipped,
+        // steps skipped] (shaders/lossscale.wgsl).
+        if let Some(&skipped) = out.tail.get(3) {
+            self.skipped = skipped as u32;
+        }
+        Ok(out.losses)
     }
 }
 

@@ -37,6 +37,9 @@ pub struct StepReplay {
     micro_stats: Tensor, // (K, 4)
     loss_readback: Readback,
     stats_readback: Readback,
+    /// A small tensor read back with every step's losses, after them: the mixed path's
+    /// loss-scaler state, whose skip count keeps AdamW's t on the steps it applied.
+    tail: Option<Tensor>,
 }
 
 /// The schedules a trainer records, as [`StepReplay::new`] takes them.
@@ -71,7 +74,17 @@ impl StepReplay {
             loss_readback: Readback::new(ctx, "loss", (STATS_LEN * 4) as u64),
             stats_readback: Readback::new(ctx, "micro losses", micro_stats.size_bytes()),
             micro_stats,
+            tail: None,
         })
+    }
+
+    /// Read `tail` (a few f32 words) back with every step's losses, in the same copy-out
+    /// and readback ([`StepOutput::tail`]).
+    pub fn with_tail(mut self, ctx: &GpuContext, tail: &Tensor) -> Self {
+        let bytes = self.micro_stats.size_bytes() + tail.size_bytes();
+        self.stats_readback = Readback::new(ctx, "micro losses", bytes);
+        self.tail = Some(tail.clone());
+        self
     }
 
     /// Bytes the replay itself holds on the device.
@@ -110,7 +123,8 @@ impl StepReplay {
     }
 
     /// One optimizer step (AdamW's t = `t`) at `lr` over the K micro-batches whose inputs
-    /// `copies` bring into place; returns each micro-batch's mean loss. One submit.
+    /// `copies` bring into place; returns each micro-batch's mean loss, and the tail's
+    /// words as the step left them. One submit.
     pub async fn step(
         &self,
         ctx: &GpuContext,
@@ -118,7 +132,7 @@ impl StepReplay {
         lr: f32,
         t: u32,
         copies: &[MicroCopy<'_>],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<StepOutput> {
         AdamwStep::new(lr, opt.beta1, opt.beta2, opt.eps, t)?.write(ctx, &self.adam_step)?;
         let mut enc = ctx
             .device
@@ -142,11 +156,27 @@ impl StepReplay {
         }
         self.update.encode(&mut enc);
         let rb = &self.stats_readback;
-        enc.copy_buffer_to_buffer(&self.micro_stats.buffer, 0, &rb.buffer, 0, rb.size);
+        let stats_bytes = self.micro_stats.size_bytes();
+        enc.copy_buffer_to_buffer(&self.micro_stats.buffer, 0, &rb.buffer, 0, stats_bytes);
+        if let Some(tail) = &self.tail {
+            let bytes = tail.size_bytes();
+            enc.copy_buffer_to_buffer(&tail.buffer, 0, &rb.buffer, stats_bytes, bytes);
+        }
         ctx.submit(enc.finish());
         let all: Vec<f32> = rb.read(ctx).await?;
-        Ok(all.chunks(STATS_LEN).take(self.k).map(|s| s[0]).collect())
+        let (stats, tail) = all.split_at(self.k * STATS_LEN);
+        Ok(StepOutput {
+            losses: stats.chunks(STATS_LEN).map(|s| s[0]).collect(),
+            tail: tail.to_vec(),
+        })
     }
+}
+
+/// What a step reads back: each micro-batch's mean loss, and the words of the replay's
+/// tail tensor after the step (empty without one).
+pub struct StepOutput {
+    pub losses: Vec<f32>,
+    pub tail: Vec<f32>,
 }
 
 /// The mean of a step's micro-batch losses (the loss itself when K = 1).

@@ -355,9 +355,6 @@ pub fn restore_checkpoint(
     trainer.model.refresh_half(ctx)?;
     trainer.m.write_all(ctx, &m)?;
     trainer.v.write_all(ctx, &v)?;
-    if let (Some(sc), Some(st)) = (&trainer.scaler, &state.loss_scale) {
-        sc.write(ctx, st)?;
-    }
     trainer.step = u32::try_from(state.step).map_err(|_| {
         Error::Invalid(format!(
             "{}: step {} exceeds the 2^32 steps AdamW counts",
@@ -365,5 +362,16 @@ pub fn restore_checkpoint(
             state.step
         ))
     })?;
+    if let Some(st) = &state.loss_scale {
+        if st.skipped > trainer.step {
+            return Err(Error::Invalid(format!(
+                "{}: loss_scale.skipped {} exceeds the {} steps taken",
+                dir.display(),
+                st.skipped,
+                trainer.step
+            )));
+        }
+        trainer.set_loss_scale(ctx, st)?;
+    }
     Ok(state)
 }

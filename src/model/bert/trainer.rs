@@ -314,7 +314,8 @@ impl BertTrainer {
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)
-            .await?;
+            .await?
+            .losses;
         self.step += 1;
         Ok(mean_loss(&losses))
     }

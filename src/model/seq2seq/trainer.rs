@@ -233,7 +233,8 @@ impl Seq2seqTrainer {
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)
-            .await?;
+            .await?
+            .losses;
         self.step += 1;
         Ok(mean_loss(&losses))
     }
