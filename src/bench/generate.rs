@@ -28,6 +28,14 @@ pub struct GenerateReport {
     pub decode_tokens: usize,
     pub decode_tokens_per_s: f64,
     pub ms_per_decode_step: f64,
+    /// Decode steps timed one by one after the generation (each a feed of one token and
+    /// its readback): the median and the slowest, in ms. Beside the mean above they show
+    /// whether a step's wall time is steady or a few slow steps (a lazy allocation or
+    /// compile) raise the mean.
+    #[serde(default)]
+    pub decode_step_ms_median: f64,
+    #[serde(default)]
+    pub decode_step_ms_max: f64,
     /// Launches of one decode step's pass.
     pub launches_per_step: usize,
     /// Device time of one decode step by kernel, largest first (kernel, launches, ms),
@@ -47,7 +55,8 @@ impl GenerateReport {
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "Adapter: {} — {}\n\n{} ({:.1}M parameters): prefill {:.1} tok/s ({} prompt \
-             tokens), decode {:.2} tok/s ({:.2} ms/step over {} steps, {} launches each)\n",
+             tokens), decode {:.2} tok/s ({:.2} ms/step over {} steps, {} launches each; \
+             one by one: median {:.2} ms, slowest {:.2} ms)\n",
             self.adapter,
             self.date,
             self.model,
@@ -57,7 +66,9 @@ impl GenerateReport {
             self.decode_tokens_per_s,
             self.ms_per_decode_step,
             self.decode_tokens,
-            self.launches_per_step
+            self.launches_per_step,
+            self.decode_step_ms_median,
+            self.decode_step_ms_max
         );
         if !self.at_positions.is_empty() {
             s += "\n| position | ms/decode step |\n|---:|---:|\n";
@@ -109,6 +120,17 @@ pub fn run_generate(
     let dec = generator.decoder();
     dec.set_position(0, prompt.len())?;
     ctx.block_on(dec.feed(&ctx, &[&[1]], &[SampleSettings::greedy()]))?;
+    // Decode steps one by one, from the end of the prompt (the cache past it holds the
+    // greedy continuation just generated, or this loop's own tokens).
+    let mut steps = Vec::new();
+    dec.set_position(0, prompt.len())?;
+    let mut last = 1;
+    for _ in 0..new_tokens.clamp(1, 16).min(cfg.n_positions - prompt.len()) {
+        let t0 = std::time::Instant::now();
+        last = ctx.block_on(dec.feed(&ctx, &[&[last]], &[SampleSettings::greedy()]))?[0] as i32;
+        steps.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    steps.sort_by(f64::total_cmp);
     let mut times = Vec::new();
     if at_positions {
         let n = cfg.n_positions;
@@ -162,6 +184,8 @@ pub fn run_generate(
         decode_tokens: st.decode_tokens,
         decode_tokens_per_s: st.decode_tokens_per_sec(),
         ms_per_decode_step: 1e3 * st.decode_secs / st.decode_tokens.max(1) as f64,
+        decode_step_ms_median: steps.get(steps.len() / 2).copied().unwrap_or(0.0),
+        decode_step_ms_max: steps.last().copied().unwrap_or(0.0),
         launches_per_step: launches,
         profile,
         prefill_profile,

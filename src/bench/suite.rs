@@ -226,16 +226,19 @@ impl SuiteReport {
             );
         }
         s += "\n## Generation (KV cache, greedy)\n\n";
-        s += "| model | prompt | prefill tok/s | decode tok/s | ms/decode step | launches/step |\n";
-        s += "|---|---:|---:|---:|---:|---:|\n";
+        s += "| model | prompt | prefill tok/s | decode tok/s | ms/decode step | \
+              one by one: median / slowest ms | launches/step |\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|\n";
         for g in &self.generate {
             s += &format!(
-                "| {} | {} | {:.1} | {:.2} | {:.2} | {} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {} |\n",
                 g.model,
                 g.prompt_tokens,
                 g.prefill_tokens_per_s,
                 g.decode_tokens_per_s,
                 g.ms_per_decode_step,
+                g.decode_step_ms_median,
+                g.decode_step_ms_max,
                 g.launches_per_step
             );
         }
