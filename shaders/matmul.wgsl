@@ -472,7 +472,8 @@ fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
 // from w as vec4s. K is walked 4 at a time.
 //   w (K, N): the 4 columns are consecutive; 4 vec4 reads (one per k) feed 16·16 FMAs.
 //   w (N, K) (TRANS_B): one vec4 of each column's row per 4 k; 4 reads feed 16·16 FMAs.
-// Accumulators are named values, not an array, so they stay in registers.
+// Accumulators are the named fields of a Block (the tiled kernel's struct: row r of the
+// 16 in field c{r}), not an array, so they stay in registers.
 
 const RR: u32 = 16u;  // rows of out per workgroup; ROWS_M in src/kernels/matmul.rs
 
@@ -502,83 +503,73 @@ fn matmul_forward_rows(@builtin(workgroup_id) wg: vec3<u32>,
     }
 }
 
+// Rows m0 .. m0 + 16 of out, columns n .. n + 4, from the block's fields c0 .. c15.
+fn rows_store(m0: u32, n: u32, acc: ptr<function, Block>) {
+    store_out4(m0, n, (*acc).c0);
+    store_out4(m0 + 1u, n, (*acc).c1);
+    store_out4(m0 + 2u, n, (*acc).c2);
+    store_out4(m0 + 3u, n, (*acc).c3);
+    store_out4(m0 + 4u, n, (*acc).c4);
+    store_out4(m0 + 5u, n, (*acc).c5);
+    store_out4(m0 + 6u, n, (*acc).c6);
+    store_out4(m0 + 7u, n, (*acc).c7);
+    store_out4(m0 + 8u, n, (*acc).c8);
+    store_out4(m0 + 9u, n, (*acc).c9);
+    store_out4(m0 + 10u, n, (*acc).c10);
+    store_out4(m0 + 11u, n, (*acc).c11);
+    store_out4(m0 + 12u, n, (*acc).c12);
+    store_out4(m0 + 13u, n, (*acc).c13);
+    store_out4(m0 + 14u, n, (*acc).c14);
+    store_out4(m0 + 15u, n, (*acc).c15);
+}
+
 // w (K, N): columns n .. n + 4 (N, ldw and off_w are multiples of 4).
 fn rows_plain(m0: u32, n: u32) {
     let nc = min(n, p.n - 4u);
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    var c4 = vec4<f32>(0.0);
-    var c5 = vec4<f32>(0.0);
-    var c6 = vec4<f32>(0.0);
-    var c7 = vec4<f32>(0.0);
-    var c8 = vec4<f32>(0.0);
-    var c9 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c12 = vec4<f32>(0.0);
-    var c13 = vec4<f32>(0.0);
-    var c14 = vec4<f32>(0.0);
-    var c15 = vec4<f32>(0.0);
+    var acc: Block;  // zero; row r of the block in field c{r}
     let k4 = p.k & ~3u;
     for (var k = 0u; k < k4; k += 4u) {
         let w0 = vec4<f32>(w4[(p.off_w + k * p.ldw + nc) / 4u]);
         let w1 = vec4<f32>(w4[(p.off_w + (k + 1u) * p.ldw + nc) / 4u]);
         let w2 = vec4<f32>(w4[(p.off_w + (k + 2u) * p.ldw + nc) / 4u]);
         let w3 = vec4<f32>(w4[(p.off_w + (k + 3u) * p.ldw + nc) / 4u]);
-        { let av = rows_a4(m0 + 0u, k); c0 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c0)))); }
-        { let av = rows_a4(m0 + 1u, k); c1 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c1)))); }
-        { let av = rows_a4(m0 + 2u, k); c2 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c2)))); }
-        { let av = rows_a4(m0 + 3u, k); c3 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c3)))); }
-        { let av = rows_a4(m0 + 4u, k); c4 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c4)))); }
-        { let av = rows_a4(m0 + 5u, k); c5 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c5)))); }
-        { let av = rows_a4(m0 + 6u, k); c6 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c6)))); }
-        { let av = rows_a4(m0 + 7u, k); c7 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c7)))); }
-        { let av = rows_a4(m0 + 8u, k); c8 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c8)))); }
-        { let av = rows_a4(m0 + 9u, k); c9 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c9)))); }
-        { let av = rows_a4(m0 + 10u, k); c10 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c10)))); }
-        { let av = rows_a4(m0 + 11u, k); c11 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c11)))); }
-        { let av = rows_a4(m0 + 12u, k); c12 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c12)))); }
-        { let av = rows_a4(m0 + 13u, k); c13 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c13)))); }
-        { let av = rows_a4(m0 + 14u, k); c14 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c14)))); }
-        { let av = rows_a4(m0 + 15u, k); c15 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, c15)))); }
+        { let av = rows_a4(m0 + 0u, k); acc.c0 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c0)))); }
+        { let av = rows_a4(m0 + 1u, k); acc.c1 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c1)))); }
+        { let av = rows_a4(m0 + 2u, k); acc.c2 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c2)))); }
+        { let av = rows_a4(m0 + 3u, k); acc.c3 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c3)))); }
+        { let av = rows_a4(m0 + 4u, k); acc.c4 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c4)))); }
+        { let av = rows_a4(m0 + 5u, k); acc.c5 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c5)))); }
+        { let av = rows_a4(m0 + 6u, k); acc.c6 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c6)))); }
+        { let av = rows_a4(m0 + 7u, k); acc.c7 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c7)))); }
+        { let av = rows_a4(m0 + 8u, k); acc.c8 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c8)))); }
+        { let av = rows_a4(m0 + 9u, k); acc.c9 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c9)))); }
+        { let av = rows_a4(m0 + 10u, k); acc.c10 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c10)))); }
+        { let av = rows_a4(m0 + 11u, k); acc.c11 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c11)))); }
+        { let av = rows_a4(m0 + 12u, k); acc.c12 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c12)))); }
+        { let av = rows_a4(m0 + 13u, k); acc.c13 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c13)))); }
+        { let av = rows_a4(m0 + 14u, k); acc.c14 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c14)))); }
+        { let av = rows_a4(m0 + 15u, k); acc.c15 = fma(vec4<f32>(av.x), w0, fma(vec4<f32>(av.y), w1, fma(vec4<f32>(av.z), w2, fma(vec4<f32>(av.w), w3, acc.c15)))); }
     }
     for (var k = k4; k < p.k; k++) {
         let wv = vec4<f32>(w4[(p.off_w + k * p.ldw + nc) / 4u]);
-        c0 = fma(vec4<f32>(rows_a(m0 + 0u, k)), wv, c0);
-        c1 = fma(vec4<f32>(rows_a(m0 + 1u, k)), wv, c1);
-        c2 = fma(vec4<f32>(rows_a(m0 + 2u, k)), wv, c2);
-        c3 = fma(vec4<f32>(rows_a(m0 + 3u, k)), wv, c3);
-        c4 = fma(vec4<f32>(rows_a(m0 + 4u, k)), wv, c4);
-        c5 = fma(vec4<f32>(rows_a(m0 + 5u, k)), wv, c5);
-        c6 = fma(vec4<f32>(rows_a(m0 + 6u, k)), wv, c6);
-        c7 = fma(vec4<f32>(rows_a(m0 + 7u, k)), wv, c7);
-        c8 = fma(vec4<f32>(rows_a(m0 + 8u, k)), wv, c8);
-        c9 = fma(vec4<f32>(rows_a(m0 + 9u, k)), wv, c9);
-        c10 = fma(vec4<f32>(rows_a(m0 + 10u, k)), wv, c10);
-        c11 = fma(vec4<f32>(rows_a(m0 + 11u, k)), wv, c11);
-        c12 = fma(vec4<f32>(rows_a(m0 + 12u, k)), wv, c12);
-        c13 = fma(vec4<f32>(rows_a(m0 + 13u, k)), wv, c13);
-        c14 = fma(vec4<f32>(rows_a(m0 + 14u, k)), wv, c14);
-        c15 = fma(vec4<f32>(rows_a(m0 + 15u, k)), wv, c15);
+        acc.c0 = fma(vec4<f32>(rows_a(m0 + 0u, k)), wv, acc.c0);
+        acc.c1 = fma(vec4<f32>(rows_a(m0 + 1u, k)), wv, acc.c1);
+        acc.c2 = fma(vec4<f32>(rows_a(m0 + 2u, k)), wv, acc.c2);
+        acc.c3 = fma(vec4<f32>(rows_a(m0 + 3u, k)), wv, acc.c3);
+        acc.c4 = fma(vec4<f32>(rows_a(m0 + 4u, k)), wv, acc.c4);
+        acc.c5 = fma(vec4<f32>(rows_a(m0 + 5u, k)), wv, acc.c5);
+        acc.c6 = fma(vec4<f32>(rows_a(m0 + 6u, k)), wv, acc.c6);
+        acc.c7 = fma(vec4<f32>(rows_a(m0 + 7u, k)), wv, acc.c7);
+        acc.c8 = fma(vec4<f32>(rows_a(m0 + 8u, k)), wv, acc.c8);
+        acc.c9 = fma(vec4<f32>(rows_a(m0 + 9u, k)), wv, acc.c9);
+        acc.c10 = fma(vec4<f32>(rows_a(m0 + 10u, k)), wv, acc.c10);
+        acc.c11 = fma(vec4<f32>(rows_a(m0 + 11u, k)), wv, acc.c11);
+        acc.c12 = fma(vec4<f32>(rows_a(m0 + 12u, k)), wv, acc.c12);
+        acc.c13 = fma(vec4<f32>(rows_a(m0 + 13u, k)), wv, acc.c13);
+        acc.c14 = fma(vec4<f32>(rows_a(m0 + 14u, k)), wv, acc.c14);
+        acc.c15 = fma(vec4<f32>(rows_a(m0 + 15u, k)), wv, acc.c15);
     }
-    store_out4(m0 + 0u, n, c0);
-    store_out4(m0 + 1u, n, c1);
-    store_out4(m0 + 2u, n, c2);
-    store_out4(m0 + 3u, n, c3);
-    store_out4(m0 + 4u, n, c4);
-    store_out4(m0 + 5u, n, c5);
-    store_out4(m0 + 6u, n, c6);
-    store_out4(m0 + 7u, n, c7);
-    store_out4(m0 + 8u, n, c8);
-    store_out4(m0 + 9u, n, c9);
-    store_out4(m0 + 10u, n, c10);
-    store_out4(m0 + 11u, n, c11);
-    store_out4(m0 + 12u, n, c12);
-    store_out4(m0 + 13u, n, c13);
-    store_out4(m0 + 14u, n, c14);
-    store_out4(m0 + 15u, n, c15);
+    rows_store(m0, n, &acc);
 }
 
 // w (N, K): columns n .. n + 4, each read as vec4 along its row (K, ldw and off_w are
@@ -588,60 +579,30 @@ fn rows_trans_b(m0: u32, n: u32) {
     let r1 = p.off_w + min(n + 1u, p.n - 1u) * p.ldw;
     let r2 = p.off_w + min(n + 2u, p.n - 1u) * p.ldw;
     let r3 = p.off_w + min(n + 3u, p.n - 1u) * p.ldw;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    var c4 = vec4<f32>(0.0);
-    var c5 = vec4<f32>(0.0);
-    var c6 = vec4<f32>(0.0);
-    var c7 = vec4<f32>(0.0);
-    var c8 = vec4<f32>(0.0);
-    var c9 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c12 = vec4<f32>(0.0);
-    var c13 = vec4<f32>(0.0);
-    var c14 = vec4<f32>(0.0);
-    var c15 = vec4<f32>(0.0);
+    var acc: Block;  // zero; row r of the block in field c{r}
     for (var k = 0u; k < p.k; k += 4u) {
         let w0 = vec4<f32>(w4[(r0 + k) / 4u]);
         let w1 = vec4<f32>(w4[(r1 + k) / 4u]);
         let w2 = vec4<f32>(w4[(r2 + k) / 4u]);
         let w3 = vec4<f32>(w4[(r3 + k) / 4u]);
-        { let av = rows_a4(m0 + 0u, k); c0 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 1u, k); c1 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 2u, k); c2 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 3u, k); c3 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 4u, k); c4 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 5u, k); c5 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 6u, k); c6 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 7u, k); c7 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 8u, k); c8 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 9u, k); c9 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 10u, k); c10 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 11u, k); c11 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 12u, k); c12 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 13u, k); c13 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 14u, k); c14 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
-        { let av = rows_a4(m0 + 15u, k); c15 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 0u, k); acc.c0 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 1u, k); acc.c1 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 2u, k); acc.c2 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 3u, k); acc.c3 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 4u, k); acc.c4 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 5u, k); acc.c5 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 6u, k); acc.c6 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 7u, k); acc.c7 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 8u, k); acc.c8 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 9u, k); acc.c9 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 10u, k); acc.c10 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 11u, k); acc.c11 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 12u, k); acc.c12 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 13u, k); acc.c13 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 14u, k); acc.c14 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
+        { let av = rows_a4(m0 + 15u, k); acc.c15 += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3)); }
     }
-    store_out4(m0 + 0u, n, c0);
-    store_out4(m0 + 1u, n, c1);
-    store_out4(m0 + 2u, n, c2);
-    store_out4(m0 + 3u, n, c3);
-    store_out4(m0 + 4u, n, c4);
-    store_out4(m0 + 5u, n, c5);
-    store_out4(m0 + 6u, n, c6);
-    store_out4(m0 + 7u, n, c7);
-    store_out4(m0 + 8u, n, c8);
-    store_out4(m0 + 9u, n, c9);
-    store_out4(m0 + 10u, n, c10);
-    store_out4(m0 + 11u, n, c11);
-    store_out4(m0 + 12u, n, c12);
-    store_out4(m0 + 13u, n, c13);
-    store_out4(m0 + 14u, n, c14);
-    store_out4(m0 + 15u, n, c15);
+    rows_store(m0, n, &acc);
 }
 
 // ---- matmul_backward_bias: dbias (N) += Σ_m dout (M, N) -----------------------------------
