@@ -147,6 +147,8 @@ pub fn assert_close(name: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol:
 #[cfg(not(target_arch = "wasm32"))]
 pub fn test_contexts(needs: &Needs) -> Vec<GpuContext> {
     quiet_wayland();
+    // `RUST_LOG=wgformer=debug cargo test -- --nocapture` shows each pipeline's compile time.
+    let _ = env_logger::builder().is_test(true).try_init();
     let opts = GpuOptions::from_env().unwrap_or_else(|e| panic!("{e}"));
     let all = std::env::var("WGFORMER_TEST_ADAPTERS").is_ok_and(|v| v == "all");
     let adapters = pollster::block_on(list_adapters(&opts));

@@ -117,6 +117,8 @@ impl PipelineCache {
             message,
         };
 
+        #[cfg(not(target_arch = "wasm32"))]
+        let started = std::time::Instant::now();
         let ((layout, pipeline), err) = crate::gpu::validated(device, || {
             let module = {
                 let mut modules = self.modules.lock().unwrap();
@@ -180,6 +182,14 @@ impl PipelineCache {
             self.modules.lock().unwrap().remove(desc.shader.name);
             return Err(shader_err(err.to_string()));
         }
+        // GPU drivers compile here, so `RUST_LOG=wgformer=debug` shows where a cold start's
+        // time goes. Mesa's lavapipe and llvmpipe compile at the pipeline's first dispatch
+        // instead, which this does not see.
+        #[cfg(not(target_arch = "wasm32"))]
+        log::debug!(
+            "pipeline {label}: created in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
         let kernel = Arc::new(Kernel {
             label,
             pipeline,
