@@ -21,16 +21,18 @@ pub const FMA_PEAK: KernelDesc = KernelDesc {
     bindings: &[Binding::ReadWrite, Binding::Uniform],
 };
 
-/// FMA chains per invocation and lanes per chain (CHAINS and vec4 in the shader).
-const FMAS_PER_ITER: u64 = 8 * 4;
+/// Lanes per FMA chain (vec4 in the shader).
+const LANES_PER_CHAIN: u64 = 4;
 
-/// Record `out.numel()` invocations of `iters` iterations, `unroll` to a trip of the
-/// loop (UNROLL; `iters` a multiple of it); returns the FLOPs recorded.
+/// Record `out.numel()` invocations of `iters` iterations of `chains` (8 or 16) vec4
+/// FMA chains, `unroll` iterations to a trip of the loop (UNROLL; `iters` a multiple of
+/// it); returns the FLOPs recorded.
 pub fn fma_peak(
     s: &mut Schedule,
     ctx: &GpuContext,
     out: &Tensor,
     iters: u32,
+    chains: u32,
     unroll: u32,
 ) -> Result<u64> {
     let n = out.numel();
@@ -40,6 +42,10 @@ pub fn fma_peak(
         n
     );
     assert!(
+        chains == 8 || chains == 16,
+        "fma_peak: {chains} chains, expected 8 or 16"
+    );
+    assert!(
         unroll > 0 && iters.is_multiple_of(unroll),
         "fma_peak: {iters} iterations, not a multiple of the unroll {unroll}"
     );
@@ -47,11 +53,14 @@ pub fn fma_peak(
     s.dispatch(
         ctx,
         &FMA_PEAK,
-        &[("UNROLL", unroll as f64)],
+        &[
+            ("UNROLL", unroll as f64),
+            ("WIDE", (chains == 16) as u8 as f64),
+        ],
         "fma_peak",
         &[out.into()],
         Some(&p),
         [(n / 256) as u32, 1, 1],
     )?;
-    Ok(n as u64 * iters as u64 * FMAS_PER_ITER * 2)
+    Ok(n as u64 * iters as u64 * chains as u64 * LANES_PER_CHAIN * 2)
 }
