@@ -1,8 +1,11 @@
-// matmul_subgroup.wgsl: matmul_forward_subgroup, the matmul for CPU adapters that have
-// subgroups (Mesa lavapipe exposes them: a subgroup is the 8 lanes of one AVX2 register).
-// It computes the same forms as shaders/matmul.wgsl (same params, bindings and override
-// constants, A_GELU included; see that file's header) and is kept apart because only
-// devices with the `subgroup` feature may compile it.
+// matmul_subgroup.wgsl: matmul_forward_subgroup and matmul_forward_subgroup_wide(_vec4),
+// the matmuls for CPU adapters that have subgroups (Mesa lavapipe exposes them: a subgroup
+// is the 8 lanes of one AVX2 register); GPUs with subgroups run attention's batched
+// products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
+// bindings and override constants, A_GELU included; see that file's header) and are kept
+// apart because only devices with the `subgroup` feature may compile them. The wide kernel
+// (at the end of the file) takes the CPU adapters' blocks of more than 16 rows and 64
+// columns.
 //
 // Why it is fast there: a CPU adapter turns every storage load whose address differs
 // between lanes into a loop over the lanes, so loads, not FMAs, bound a matmul. Here a
@@ -13,7 +16,7 @@
 // permute. Each w value a lane loads feeds 16 FMAs. The grid's z runs over a batch of
 // same-shaped products at strided offsets (attention's per-head products, see
 // src/kernels/attention.rs); plain matmuls have one. On lavapipe this is 2.5–3x the
-// throughput of matmul_forward_rows (BENCHMARKS.md).
+// throughput of matmul_forward_rows, and the wide kernel twice this (BENCHMARKS.md).
 // Launcher: src/kernels/matmul.rs (Gemm::record). CPU reference: src/reference/matmul.rs.
 
 // Mirrored by `SubgroupParams` in src/kernels/matmul.rs: shaders/matmul.wgsl's
@@ -179,4 +182,198 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
     sg_store4(oo, m0 + 13u, n, c13);
     sg_store4(oo, m0 + 14u, n, c14);
     sg_store4(oo, m0 + 15u, n, c15);
+}
+
+// ---- matmul_forward_subgroup_wide: the same products on CPU adapters, 32×128 a workgroup --
+// What bounds the kernel above on a CPU adapter is the loads of w, not the FMAs: each w
+// value a lane loads feeds 16 FMAs. Here a workgroup (one subgroup) owns WR = 32 rows and
+// 4·SG·WQ = 128 columns of out (SG = 8): lane l owns the column quads (g·SG + l)·4 .. + 4
+// for g < WQ = 4, so each w value feeds 32 FMAs and each shuffled value of a feeds 16.
+// A lane's 512 sums cannot stay in registers (an AVX2 core has 16, AVX-512 32); they live
+// on the stack, where an FMA's accumulator is a plain vector load and store, cheaper than
+// the w loads they save. On lavapipe this is about 2x the kernel above (BENCHMARKS.md).
+// GPUs keep the kernel above (attention's batched products on GPUs with subgroups): there
+// 512 sums an invocation would spill to local memory. Two entry points: element-wise
+// loads of w (any shape), and `matmul_forward_subgroup_wide_vec4`, which loads w as vec4
+// along its contiguous dimension where the launcher finds its stride, offset and the
+// block's extent along that dimension multiples of 4 (as matmul_forward_vec4 does; an
+// entry point may not use two views of one binding). Every output is the same FMA chain
+// over k in order in all three kernels, so they give the same bits.
+
+const WR: u32 = 32u;  // rows of out per workgroup; SUBGROUP_WIDE_ROWS in src/kernels/matmul.rs
+const WQ: u32 = 4u;   // column quads per lane
+
+// 16 columns of one row of a lane's block: column quad g in field c{g}.
+struct Quad {
+    c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
+}
+
+// Four rows of a lane's block: row 4·i + r of the workgroup's rows in b{i}.r{r}.
+struct Rows4 {
+    r0: Quad, r1: Quad, r2: Quad, r3: Quad,
+}
+
+// A lane's block (32 rows × its 16 columns) and its slice of op(a), op(a)[m0 + 4·i + r,
+// k0 + lane] in x{i}[r]: named values, not arrays, because lavapipe turns an array indexed
+// in a loop into gathers and scatters (5x slower in a probe, 2026-11-30).
+var<private> b0: Rows4;
+var<private> b1: Rows4;
+var<private> b2: Rows4;
+var<private> b3: Rows4;
+var<private> b4: Rows4;
+var<private> b5: Rows4;
+var<private> b6: Rows4;
+var<private> b7: Rows4;
+var<private> x0: vec4<f32>;
+var<private> x1: vec4<f32>;
+var<private> x2: vec4<f32>;
+var<private> x3: vec4<f32>;
+var<private> x4: vec4<f32>;
+var<private> x5: vec4<f32>;
+var<private> x6: vec4<f32>;
+var<private> x7: vec4<f32>;
+
+@group(0) @binding(2) var<storage, read> w4: array<vec4<W_T>>;  // w viewed as vec4 (same binding)
+
+// op(a)[m0 + 4·i + r, k] for r < 4: this lane's values of one slice (see sg_a).
+fn wide_a4(oa: u32, m: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(sg_a(oa, m, k), sg_a(oa, m + 1u, k), sg_a(oa, m + 2u, k), sg_a(oa, m + 3u, k));
+}
+
+fn wide_load_a(oa: u32, m0: u32, k: u32) {
+    x0 = wide_a4(oa, m0, k);
+    x1 = wide_a4(oa, m0 + 4u, k);
+    x2 = wide_a4(oa, m0 + 8u, k);
+    x3 = wide_a4(oa, m0 + 12u, k);
+    x4 = wide_a4(oa, m0 + 16u, k);
+    x5 = wide_a4(oa, m0 + 20u, k);
+    x6 = wide_a4(oa, m0 + 24u, k);
+    x7 = wide_a4(oa, m0 + 28u, k);
+}
+
+fn quad_fma(q: Quad, s: f32, w: Quad) -> Quad {
+    let v = vec4<f32>(s);
+    return Quad(fma(v, w.c0, q.c0), fma(v, w.c1, q.c1), fma(v, w.c2, q.c2), fma(v, w.c3, q.c3));
+}
+
+fn rows4_fma(b: ptr<private, Rows4>, s: vec4<f32>, w: Quad) {
+    (*b).r0 = quad_fma((*b).r0, s.x, w);
+    (*b).r1 = quad_fma((*b).r1, s.y, w);
+    (*b).r2 = quad_fma((*b).r2, s.z, w);
+    (*b).r3 = quad_fma((*b).r3, s.w, w);
+}
+
+// Step kk of the slice: every row of the block += op(a)[row, k0 + kk] · w, where w holds
+// op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the a values.
+fn wide_fma(kk: u32, w: Quad) {
+    rows4_fma(&b0, subgroupShuffle(x0, kk), w);
+    rows4_fma(&b1, subgroupShuffle(x1, kk), w);
+    rows4_fma(&b2, subgroupShuffle(x2, kk), w);
+    rows4_fma(&b3, subgroupShuffle(x3, kk), w);
+    rows4_fma(&b4, subgroupShuffle(x4, kk), w);
+    rows4_fma(&b5, subgroupShuffle(x5, kk), w);
+    rows4_fma(&b6, subgroupShuffle(x6, kk), w);
+    rows4_fma(&b7, subgroupShuffle(x7, kk), w);
+}
+
+fn quad_store(oo: u32, m: u32, n: u32, q: Quad) {
+    sg_store4(oo, m, n, q.c0);
+    sg_store4(oo, m, n + 4u * SG, q.c1);
+    sg_store4(oo, m, n + 8u * SG, q.c2);
+    sg_store4(oo, m, n + 12u * SG, q.c3);
+}
+
+fn rows4_store(oo: u32, m: u32, n: u32, b: Rows4) {
+    quad_store(oo, m, n, b.r0);
+    quad_store(oo, m + 1u, n, b.r1);
+    quad_store(oo, m + 2u, n, b.r2);
+    quad_store(oo, m + 3u, n, b.r3);
+}
+
+fn wide_store(oo: u32, m0: u32, n: u32) {
+    rows4_store(oo, m0, n, b0);
+    rows4_store(oo, m0 + 4u, n, b1);
+    rows4_store(oo, m0 + 8u, n, b2);
+    rows4_store(oo, m0 + 12u, n, b3);
+    rows4_store(oo, m0 + 16u, n, b4);
+    rows4_store(oo, m0 + 20u, n, b5);
+    rows4_store(oo, m0 + 24u, n, b6);
+    rows4_store(oo, m0 + 28u, n, b7);
+}
+
+// Where a workgroup's block starts: the offsets of product z (as in the kernel above),
+// the first row, and the lane's first column.
+struct WideOrigin {
+    oo: u32, oa: u32, ow: u32, m0: u32, n: u32,
+}
+
+fn wide_origin(wg: vec3<u32>, lane: u32) -> WideOrigin {
+    let zb = wg.z / p.zh;
+    let zh = wg.z % p.zh;
+    return WideOrigin(p.off_o + zb * p.so1 + zh * p.so2, p.off_a + zb * p.sa1 + zh * p.sa2,
+                      p.off_w + zb * p.sw1 + zh * p.sw2, wg.y * WR, (wg.x * SG * WQ + lane) * 4u);
+}
+
+@compute @workgroup_size(SG)
+fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
+                                @builtin(subgroup_invocation_id) lane: u32) {
+    let o = wide_origin(wg, lane);
+    for (var k0 = 0u; k0 < p.k; k0 += SG) {
+        wide_load_a(o.oa, o.m0, k0 + lane);
+        let kn = min(SG, p.k - k0);
+        for (var kk = 0u; kk < kn; kk++) {
+            let k = k0 + kk;
+            wide_fma(kk, Quad(sg_w4(o.ow, k, o.n), sg_w4(o.ow, k, o.n + 4u * SG),
+                              sg_w4(o.ow, k, o.n + 8u * SG), sg_w4(o.ow, k, o.n + 12u * SG)));
+        }
+    }
+    wide_store(o.oo, o.m0, o.n);
+}
+
+// op(w)[k, n .. n + 4] as one vec4 load (w is (K, N), N a multiple of 4); a quad past the
+// block re-reads its last one (not stored).
+fn wide_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(w4[(ow + k * p.ldw + min(n, p.n - 4u)) / 4u]);
+}
+
+// op(w)[k .. k + 4, n .. n + 4] from w stored (N, K) (K a multiple of 4): column n + j's
+// four values of k in one vec4 load, as column j of the matrix, whose transpose's
+// column i is then op(w)[k + i, n .. n + 4]. Columns past the block re-read its last one.
+fn wide_w4_t(ow: u32, k: u32, n: u32) -> mat4x4<f32> {
+    let last = p.n - 1u;
+    return transpose(mat4x4<f32>(vec4<f32>(w4[(ow + min(n, last) * p.ldw + k) / 4u]),
+                                 vec4<f32>(w4[(ow + min(n + 1u, last) * p.ldw + k) / 4u]),
+                                 vec4<f32>(w4[(ow + min(n + 2u, last) * p.ldw + k) / 4u]),
+                                 vec4<f32>(w4[(ow + min(n + 3u, last) * p.ldw + k) / 4u])));
+}
+
+@compute @workgroup_size(SG)
+fn matmul_forward_subgroup_wide_vec4(@builtin(workgroup_id) wg: vec3<u32>,
+                                     @builtin(subgroup_invocation_id) lane: u32) {
+    let o = wide_origin(wg, lane);
+    for (var k0 = 0u; k0 < p.k; k0 += SG) {
+        wide_load_a(o.oa, o.m0, k0 + lane);
+        let kn = min(SG, p.k - k0);
+        if (TRANS_B) {
+            // kn is a multiple of 4: K is, and so is k0.
+            for (var kq = 0u; kq < kn; kq += 4u) {
+                let k = k0 + kq;
+                let t0 = wide_w4_t(o.ow, k, o.n);
+                let t1 = wide_w4_t(o.ow, k, o.n + 4u * SG);
+                let t2 = wide_w4_t(o.ow, k, o.n + 8u * SG);
+                let t3 = wide_w4_t(o.ow, k, o.n + 12u * SG);
+                wide_fma(kq, Quad(t0[0], t1[0], t2[0], t3[0]));
+                wide_fma(kq + 1u, Quad(t0[1], t1[1], t2[1], t3[1]));
+                wide_fma(kq + 2u, Quad(t0[2], t1[2], t2[2], t3[2]));
+                wide_fma(kq + 3u, Quad(t0[3], t1[3], t2[3], t3[3]));
+            }
+        } else {
+            for (var kk = 0u; kk < kn; kk++) {
+                let k = k0 + kk;
+                wide_fma(kk, Quad(wide_w4(o.ow, k, o.n), wide_w4(o.ow, k, o.n + 4u * SG),
+                                  wide_w4(o.ow, k, o.n + 8u * SG), wide_w4(o.ow, k, o.n + 12u * SG)));
+            }
+        }
+    }
+    wide_store(o.oo, o.m0, o.n);
 }

@@ -971,3 +971,96 @@ fn every_tile_shape_matches_reference() {
         ctx.set_tile_config(TileConfig::DEFAULT);
     });
 }
+
+/// On adapters with the subgroup family, its kernels — the narrow one and, for blocks of
+/// more than 16 rows and 64 columns on CPU adapters, the wide one with w read element by
+/// element or as vec4 — give the tiled kernel's bits in every form: each output is one
+/// FMA chain over k in order, with the bias or the prior out added after it.
+#[test]
+fn subgroup_kernels_give_the_tiled_kernels_bits() {
+    for ctx in test_contexts(&Needs::default()) {
+        if ctx.subgroup_size().is_none() {
+            eprintln!(
+                "[wgformer test] {}: no subgroups, so no subgroup kernels to compare",
+                ctx.adapter_name()
+            );
+            continue;
+        }
+        let tiled = ctx_with(&ctx, MatmulKernel::Tiled);
+        let subgroup = ctx_with(&ctx, MatmulKernel::Subgroup);
+        let mut rng = Rng::new(83);
+        let mut kernels = std::collections::BTreeSet::new();
+        // (M, K, N): wide with vec4 w in both layouts (K and N multiples of 4) and tails
+        // in M, N and K's last slice; wide element-wise (N and K odd); narrow (N ≤ 64).
+        for (m, k, n) in [(70, 132, 200), (45, 37, 131), (40, 36, 60)] {
+            let a = gelu_inputs(&mut rng, m * k);
+            let w = rng.vec_uniform(k * n, -1.0, 1.0);
+            let bias = rng.vec_uniform(n, -0.5, 0.5);
+            let prior = rng.vec_uniform(m * n, -1.0, 1.0);
+            for (trans_a, trans_b, accumulate, a_gelu) in [
+                (false, false, false, false),
+                (false, true, true, false),
+                (true, false, true, false),
+                (true, true, false, true),
+                (false, false, true, true),
+            ] {
+                let gemm = Gemm {
+                    trans_a,
+                    trans_b,
+                    accumulate,
+                    a_gelu,
+                };
+                let a_stored = if trans_a {
+                    transpose(&a, m, k)
+                } else {
+                    a.clone()
+                };
+                let w_stored = if trans_b {
+                    transpose(&w, k, n)
+                } else {
+                    w.clone()
+                };
+                let run = |c: &GpuContext| {
+                    let ta = upload(c, "a", &[a.len()], &a_stored);
+                    let tw = upload(c, "w", &[w.len()], &w_stored);
+                    let tb = upload(c, "bias", &[n], &bias);
+                    let to = upload(c, "out", &[m, n], &prior);
+                    let mut s = Schedule::new("gemm");
+                    let b = (!accumulate).then_some(&tb);
+                    gemm.record(&mut s, c, &to, &ta, &tw, b, m, k, n).unwrap();
+                    s.run(c);
+                    let labels: Vec<String> =
+                        s.launch_labels().iter().map(|l| l.to_string()).collect();
+                    (read(c, &to), labels)
+                };
+                let (want, _) = run(&tiled);
+                let (got, labels) = run(&subgroup);
+                kernels.extend(
+                    labels
+                        .iter()
+                        .map(|l| l.split(' ').next().unwrap().to_string()),
+                );
+                assert!(
+                    first_bit_difference(&want, &got).is_none(),
+                    "{} {gemm:?} {m}x{k}x{n} on {labels:?}: differs from the tiled kernel at {:?}",
+                    ctx.adapter_name(),
+                    first_bit_difference(&want, &got)
+                );
+            }
+        }
+        let expected: &[&str] = if ctx.is_cpu() {
+            &[
+                "matmul_forward_subgroup",
+                "matmul_subgroup_wide",
+                "matmul_subgroup_wide_vec4",
+            ]
+        } else {
+            &["matmul_forward_subgroup"]
+        };
+        assert!(
+            kernels.iter().eq(expected.iter()),
+            "{}: ran {kernels:?}, expected {expected:?}",
+            ctx.adapter_name()
+        );
+    }
+}

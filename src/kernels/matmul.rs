@@ -131,6 +131,60 @@ pub const MATMUL_FORWARD_SUBGROUP: KernelDesc = KernelDesc {
 /// each of its subgroup's lanes owns 4 columns.
 const SUBGROUP_ROWS: usize = 16;
 
+pub const MATMUL_FORWARD_SUBGROUP_WIDE: KernelDesc = KernelDesc {
+    shader: &MATMUL_SUBGROUP,
+    entry: "matmul_forward_subgroup_wide",
+    bindings: GEMM_BINDINGS,
+};
+
+pub const MATMUL_FORWARD_SUBGROUP_WIDE_VEC4: KernelDesc = KernelDesc {
+    shader: &MATMUL_SUBGROUP,
+    entry: "matmul_forward_subgroup_wide_vec4",
+    bindings: GEMM_BINDINGS,
+};
+
+/// Rows of out per `matmul_forward_subgroup_wide` workgroup (WR in the shader) and column
+/// quads per lane (WQ): a workgroup owns 4·WQ·SG columns.
+const SUBGROUP_WIDE_ROWS: usize = 32;
+const SUBGROUP_WIDE_QUADS: usize = 4;
+
+/// Whether a block of `m` × `n` of out runs on `matmul_forward_subgroup_wide` rather than
+/// `matmul_forward_subgroup`: on CPU adapters (GPUs would spill its 512 sums an
+/// invocation), where at least half its 32 rows and 128 columns hold results (attention's
+/// per-head products at T = 64, 64 × 64, keep the narrow kernel).
+fn subgroup_wide(ctx: &GpuContext, sg: u32, m: usize, n: usize) -> bool {
+    ctx.is_cpu() && m > SUBGROUP_WIDE_ROWS / 2 && n > 2 * SUBGROUP_WIDE_QUADS * sg as usize
+}
+
+/// The wide subgroup kernel for a block whose w can (`vec_w`) or cannot be read as vec4,
+/// its name in launch labels, and its grid for a block of `m` × `n` (× `z` products).
+fn subgroup_wide_launch(
+    vec_w: bool,
+    sg: u32,
+    m: usize,
+    n: usize,
+    z: u32,
+) -> (&'static KernelDesc, &'static str, [u32; 3]) {
+    let groups = [
+        n.div_ceil(4 * SUBGROUP_WIDE_QUADS * sg as usize) as u32,
+        m.div_ceil(SUBGROUP_WIDE_ROWS) as u32,
+        z,
+    ];
+    if vec_w {
+        (
+            &MATMUL_FORWARD_SUBGROUP_WIDE_VEC4,
+            "matmul_subgroup_wide_vec4",
+            groups,
+        )
+    } else {
+        (
+            &MATMUL_FORWARD_SUBGROUP_WIDE,
+            "matmul_subgroup_wide",
+            groups,
+        )
+    }
+}
+
 /// Rows of out per `matmul_forward_rows` workgroup (RR in the shader) and lanes per
 /// workgroup.
 const ROWS_M: usize = 16;
@@ -456,6 +510,15 @@ impl Gemm {
                     let (sa, off_a) = oa.bind(pos);
                     let (sw, off_w) = ow.bind(pos);
                     let (bm, bn, bk) = (mr.len(), nr.len(), kr.len());
+                    // w read as vec4 along its contiguous dimension (the wide subgroup
+                    // kernel's and the tiled kernel's vec4 entries): its stride, offset
+                    // and the block's extent along that dimension multiples of 4.
+                    let vec_w = ow.ld.is_multiple_of(4)
+                        && off_w.is_multiple_of(4)
+                        && if self.trans_b { bk } else { bn }.is_multiple_of(4);
+                    let wide = subgroup
+                        .filter(|&sg| subgroup_wide(ctx, sg, bm, bn))
+                        .map(|sg| subgroup_wide_launch(vec_w, sg, bm, bn, 1));
                     // The row kernel reads w as vec4 along its rows: along N, or along K
                     // when w is stored (N, K).
                     let rows = prefer_rows
@@ -476,7 +539,11 @@ impl Gemm {
                         (&MATMUL_FORWARD_GEMV, "matmul_forward_gemv")
                     } else if let Some(sg) = subgroup {
                         constants.push(("SG", sg as f64));
-                        (&MATMUL_FORWARD_SUBGROUP, "matmul_forward_subgroup")
+                        if let Some((desc, name, _)) = wide {
+                            (desc, name)
+                        } else {
+                            (&MATMUL_FORWARD_SUBGROUP, "matmul_forward_subgroup")
+                        }
                     } else if rows {
                         (&MATMUL_FORWARD_ROWS, "matmul_forward_rows")
                     } else {
@@ -491,9 +558,6 @@ impl Gemm {
                         let vec_a = oa.ld.is_multiple_of(4)
                             && off_a.is_multiple_of(4)
                             && if self.trans_a { bm } else { bk }.is_multiple_of(4);
-                        let vec_w = ow.ld.is_multiple_of(4)
-                            && off_w.is_multiple_of(4)
-                            && if self.trans_b { bk } else { bn }.is_multiple_of(4);
                         if vec_a && vec_w {
                             (&MATMUL_FORWARD_VEC4, "matmul_vec4")
                         } else {
@@ -526,7 +590,9 @@ impl Gemm {
                     if chunked {
                         label += &format!(" [{mr:?}, {nr:?}, k {kr:?}]");
                     }
-                    let groups = if let Some(sg) = subgroup {
+                    let groups = if let Some((_, _, groups)) = wide {
+                        groups
+                    } else if let Some(sg) = subgroup {
                         [
                             bn.div_ceil(4 * sg as usize) as u32,
                             bm.div_ceil(SUBGROUP_ROWS) as u32,
@@ -855,7 +921,7 @@ impl Strided<'_> {
 
 /// The batch of products out[z] (M, N) (+)= op(a[z]) (M, K) · op(w[z]) (K, N) for
 /// z = (zb, zh) in `batch` = (outer count, inner count), one launch of
-/// `matmul_forward_subgroup`. Attention's per-(batch, head) products use it on devices
+/// `matmul_forward_subgroup` (or its wide form, see [`subgroup_wide`]). Attention's per-(batch, head) products use it on devices
 /// whose matmuls run on the subgroup kernel; it needs that kernel, and every operand
 /// bound whole.
 #[allow(clippy::too_many_arguments)]
@@ -949,18 +1015,20 @@ pub fn matmul_batched(
     );
     // Without a bias the binding still needs a buffer; a stands in, unread.
     let slots = [out.t.into(), a.t.into(), w.t.into(), a.t.into()];
-    let groups = [
-        n.div_ceil(4 * sg as usize) as u32,
-        m.div_ceil(SUBGROUP_ROWS) as u32,
-        u(batch.0 * batch.1),
-    ];
-    s.dispatch(
-        ctx,
-        &MATMUL_FORWARD_SUBGROUP,
-        &constants,
-        &label,
-        &slots,
-        Some(&p),
-        groups,
-    )
+    let z = u(batch.0 * batch.1);
+    let (desc, groups) = if subgroup_wide(ctx, sg, m, n) {
+        let vec_w = [w.ld, w.off, w.s1, w.s2, if gemm.trans_b { k } else { n }]
+            .iter()
+            .all(|x| x.is_multiple_of(4));
+        let (desc, _, groups) = subgroup_wide_launch(vec_w, sg, m, n, z);
+        (desc, groups)
+    } else {
+        let groups = [
+            n.div_ceil(4 * sg as usize) as u32,
+            m.div_ceil(SUBGROUP_ROWS) as u32,
+            z,
+        ];
+        (&MATMUL_FORWARD_SUBGROUP, groups)
+    };
+    s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)
 }
