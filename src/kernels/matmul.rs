@@ -510,9 +510,9 @@ impl Gemm {
                     let (sa, off_a) = oa.bind(pos);
                     let (sw, off_w) = ow.bind(pos);
                     let (bm, bn, bk) = (mr.len(), nr.len(), kr.len());
-                    // w read as vec4 along its contiguous dimension (the wide subgroup
-                    // kernel's and the tiled kernel's vec4 entries): its stride, offset
-                    // and the block's extent along that dimension multiples of 4.
+                    // w read as vec4 along its contiguous dimension (the row kernel, and
+                    // the vec4 entries of the wide subgroup and tiled kernels): its
+                    // stride, offset and the block's extent along it multiples of 4.
                     let vec_w = ow.ld.is_multiple_of(4)
                         && off_w.is_multiple_of(4)
                         && if self.trans_b { bk } else { bn }.is_multiple_of(4);
@@ -521,14 +521,7 @@ impl Gemm {
                         .map(|sg| subgroup_wide_launch(vec_w, sg, bm, bn, 1));
                     // The row kernel reads w as vec4 along its rows: along N, or along K
                     // when w is stored (N, K).
-                    let rows = prefer_rows
-                        && ow.ld.is_multiple_of(4)
-                        && off_w.is_multiple_of(4)
-                        && if self.trans_b {
-                            bk.is_multiple_of(4)
-                        } else {
-                            bn.is_multiple_of(4)
-                        };
+                    let rows = prefer_rows && vec_w;
                     let (desc, name) = if gemv_cols {
                         constants.push(("GEMV_M", bm as f64));
                         constants.push(("GEMV_LANES", GEMV_CPU_LANES as f64));
