@@ -347,6 +347,11 @@ fn wide_w4_t(ow: u32, k: u32, n: u32) -> mat4x4<f32> {
                                  vec4<f32>(w4[(ow + min(n + 3u, last) * p.ldw + k) / 4u])));
 }
 
+// Column j of m, chosen by selects: a dynamic index would put m in memory.
+fn mat_col(m: mat4x4<f32>, j: u32) -> vec4<f32> {
+    return select(select(m[2], m[3], j == 3u), select(m[0], m[1], j == 1u), j < 2u);
+}
+
 @compute @workgroup_size(SG)
 fn matmul_forward_subgroup_wide_vec4(@builtin(workgroup_id) wg: vec3<u32>,
                                      @builtin(subgroup_invocation_id) lane: u32) {
@@ -355,17 +360,19 @@ fn matmul_forward_subgroup_wide_vec4(@builtin(workgroup_id) wg: vec3<u32>,
         wide_load_a(o.oa, o.m0, k0 + lane);
         let kn = min(SG, p.k - k0);
         if (TRANS_B) {
-            // kn is a multiple of 4: K is, and so is k0.
+            // kn is a multiple of 4: K is, and so is k0. A quad's four steps run as a loop:
+            // unrolled (2048 FMAs with 64 floats of w live across them) they ran 10-15 %
+            // slower on lavapipe 22.3 (BENCHMARKS.md).
             for (var kq = 0u; kq < kn; kq += 4u) {
                 let k = k0 + kq;
                 let t0 = wide_w4_t(o.ow, k, o.n);
                 let t1 = wide_w4_t(o.ow, k, o.n + 4u * SG);
                 let t2 = wide_w4_t(o.ow, k, o.n + 8u * SG);
                 let t3 = wide_w4_t(o.ow, k, o.n + 12u * SG);
-                wide_fma(kq, Quad(t0[0], t1[0], t2[0], t3[0]));
-                wide_fma(kq + 1u, Quad(t0[1], t1[1], t2[1], t3[1]));
-                wide_fma(kq + 2u, Quad(t0[2], t1[2], t2[2], t3[2]));
-                wide_fma(kq + 3u, Quad(t0[3], t1[3], t2[3], t3[3]));
+                for (var j = 0u; j < 4u; j++) {
+                    wide_fma(kq + j, Quad(mat_col(t0, j), mat_col(t1, j), mat_col(t2, j),
+                                          mat_col(t3, j)));
+                }
             }
         } else {
             for (var kk = 0u; kk < kn; kk++) {
