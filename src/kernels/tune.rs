@@ -8,7 +8,9 @@
 //! family it can run on the two products that dominate a training step (a layer's
 //! forward, out = a · w, and its weight gradient, dw += aᵀ · dout), the tiled kernel at
 //! each of its tile shapes (`TileConfig::CANDIDATES`), and keeps the fastest family and
-//! the fastest tile shape (which the tiled kernel uses whenever it runs);
+//! the fastest tile shape (which the tiled kernel uses whenever it runs). Candidates are
+//! timed in interleaved rounds, each keeping its fastest, so that a host whose speed
+//! swings for seconds at a time cannot hand the choice to whichever ran in a fast spell;
 //! the choice is written to `matmul-tune.json` in the cache directory (`WGFORMER_CACHE_DIR`,
 //! else `$XDG_CACHE_HOME/wgformer`, else `~/.cache/wgformer`) under a key naming the
 //! adapter, its driver and a hash of the matmul shaders, so a driver update or a shader
@@ -173,8 +175,9 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
     }
     let flops = 2.0 * 2.0 * (m * k * n) as f64;
     let mut gflops = BTreeMap::new();
-    // The tuning products with `rows` rows of a and out (m, or fewer for the sweep).
-    let run = |kernel: MatmulKernel, rows: usize| -> crate::Result<f64> {
+    // The tuning products with `rows` rows of a and out (m, or fewer for the sweep),
+    // recorded with `kernel` and the context's tile shape.
+    let record = |kernel: MatmulKernel, rows: usize| -> crate::Result<Schedule> {
         ctx.set_matmul_kernel(kernel);
         let (a, out) = if rows == m {
             (a.clone(), out.clone())
@@ -193,9 +196,9 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
             ..Gemm::default()
         };
         dw_form.record(&mut s, ctx, &dw, &a, &out, None, k, rows, n)?;
-        let reps = if ctx.is_cpu() { 3 } else { 7 };
-        Ok(flops * (rows as f64 / m as f64) / time(ctx, &s, reps) * 1e-9)
+        Ok(s)
     };
+    let rounds = if ctx.is_cpu() { 5 } else { 7 };
     // The tiled kernel at every tile shape, then the family at its best shape. A CPU
     // adapter, where the tiled kernel runs at a fraction of a GFLOP/s and will not be
     // chosen, times the shapes on a quarter of the rows so a first run stays short.
@@ -204,28 +207,49 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
         // Half a second of work first, so that the first candidates are not timed at the
         // idle clocks (an H200's 345 MHz against its 1980) and the last at full speed.
         ctx.set_tile_config(TileConfig::DEFAULT);
+        let s = record(MatmulKernel::Tiled, m)?;
         let t0 = Instant::now();
         while t0.elapsed().as_secs_f64() < 0.5 {
-            run(MatmulKernel::Tiled, m)?;
+            s.run(ctx);
+            let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
         }
     }
+    let sweep = TileConfig::CANDIDATES
+        .iter()
+        .map(|&t| {
+            ctx.set_tile_config(t);
+            record(MatmulKernel::Tiled, sweep_rows)
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    let sweep_flops = flops * (sweep_rows as f64 / m as f64);
     let mut tile = TileConfig::DEFAULT;
     let mut best_shape = 0.0;
-    for t in TileConfig::CANDIDATES {
-        ctx.set_tile_config(t);
-        let g = run(MatmulKernel::Tiled, sweep_rows)?;
+    for (t, secs) in TileConfig::CANDIDATES
+        .into_iter()
+        .zip(time_interleaved(ctx, &sweep, rounds))
+    {
+        let g = sweep_flops / secs * 1e-9;
         gflops.insert(tile_key(t), g);
         if g > best_shape {
             (best_shape, tile) = (g, t);
         }
     }
     ctx.set_tile_config(tile);
-    for kernel in candidates {
-        let g = match kernel {
-            MatmulKernel::Tiled if sweep_rows == m => best_shape,
-            _ => run(kernel, m)?,
-        };
-        gflops.insert(format!("{kernel:?}").to_lowercase(), g);
+    // The families; the tiled kernel's figure is its best shape's where the sweep ran
+    // the whole products.
+    let timed: Vec<MatmulKernel> = candidates
+        .into_iter()
+        .filter(|&kernel| kernel != MatmulKernel::Tiled || sweep_rows != m)
+        .collect();
+    if sweep_rows == m {
+        gflops.insert("tiled".into(), best_shape);
+    }
+    let families = timed
+        .iter()
+        .map(|&kernel| record(kernel, m))
+        .collect::<crate::Result<Vec<_>>>()?;
+    for (kernel, secs) in timed.iter().zip(time_interleaved(ctx, &families, rounds)) {
+        gflops.insert(format!("{kernel:?}").to_lowercase(), flops / secs * 1e-9);
     }
     let best = gflops
         .iter()
@@ -241,21 +265,26 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
     })
 }
 
-/// Median wall-clock seconds of `reps` replays after one that compiles and warms up.
-fn time(ctx: &GpuContext, s: &Schedule, reps: usize) -> f64 {
+/// The fastest wall-clock seconds of each schedule over `rounds` rounds that replay every
+/// schedule once in turn, after one replay each that compiles and warms up. Interleaved,
+/// so that a host whose speed swings (a shared VM can halve a CPU adapter's speed for
+/// seconds) slows every candidate alike rather than whichever it caught.
+fn time_interleaved(ctx: &GpuContext, schedules: &[Schedule], rounds: usize) -> Vec<f64> {
     let wait = || {
         let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
     };
-    s.run(ctx);
-    wait();
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
+    for s in schedules {
+        s.run(ctx);
+        wait();
+    }
+    let mut best = vec![f64::INFINITY; schedules.len()];
+    for _ in 0..rounds {
+        for (s, best) in schedules.iter().zip(&mut best) {
             let t0 = Instant::now();
             s.run(ctx);
             wait();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+            *best = best.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    best
 }
