@@ -94,6 +94,10 @@ enum BenchWhat {
         /// Timed replays per kernel (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Passes over all the kernels; each kernel's fastest pass is reported (for hosts
+        /// whose speed swings, such as a shared VM).
+        #[arg(long, default_value_t = 1)]
+        passes: usize,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -298,6 +302,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             batch,
             seq,
             reps,
+            passes,
             json,
         } => {
             let opts = GpuOptions {
@@ -316,7 +321,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             };
             let ctx = pollster::block_on(GpuContext::with_needs(&opts, &needs))?;
             eprintln!("benchmarking kernels on {}", ctx.adapter_name());
-            let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1))?;
+            let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1), passes)?;
             println!("{}", report.markdown());
             write_json(json.as_deref(), &report)?;
             Ok(true)
