@@ -453,13 +453,51 @@ fn matmul_forward_gemv_cols(@builtin(workgroup_id) wg: vec3<u32>,
         let wv = vec4<f32>(f32(w[r + n]), f32(w[r + c1]), f32(w[r + c2]), f32(w[r + c3]));
         for (var m = 0u; m < GEMV_M; m++) { acc[m] = fma(vec4<f32>(gemv_a(m, k)), wv, acc[m]); }
     }
-    for (var m = 0u; m < GEMV_M; m++) {
-        if (m < p.m) {
-            store_out(m, n, acc[m].x);
-            if (n + 1u < p.n) { store_out(m, n + 1u, acc[m].y); }
-            if (n + 2u < p.n) { store_out(m, n + 2u, acc[m].z); }
-            if (n + 3u < p.n) { store_out(m, n + 3u, acc[m].w); }
+    for (var m = 0u; m < GEMV_M; m++) { store_out4(m, n, acc[m]); }
+}
+
+// The same where the launcher finds w's row stride, its offset and the block's N multiples
+// of 4 (as for the row kernel), wider: lane l owns the column quads (g·GEMV_LANES + l)·4
+// for g < GEMV_QUADS, each read as one vec4 (lavapipe serves a vec4 load in one pass over
+// the lanes, four scalar loads in four), so a workgroup reads 4·GEMV_LANES·GEMV_QUADS
+// consecutive values of each row of w (512 bytes: whole cache lines, which the hardware
+// prefetches) where the kernel above reads 128. Quads past the block re-read its last.
+const GEMV_QUADS: u32 = 4u;  // GEMV_CPU_QUADS in src/kernels/matmul.rs
+
+fn gemv_w4(k: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(w4[(p.off_w + k * p.ldw + min(n, p.n - 4u)) / 4u]);
+}
+
+@compute @workgroup_size(GEMV_LANES)
+fn matmul_forward_gemv_cols_vec4(@builtin(workgroup_id) wg: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) li: u32) {
+    let n = (linear_workgroup(wg, nwg) * GEMV_LANES * GEMV_QUADS + li) * 4u;
+    let step = 4u * GEMV_LANES;  // from one of a lane's quads to the next
+    if (n >= p.n) { return; }
+    // Row m's sums for quad g in acc{g}[m].
+    var acc0: array<vec4<f32>, 4>;  // GEMV_MAX_M rows
+    var acc1: array<vec4<f32>, 4>;
+    var acc2: array<vec4<f32>, 4>;
+    var acc3: array<vec4<f32>, 4>;
+    for (var k = 0u; k < p.k; k++) {
+        let w0 = gemv_w4(k, n);
+        let w1 = gemv_w4(k, n + step);
+        let w2 = gemv_w4(k, n + 2u * step);
+        let w3 = gemv_w4(k, n + 3u * step);
+        for (var m = 0u; m < GEMV_M; m++) {
+            let x = vec4<f32>(gemv_a(m, k));
+            acc0[m] = fma(x, w0, acc0[m]);
+            acc1[m] = fma(x, w1, acc1[m]);
+            acc2[m] = fma(x, w2, acc2[m]);
+            acc3[m] = fma(x, w3, acc3[m]);
         }
+    }
+    for (var m = 0u; m < GEMV_M; m++) {
+        store_out4(m, n, acc0[m]);
+        store_out4(m, n + step, acc1[m]);
+        store_out4(m, n + 2u * step, acc2[m]);
+        store_out4(m, n + 3u * step, acc3[m]);
     }
 }
 

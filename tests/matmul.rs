@@ -187,7 +187,8 @@ fn gemm_transposed_and_accumulating_forms_match_reference() {
 #[test]
 fn matmul_forward_gemv_matches_reference() {
     // Both M ≤ 4 kernels on every adapter: the tiled family's `matmul_forward_gemv` and
-    // the CPU families' `matmul_forward_gemv_cols`.
+    // the CPU families' `matmul_forward_gemv_cols`, whose vec4 entry takes N = 3072 (on a
+    // CPU adapter; GPUs run the split-K gemv for every family).
     for (ctx, kernel) in test_contexts(&Needs::default())
         .iter()
         .flat_map(|c| [MatmulKernel::Tiled, MatmulKernel::Rows].map(|k| (ctx_with(c, k), k)))
@@ -195,6 +196,7 @@ fn matmul_forward_gemv_matches_reference() {
         let ctx = &ctx;
         eprintln!("gemv with the {kernel:?} family on {}", ctx.adapter_name());
         let mut rng = Rng::new(5);
+        let mut kernels = std::collections::BTreeSet::new();
         for (k, n) in [(768, 3072), (13, 5), (40, 130)] {
             let w = rng.vec_normal(k * n, 0.1);
             let bias = rng.vec_uniform(n, -0.5, 0.5);
@@ -208,6 +210,11 @@ fn matmul_forward_gemv_matches_reference() {
                     let mut s = Schedule::new("gemv");
                     matmul_forward_gemv(&mut s, ctx, &to, &ti, &tw, tb.as_ref(), m, k, n).unwrap();
                     s.run(ctx);
+                    kernels.extend(
+                        s.launch_labels()
+                            .iter()
+                            .map(|l| l.split(' ').next().unwrap().to_string()),
+                    );
                     let got = read(ctx, &to);
                     let b64 = with_bias.then(|| to_f64(&bias));
                     let mut want = vec![0f64; m * n];
@@ -226,6 +233,16 @@ fn matmul_forward_gemv_matches_reference() {
                 }
             }
         }
+        let expected: &[&str] = if ctx.is_cpu() && kernel == MatmulKernel::Rows {
+            &["matmul_forward_gemv_cols", "matmul_forward_gemv_cols_vec4"]
+        } else {
+            &["matmul_forward_gemv"]
+        };
+        assert!(
+            kernels.iter().eq(expected.iter()),
+            "{} with the {kernel:?} family: ran {kernels:?}, expected {expected:?}",
+            ctx.adapter_name()
+        );
     }
 }
 

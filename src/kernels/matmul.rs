@@ -111,9 +111,18 @@ pub const MATMUL_FORWARD_GEMV_COLS: KernelDesc = KernelDesc {
     bindings: GEMM_BINDINGS,
 };
 
+pub const MATMUL_FORWARD_GEMV_COLS_VEC4: KernelDesc = KernelDesc {
+    shader: &MATMUL,
+    entry: "matmul_forward_gemv_cols_vec4",
+    bindings: GEMM_BINDINGS,
+};
+
 /// Lanes per `matmul_forward_gemv_cols` workgroup (GEMV_LANES in the shader): one SIMD
 /// register on a CPU adapter; each lane owns 4 columns.
 const GEMV_CPU_LANES: usize = 8;
+
+/// Column quads per lane of `matmul_forward_gemv_cols_vec4` (GEMV_QUADS in the shader).
+const GEMV_CPU_QUADS: usize = 4;
 
 pub const MATMUL_FORWARD_ROWS: KernelDesc = KernelDesc {
     shader: &MATMUL,
@@ -525,7 +534,14 @@ impl Gemm {
                     let (desc, name) = if gemv_cols {
                         constants.push(("GEMV_M", bm as f64));
                         constants.push(("GEMV_LANES", GEMV_CPU_LANES as f64));
-                        (&MATMUL_FORWARD_GEMV_COLS, "matmul_forward_gemv_cols")
+                        if vec_w {
+                            (
+                                &MATMUL_FORWARD_GEMV_COLS_VEC4,
+                                "matmul_forward_gemv_cols_vec4",
+                            )
+                        } else {
+                            (&MATMUL_FORWARD_GEMV_COLS, "matmul_forward_gemv_cols")
+                        }
                     } else if gemv {
                         constants.extend_from_slice(&gemv_rounds);
                         constants.push(("GEMV_M", bm as f64));
@@ -597,6 +613,8 @@ impl Gemm {
                             bm.div_ceil(ROWS_M) as u32,
                             1,
                         ]
+                    } else if gemv_cols && vec_w {
+                        groups_1d(bn, 4 * GEMV_CPU_LANES * GEMV_CPU_QUADS)
                     } else if gemv_cols {
                         groups_1d(bn, 4 * GEMV_CPU_LANES)
                     } else if !gemv {
