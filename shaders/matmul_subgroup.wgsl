@@ -352,35 +352,78 @@ fn mat_col(m: mat4x4<f32>, j: u32) -> vec4<f32> {
     return select(select(m[2], m[3], j == 3u), select(m[0], m[1], j == 1u), j < 2u);
 }
 
+// One slice of SG values of k from k0, a's values already in x0..x7: every row of the
+// block += op(a)[row, k] · op(w)[k, the lane's columns], w read as vec4.
+fn wide_slice_w4(o: WideOrigin, k0: u32) {
+    let kn = min(SG, p.k - k0);
+    if (TRANS_B) {
+        // kn is a multiple of 4: K is, and so is k0. A quad's four steps run as a loop:
+        // unrolled (2048 FMAs with 64 floats of w live across them) they ran 10-15 %
+        // slower on lavapipe 22.3 (BENCHMARKS.md).
+        for (var kq = 0u; kq < kn; kq += 4u) {
+            let k = k0 + kq;
+            let t0 = wide_w4_t(o.ow, k, o.n);
+            let t1 = wide_w4_t(o.ow, k, o.n + 4u * SG);
+            let t2 = wide_w4_t(o.ow, k, o.n + 8u * SG);
+            let t3 = wide_w4_t(o.ow, k, o.n + 12u * SG);
+            for (var j = 0u; j < 4u; j++) {
+                wide_fma(kq + j, Quad(mat_col(t0, j), mat_col(t1, j), mat_col(t2, j),
+                                      mat_col(t3, j)));
+            }
+        }
+    } else {
+        for (var kk = 0u; kk < kn; kk++) {
+            let k = k0 + kk;
+            wide_fma(kk, Quad(wide_w4(o.ow, k, o.n), wide_w4(o.ow, k, o.n + 4u * SG),
+                              wide_w4(o.ow, k, o.n + 8u * SG), wide_w4(o.ow, k, o.n + 12u * SG)));
+        }
+    }
+}
+
 @compute @workgroup_size(SG)
 fn matmul_forward_subgroup_wide_vec4(@builtin(workgroup_id) wg: vec3<u32>,
                                      @builtin(subgroup_invocation_id) lane: u32) {
     let o = wide_origin(wg, lane);
     for (var k0 = 0u; k0 < p.k; k0 += SG) {
         wide_load_a(o.oa, o.m0, k0 + lane);
-        let kn = min(SG, p.k - k0);
-        if (TRANS_B) {
-            // kn is a multiple of 4: K is, and so is k0. A quad's four steps run as a loop:
-            // unrolled (2048 FMAs with 64 floats of w live across them) they ran 10-15 %
-            // slower on lavapipe 22.3 (BENCHMARKS.md).
-            for (var kq = 0u; kq < kn; kq += 4u) {
-                let k = k0 + kq;
-                let t0 = wide_w4_t(o.ow, k, o.n);
-                let t1 = wide_w4_t(o.ow, k, o.n + 4u * SG);
-                let t2 = wide_w4_t(o.ow, k, o.n + 8u * SG);
-                let t3 = wide_w4_t(o.ow, k, o.n + 12u * SG);
-                for (var j = 0u; j < 4u; j++) {
-                    wide_fma(kq + j, Quad(mat_col(t0, j), mat_col(t1, j), mat_col(t2, j),
-                                          mat_col(t3, j)));
-                }
-            }
-        } else {
-            for (var kk = 0u; kk < kn; kk++) {
-                let k = k0 + kk;
-                wide_fma(kk, Quad(wide_w4(o.ow, k, o.n), wide_w4(o.ow, k, o.n + 4u * SG),
-                                  wide_w4(o.ow, k, o.n + 8u * SG), wide_w4(o.ow, k, o.n + 12u * SG)));
-            }
-        }
+        wide_slice_w4(o, k0);
+    }
+    wide_store(o.oo, o.m0, o.n);
+}
+
+// ---- matmul_forward_subgroup_wide_vec4_ta: TRANS_A forms with a read as vec4 too ----------
+// For a stored (K, M) (the weight gradients, dweight += inpᵀ · dout, and the classifier's
+// dwte), the 32 values of a lane's slice of op(a), rows m0 .. m0 + 32 at one k, are
+// consecutive in memory: 8 vec4 loads instead of 32 scalar ones (lavapipe serves either in
+// one pass over the lanes). For where the launcher finds a's stride and offset (of every
+// product of a batch) and the block's M multiples of 4, and w readable as vec4. A vec4 past
+// the block re-reads its last (those rows are not stored).
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<A_T>>;  // a viewed as vec4 (same binding)
+
+// op(a)[m .. m + 4, k] = a[k, m .. m + 4] as one load (0 past K; gelu_new'd under A_GELU).
+fn wide_a4_ta(oa: u32, m: u32, k: u32) -> vec4<f32> {
+    if (k >= p.k) { return vec4<f32>(0.0); }
+    let x = vec4<f32>(a4[(oa + k * p.lda + min(m, p.m - 4u)) / 4u]);
+    if (A_GELU) { return vec4<f32>(gelu_new(x.x), gelu_new(x.y), gelu_new(x.z), gelu_new(x.w)); }
+    return x;
+}
+
+@compute @workgroup_size(SG)
+fn matmul_forward_subgroup_wide_vec4_ta(@builtin(workgroup_id) wg: vec3<u32>,
+                                        @builtin(subgroup_invocation_id) lane: u32) {
+    let o = wide_origin(wg, lane);
+    for (var k0 = 0u; k0 < p.k; k0 += SG) {
+        let k = k0 + lane;
+        x0 = wide_a4_ta(o.oa, o.m0, k);
+        x1 = wide_a4_ta(o.oa, o.m0 + 4u, k);
+        x2 = wide_a4_ta(o.oa, o.m0 + 8u, k);
+        x3 = wide_a4_ta(o.oa, o.m0 + 12u, k);
+        x4 = wide_a4_ta(o.oa, o.m0 + 16u, k);
+        x5 = wide_a4_ta(o.oa, o.m0 + 20u, k);
+        x6 = wide_a4_ta(o.oa, o.m0 + 24u, k);
+        x7 = wide_a4_ta(o.oa, o.m0 + 28u, k);
+        wide_slice_w4(o, k0);
     }
     wide_store(o.oo, o.m0, o.n);
 }

@@ -1008,8 +1008,10 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
         let mut rng = Rng::new(83);
         let mut kernels = std::collections::BTreeSet::new();
         // (M, K, N): wide with vec4 w in both layouts (K and N multiples of 4) and tails
-        // in M, N and K's last slice; wide element-wise (N and K odd); narrow (N ≤ 64).
-        for (m, k, n) in [(70, 132, 200), (45, 37, 131), (40, 36, 60)] {
+        // in M, N and K's last slice; the same with M a multiple of 4, so the TRANS_A forms
+        // read a as vec4 too (a last block of 4 rows); wide element-wise (N and K odd);
+        // narrow (N ≤ 64).
+        for (m, k, n) in [(70, 132, 200), (68, 132, 200), (45, 37, 131), (40, 36, 60)] {
             let a = gelu_inputs(&mut rng, m * k);
             let w = rng.vec_uniform(k * n, -1.0, 1.0);
             let bias = rng.vec_uniform(n, -0.5, 0.5);
@@ -1070,6 +1072,7 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
                 "matmul_forward_subgroup",
                 "matmul_subgroup_wide",
                 "matmul_subgroup_wide_vec4",
+                "matmul_subgroup_wide_vec4_ta",
             ]
         } else {
             &["matmul_forward_subgroup"]

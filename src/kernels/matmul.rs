@@ -152,6 +152,12 @@ pub const MATMUL_FORWARD_SUBGROUP_WIDE_VEC4: KernelDesc = KernelDesc {
     bindings: GEMM_BINDINGS,
 };
 
+pub const MATMUL_FORWARD_SUBGROUP_WIDE_VEC4_TA: KernelDesc = KernelDesc {
+    shader: &MATMUL_SUBGROUP,
+    entry: "matmul_forward_subgroup_wide_vec4_ta",
+    bindings: GEMM_BINDINGS,
+};
+
 /// Rows of out per `matmul_forward_subgroup_wide` workgroup (WR in the shader) and column
 /// quads per lane (WQ): a workgroup owns 4·WQ·SG columns.
 const SUBGROUP_WIDE_ROWS: usize = 32;
@@ -166,9 +172,12 @@ fn subgroup_wide(ctx: &GpuContext, sg: u32, m: usize, n: usize) -> bool {
 }
 
 /// The wide subgroup kernel for a block whose w can (`vec_w`) or cannot be read as vec4,
-/// its name in launch labels, and its grid for a block of `m` × `n` (× `z` products).
+/// and whose a, stored (K, M), can also be read as vec4 along M (`vec_a_ta`: TRANS_A, a's
+/// stride, offsets and the block's M multiples of 4), its name in launch labels, and its
+/// grid for a block of `m` × `n` (× `z` products).
 fn subgroup_wide_launch(
     vec_w: bool,
+    vec_a_ta: bool,
     sg: u32,
     m: usize,
     n: usize,
@@ -179,19 +188,18 @@ fn subgroup_wide_launch(
         m.div_ceil(SUBGROUP_WIDE_ROWS) as u32,
         z,
     ];
-    if vec_w {
-        (
+    let (desc, name) = match (vec_w, vec_a_ta) {
+        (true, true) => (
+            &MATMUL_FORWARD_SUBGROUP_WIDE_VEC4_TA,
+            "matmul_subgroup_wide_vec4_ta",
+        ),
+        (true, false) => (
             &MATMUL_FORWARD_SUBGROUP_WIDE_VEC4,
             "matmul_subgroup_wide_vec4",
-            groups,
-        )
-    } else {
-        (
-            &MATMUL_FORWARD_SUBGROUP_WIDE,
-            "matmul_subgroup_wide",
-            groups,
-        )
-    }
+        ),
+        (false, _) => (&MATMUL_FORWARD_SUBGROUP_WIDE, "matmul_subgroup_wide"),
+    };
+    (desc, name, groups)
 }
 
 /// Rows of out per `matmul_forward_rows` workgroup (RR in the shader) and lanes per
@@ -525,9 +533,16 @@ impl Gemm {
                     let vec_w = ow.ld.is_multiple_of(4)
                         && off_w.is_multiple_of(4)
                         && if self.trans_b { bk } else { bn }.is_multiple_of(4);
+                    // a read as vec4 along its contiguous dimension, likewise (the tiled
+                    // kernel's vec4 entry; the wide subgroup kernel's for TRANS_A).
+                    let vec_a = oa.ld.is_multiple_of(4)
+                        && off_a.is_multiple_of(4)
+                        && if self.trans_a { bm } else { bk }.is_multiple_of(4);
                     let wide = subgroup
                         .filter(|&sg| subgroup_wide(ctx, sg, bm, bn))
-                        .map(|sg| subgroup_wide_launch(vec_w, sg, bm, bn, 1));
+                        .map(|sg| {
+                            subgroup_wide_launch(vec_w, self.trans_a && vec_a, sg, bm, bn, 1)
+                        });
                     // The row kernel reads w as vec4 along its rows: along N, or along K
                     // when w is stored (N, K).
                     let rows = prefer_rows && vec_w;
@@ -561,12 +576,7 @@ impl Gemm {
                         constants.push(("TWY", t.wy as f64));
                         constants.push(("TK", t.tk as f64));
                         constants.push(("RB", t.rb as f64));
-                        // vec4 staging: each operand read as vec4 along its contiguous
-                        // dimension, so its stride, offset and the block's extent along
-                        // that dimension must be multiples of 4.
-                        let vec_a = oa.ld.is_multiple_of(4)
-                            && off_a.is_multiple_of(4)
-                            && if self.trans_a { bm } else { bk }.is_multiple_of(4);
+                        // vec4 staging: both operands read as vec4.
                         if vec_a && vec_w {
                             (&MATMUL_FORWARD_VEC4, "matmul_vec4")
                         } else {
@@ -1031,7 +1041,11 @@ pub fn matmul_batched(
         let vec_w = [w.ld, w.off, w.s1, w.s2, if gemm.trans_b { k } else { n }]
             .iter()
             .all(|x| x.is_multiple_of(4));
-        let (desc, _, groups) = subgroup_wide_launch(vec_w, sg, m, n, z);
+        let vec_a_ta = gemm.trans_a
+            && [a.ld, a.off, a.s1, a.s2, m]
+                .iter()
+                .all(|x| x.is_multiple_of(4));
+        let (desc, _, groups) = subgroup_wide_launch(vec_w, vec_a_ta, sg, m, n, z);
         (desc, groups)
     } else {
         let groups = [
