@@ -16,7 +16,7 @@
 // Each form runs on the tiled kernel (`matmul_forward`, or `matmul_forward_vec4` where
 // the operands allow vec4 loads), on `matmul_forward_gemv` for M ≤ GEMV_MAX_M rows
 // (decoding at T = 1), where a 64-row tile would be mostly empty, or on CPU adapters on `matmul_forward_rows`, which avoids workgroup memory and gathers, and
-// `matmul_forward_gemv_cols` for M ≤ GEMV_MAX_M, which avoids barriers.
+// `matmul_forward_gemv_cols(_vec4)` for M ≤ GEMV_MAX_M, which avoid barriers.
 // `matmul_backward_bias` is the third gradient of the layer, dbias += Σ_rows dout.
 // Backward kernels ADD into their gradients (ACCUMULATE, and always for the bias); the
 // training step zeroes gradients once per step.

@@ -1,4 +1,4 @@
-// matmul_subgroup.wgsl: matmul_forward_subgroup and matmul_forward_subgroup_wide(_vec4),
+// matmul_subgroup.wgsl: matmul_forward_subgroup and matmul_forward_subgroup_wide(_vec4, _vec4_ta),
 // the matmuls for CPU adapters that have subgroups (Mesa lavapipe exposes them: a subgroup
 // is the 8 lanes of one AVX2 register); GPUs with subgroups run attention's batched
 // products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
