@@ -210,11 +210,7 @@ fn matmul_forward_gemv_matches_reference() {
                     let mut s = Schedule::new("gemv");
                     matmul_forward_gemv(&mut s, ctx, &to, &ti, &tw, tb.as_ref(), m, k, n).unwrap();
                     s.run(ctx);
-                    kernels.extend(
-                        s.launch_labels()
-                            .iter()
-                            .map(|l| l.split(' ').next().unwrap().to_string()),
-                    );
+                    kernels.extend(kernel_names(&s.launch_labels()));
                     let got = read(ctx, &to);
                     let b64 = with_bias.then(|| to_f64(&bias));
                     let mut want = vec![0f64; m * n];
@@ -238,11 +234,8 @@ fn matmul_forward_gemv_matches_reference() {
         } else {
             &["matmul_forward_gemv"]
         };
-        assert!(
-            kernels.iter().eq(expected.iter()),
-            "{} with the {kernel:?} family: ran {kernels:?}, expected {expected:?}",
-            ctx.adapter_name()
-        );
+        let what = format!("{} with the {kernel:?} family", ctx.adapter_name());
+        assert_ran(&what, &kernels, expected);
     }
 }
 
@@ -1054,11 +1047,7 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
                 };
                 let (want, _) = run(&tiled);
                 let (got, labels) = run(&subgroup);
-                kernels.extend(
-                    labels
-                        .iter()
-                        .map(|l| l.split(' ').next().unwrap().to_string()),
-                );
+                kernels.extend(kernel_names(&labels));
                 assert!(
                     first_bit_difference(&want, &got).is_none(),
                     "{} {gemm:?} {m}x{k}x{n} on {labels:?}: differs from the tiled kernel at {:?}",
@@ -1077,10 +1066,21 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
         } else {
             &["matmul_forward_subgroup"]
         };
-        assert!(
-            kernels.iter().eq(expected.iter()),
-            "{}: ran {kernels:?}, expected {expected:?}",
-            ctx.adapter_name()
-        );
+        assert_ran(&ctx.adapter_name(), &kernels, expected);
     }
+}
+
+/// The kernel each launch label names (its first word).
+fn kernel_names<S: AsRef<str>>(labels: &[S]) -> impl Iterator<Item = String> + '_ {
+    labels
+        .iter()
+        .map(|l| l.as_ref().split(' ').next().unwrap().to_string())
+}
+
+/// Exactly the `expected` kernels ran (each at least once).
+fn assert_ran(what: &str, ran: &std::collections::BTreeSet<String>, expected: &[&str]) {
+    assert!(
+        ran.iter().eq(expected.iter()),
+        "{what}: ran {ran:?}, expected {expected:?}"
+    );
 }
