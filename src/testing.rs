@@ -128,6 +128,16 @@ pub fn assert_close64(
     assert_close(name, gpu, &to_f32(reference), atol, rtol)
 }
 
+/// A GEMM operand `x`, logically (rows, cols), as it is stored: transposed to (cols, rows)
+/// when `transposed` (the TRANS_A / TRANS_B forms), else as is.
+pub fn stored(x: &[f32], rows: usize, cols: usize, transposed: bool) -> Vec<f32> {
+    if transposed {
+        crate::model::bert::params::transpose(x, rows, cols)
+    } else {
+        x.to_vec()
+    }
+}
+
 /// Whether two runs gave the same bits.
 pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())

@@ -25,7 +25,7 @@ use wgformer::reference::{
 };
 use wgformer::rng::Rng;
 use wgformer::testing::{
-    assert_close64, assert_report, on_each_matmul_kernel, reopen, test_contexts, to_f64,
+    assert_close64, assert_report, on_each_matmul_kernel, reopen, stored, test_contexts, to_f64,
 };
 
 /// The test contexts whose device has `shader-f16`. Checks that the others refuse f16
@@ -114,16 +114,6 @@ fn cast_f32_to_f16_matches_reference() {
     }
 }
 
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
-        }
-    }
-    t
-}
-
 /// out (+)= op(a) · op(w16) (+ bias) in every form, against the reference with w rounded;
 /// with `half_a`, a stored in f16 too (the mixed path) and rounded in the reference.
 fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize), half_a: bool) {
@@ -142,16 +132,8 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
         (false, false, false, true, true),
         (true, false, true, false, true),
     ] {
-        let a_stored = if trans_a {
-            transpose(&a, m, k)
-        } else {
-            a.clone()
-        };
-        let w_stored = if trans_b {
-            transpose(&w, k, n)
-        } else {
-            w.clone()
-        };
+        let a_stored = stored(&a, m, k, trans_a);
+        let w_stored = stored(&w, k, n, trans_b);
         let ta = if half_a {
             Tensor::from_f32_as_f16(ctx, "a16", &[a.len()], &a_stored).unwrap()
         } else {

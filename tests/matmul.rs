@@ -17,7 +17,7 @@ use wgformer::reference::matmul as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
     assert_close64, assert_gradient, on_each_adapter, on_each_matmul_kernel, reopen, same_bits,
-    test_contexts, to_f64,
+    stored, test_contexts, to_f64,
 };
 
 /// (M, K, N): rows, reduction, columns. The last is a GPT-2 124M MLP at T = 256.
@@ -28,16 +28,6 @@ const SIZES: [(usize, usize, usize); 5] = [
     (64, 64, 64),
     (256, 768, 3072),
 ];
-
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
-        }
-    }
-    t
-}
 
 fn upload(ctx: &GpuContext, label: &str, shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_f32(ctx, label, shape, data).unwrap()
@@ -134,16 +124,8 @@ fn check_gemm_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, u
         (false, true, true),
         (true, true, true),
     ] {
-        let a_stored = if trans_a {
-            transpose(&a, m, k)
-        } else {
-            a.clone()
-        };
-        let w_stored = if trans_b {
-            transpose(&w, k, n)
-        } else {
-            w.clone()
-        };
+        let a_stored = stored(&a, m, k, trans_a);
+        let w_stored = stored(&w, k, n, trans_b);
         let ta = upload(ctx, "a", &[a.len()], &a_stored);
         let tw = upload(ctx, "w", &[w.len()], &w_stored);
         let to = upload(ctx, "out", &[m, n], &prior);
@@ -709,11 +691,7 @@ fn check_gelu_in_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize
             accumulate,
             ..Gemm::default()
         };
-        let a_stored = if trans_a {
-            transpose(&a, m, k)
-        } else {
-            a.clone()
-        };
+        let a_stored = stored(&a, m, k, trans_a);
         let b = with_bias.then_some(bias.as_slice());
         let run = |fused| run_gelu_in(ctx, gemm, fused, &a_stored, &tw, b, &prior, (m, k, n));
         let (fused, unfused) = (run(true), run(false));
@@ -924,16 +902,8 @@ fn every_tile_shape_matches_reference() {
                 });
             }
             for gemm in forms {
-                let a_stored = if gemm.trans_a {
-                    transpose(&a, m, k)
-                } else {
-                    a.clone()
-                };
-                let w_stored = if gemm.trans_b {
-                    transpose(&w, k, n)
-                } else {
-                    w.clone()
-                };
+                let a_stored = stored(&a, m, k, gemm.trans_a);
+                let w_stored = stored(&w, k, n, gemm.trans_b);
                 let with_bias = !gemm.accumulate;
                 let mut want = vec![0f64; m * n];
                 let a64 = if gemm.a_gelu { gelu64(&a) } else { to_f64(&a) };
@@ -1022,16 +992,8 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
                     accumulate,
                     a_gelu,
                 };
-                let a_stored = if trans_a {
-                    transpose(&a, m, k)
-                } else {
-                    a.clone()
-                };
-                let w_stored = if trans_b {
-                    transpose(&w, k, n)
-                } else {
-                    w.clone()
-                };
+                let a_stored = stored(&a, m, k, trans_a);
+                let w_stored = stored(&w, k, n, trans_b);
                 let run = |c: &GpuContext| {
                     let ta = upload(c, "a", &[a.len()], &a_stored);
                     let tw = upload(c, "w", &[w.len()], &w_stored);
