@@ -184,23 +184,27 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
     sg_store4(oo, m0 + 15u, n, c15);
 }
 
-// ---- matmul_forward_subgroup_wide: the same products on CPU adapters, 32×128 a workgroup --
+// ---- matmul_forward_subgroup_wide: the same products on CPU adapters, 64×128 a workgroup --
 // What bounds the kernel above on a CPU adapter is the loads of w, not the FMAs: each w
-// value a lane loads feeds 16 FMAs. Here a workgroup (one subgroup) owns WR = 32 rows and
+// value a lane loads feeds 16 FMAs. Here a workgroup (one subgroup) owns WR = 64 rows and
 // 4·SG·WQ = 128 columns of out (SG = 8): lane l owns the column quads (g·SG + l)·4 .. + 4
-// for g < WQ = 4, so each w value feeds 32 FMAs and each shuffled value of a feeds 16.
-// A lane's 512 sums cannot stay in registers (an AVX2 core has 16, AVX-512 32); they live
-// on the stack, where an FMA's accumulator is a plain vector load and store, cheaper than
-// the w loads they save. On lavapipe this is about 2x the kernel above (BENCHMARKS.md).
-// GPUs keep the kernel above (attention's batched products on GPUs with subgroups): there
-// 512 sums an invocation would spill to local memory. Two entry points: element-wise
-// loads of w (any shape), and `matmul_forward_subgroup_wide_vec4`, which loads w as vec4
-// along its contiguous dimension where the launcher finds its stride, offset and the
-// block's extent along that dimension multiples of 4 (as matmul_forward_vec4 does; an
-// entry point may not use two views of one binding). Every output is the same FMA chain
-// over k in order in all three kernels, so they give the same bits.
+// for g < WQ = 4, so each w value feeds 64 FMAs and each shuffled value of a feeds 16.
+// A lane's 1024 sums cannot stay in registers (an AVX2 core has 16, AVX-512 32); they live
+// on the stack. A slice of SG = 8 values of k therefore runs row by row: the slice's w
+// (8 steps × the lane's 16 columns) is loaded once into v0..v7, and each row's 16 sums
+// come into registers, take the slice's 8 steps, and go back, one load and store of the
+// sums per 8 FMAs (step by step, every FMA loaded and stored its sum). On lavapipe 22.3
+// this is about 2.5x the kernel above, 4x with vec4 loads of w (BENCHMARKS.md). Partial
+// slices (K's last, or SG ≠ 8) run step by step. GPUs keep the kernel above (attention's
+// batched products on GPUs with subgroups): there 1024 sums an invocation would spill to
+// local memory. Two entry points: element-wise loads of w (any shape), and
+// `matmul_forward_subgroup_wide_vec4`, which loads w as vec4 along its contiguous
+// dimension where the launcher finds its stride, offset and the block's extent along that
+// dimension multiples of 4 (as matmul_forward_vec4 does; an entry point may not use two
+// views of one binding). Every output is the same FMA chain over k in order in all these
+// kernels, so they give the same bits.
 
-const WR: u32 = 32u;  // rows of out per workgroup; SUBGROUP_WIDE_ROWS in src/kernels/matmul.rs
+const WR: u32 = 64u;  // rows of out per workgroup; SUBGROUP_WIDE_ROWS in src/kernels/matmul.rs
 const WQ: u32 = 4u;   // column quads per lane
 
 // 16 columns of one row of a lane's block: column quad g in field c{g}.
@@ -213,9 +217,10 @@ struct Rows4 {
     r0: Quad, r1: Quad, r2: Quad, r3: Quad,
 }
 
-// A lane's block (32 rows × its 16 columns) and its slice of op(a), op(a)[m0 + 4·i + r,
-// k0 + lane] in x{i}[r]: named values, not arrays, because lavapipe turns an array indexed
-// in a loop into gathers and scatters (5x slower in a probe, 2026-11-30).
+// A lane's block (64 rows × its 16 columns), its slice of op(a), op(a)[m0 + 4·i + r,
+// k0 + lane] in x{i}[r], and a full slice's op(w)[k0 + j, the lane's 16 columns] in v{j}:
+// named values, not arrays, because lavapipe turns an array indexed in a loop into
+// gathers and scatters (5x slower in a probe, 2026-11-30).
 var<private> b0: Rows4;
 var<private> b1: Rows4;
 var<private> b2: Rows4;
@@ -224,6 +229,14 @@ var<private> b4: Rows4;
 var<private> b5: Rows4;
 var<private> b6: Rows4;
 var<private> b7: Rows4;
+var<private> b8: Rows4;
+var<private> b9: Rows4;
+var<private> b10: Rows4;
+var<private> b11: Rows4;
+var<private> b12: Rows4;
+var<private> b13: Rows4;
+var<private> b14: Rows4;
+var<private> b15: Rows4;
 var<private> x0: vec4<f32>;
 var<private> x1: vec4<f32>;
 var<private> x2: vec4<f32>;
@@ -232,6 +245,22 @@ var<private> x4: vec4<f32>;
 var<private> x5: vec4<f32>;
 var<private> x6: vec4<f32>;
 var<private> x7: vec4<f32>;
+var<private> x8: vec4<f32>;
+var<private> x9: vec4<f32>;
+var<private> x10: vec4<f32>;
+var<private> x11: vec4<f32>;
+var<private> x12: vec4<f32>;
+var<private> x13: vec4<f32>;
+var<private> x14: vec4<f32>;
+var<private> x15: vec4<f32>;
+var<private> v0: Quad;
+var<private> v1: Quad;
+var<private> v2: Quad;
+var<private> v3: Quad;
+var<private> v4: Quad;
+var<private> v5: Quad;
+var<private> v6: Quad;
+var<private> v7: Quad;
 
 @group(0) @binding(2) var<storage, read> w4: array<vec4<W_T>>;  // w viewed as vec4 (same binding)
 
@@ -249,6 +278,14 @@ fn wide_load_a(oa: u32, m0: u32, k: u32) {
     x5 = wide_a4(oa, m0 + 20u, k);
     x6 = wide_a4(oa, m0 + 24u, k);
     x7 = wide_a4(oa, m0 + 28u, k);
+    x8 = wide_a4(oa, m0 + 32u, k);
+    x9 = wide_a4(oa, m0 + 36u, k);
+    x10 = wide_a4(oa, m0 + 40u, k);
+    x11 = wide_a4(oa, m0 + 44u, k);
+    x12 = wide_a4(oa, m0 + 48u, k);
+    x13 = wide_a4(oa, m0 + 52u, k);
+    x14 = wide_a4(oa, m0 + 56u, k);
+    x15 = wide_a4(oa, m0 + 60u, k);
 }
 
 fn quad_fma(q: Quad, s: f32, w: Quad) -> Quad {
@@ -263,8 +300,8 @@ fn rows4_fma(b: ptr<private, Rows4>, s: vec4<f32>, w: Quad) {
     (*b).r3 = quad_fma((*b).r3, s.w, w);
 }
 
-// Step kk of the slice: every row of the block += op(a)[row, k0 + kk] · w, where w holds
-// op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the a values.
+// Step kk of a partial slice: every row of the block += op(a)[row, k0 + kk] · w, where w
+// holds op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the a values.
 fn wide_fma(kk: u32, w: Quad) {
     rows4_fma(&b0, subgroupShuffle(x0, kk), w);
     rows4_fma(&b1, subgroupShuffle(x1, kk), w);
@@ -274,6 +311,60 @@ fn wide_fma(kk: u32, w: Quad) {
     rows4_fma(&b5, subgroupShuffle(x5, kk), w);
     rows4_fma(&b6, subgroupShuffle(x6, kk), w);
     rows4_fma(&b7, subgroupShuffle(x7, kk), w);
+    rows4_fma(&b8, subgroupShuffle(x8, kk), w);
+    rows4_fma(&b9, subgroupShuffle(x9, kk), w);
+    rows4_fma(&b10, subgroupShuffle(x10, kk), w);
+    rows4_fma(&b11, subgroupShuffle(x11, kk), w);
+    rows4_fma(&b12, subgroupShuffle(x12, kk), w);
+    rows4_fma(&b13, subgroupShuffle(x13, kk), w);
+    rows4_fma(&b14, subgroupShuffle(x14, kk), w);
+    rows4_fma(&b15, subgroupShuffle(x15, kk), w);
+}
+
+// One row's sums q after the 8 steps of a full slice: lane j holds the row's a value s
+// of step j, v{j} the step's w.
+fn row_slice(q: Quad, s: f32) -> Quad {
+    var r = quad_fma(q, subgroupShuffle(s, 0u), v0);
+    r = quad_fma(r, subgroupShuffle(s, 1u), v1);
+    r = quad_fma(r, subgroupShuffle(s, 2u), v2);
+    r = quad_fma(r, subgroupShuffle(s, 3u), v3);
+    r = quad_fma(r, subgroupShuffle(s, 4u), v4);
+    r = quad_fma(r, subgroupShuffle(s, 5u), v5);
+    r = quad_fma(r, subgroupShuffle(s, 6u), v6);
+    r = quad_fma(r, subgroupShuffle(s, 7u), v7);
+    return r;
+}
+
+fn rows4_slice(b: ptr<private, Rows4>, x: vec4<f32>) {
+    (*b).r0 = row_slice((*b).r0, x.x);
+    (*b).r1 = row_slice((*b).r1, x.y);
+    (*b).r2 = row_slice((*b).r2, x.z);
+    (*b).r3 = row_slice((*b).r3, x.w);
+}
+
+// A full slice (SG = 8 values of k), its w already in v0..v7, row by row.
+fn wide_slice() {
+    rows4_slice(&b0, x0);
+    rows4_slice(&b1, x1);
+    rows4_slice(&b2, x2);
+    rows4_slice(&b3, x3);
+    rows4_slice(&b4, x4);
+    rows4_slice(&b5, x5);
+    rows4_slice(&b6, x6);
+    rows4_slice(&b7, x7);
+    rows4_slice(&b8, x8);
+    rows4_slice(&b9, x9);
+    rows4_slice(&b10, x10);
+    rows4_slice(&b11, x11);
+    rows4_slice(&b12, x12);
+    rows4_slice(&b13, x13);
+    rows4_slice(&b14, x14);
+    rows4_slice(&b15, x15);
+}
+
+// Whether the slice from k0 is full and runs row by row (wide_slice).
+fn full_slice(k0: u32) -> bool {
+    return SG == 8u && k0 + 8u <= p.k;
 }
 
 fn quad_store(oo: u32, m: u32, n: u32, q: Quad) {
@@ -290,15 +381,32 @@ fn rows4_store(oo: u32, m: u32, n: u32, b: Rows4) {
     quad_store(oo, m + 3u, n, b.r3);
 }
 
+// The block's rows, 4 at a time: a loop, whose switch picks the rows' sums, rather than
+// 16 copies of the stores, which made lavapipe 22.3 take 5x as long to compile the kernel
+// with ACCUMULATE (each store is a loop over the lanes; a probe, 2026-11-30).
 fn wide_store(oo: u32, m0: u32, n: u32) {
-    rows4_store(oo, m0, n, b0);
-    rows4_store(oo, m0 + 4u, n, b1);
-    rows4_store(oo, m0 + 8u, n, b2);
-    rows4_store(oo, m0 + 12u, n, b3);
-    rows4_store(oo, m0 + 16u, n, b4);
-    rows4_store(oo, m0 + 20u, n, b5);
-    rows4_store(oo, m0 + 24u, n, b6);
-    rows4_store(oo, m0 + 28u, n, b7);
+    for (var g = 0u; g < WR / 4u; g++) {
+        var b = b0;
+        switch g {
+            case 1u: { b = b1; }
+            case 2u: { b = b2; }
+            case 3u: { b = b3; }
+            case 4u: { b = b4; }
+            case 5u: { b = b5; }
+            case 6u: { b = b6; }
+            case 7u: { b = b7; }
+            case 8u: { b = b8; }
+            case 9u: { b = b9; }
+            case 10u: { b = b10; }
+            case 11u: { b = b11; }
+            case 12u: { b = b12; }
+            case 13u: { b = b13; }
+            case 14u: { b = b14; }
+            case 15u: { b = b15; }
+            default: {}
+        }
+        rows4_store(oo, m0 + 4u * g, n, b);
+    }
 }
 
 // Where a workgroup's block starts: the offsets of product z (as in the kernel above),
@@ -314,17 +422,32 @@ fn wide_origin(wg: vec3<u32>, lane: u32) -> WideOrigin {
                       p.off_w + zb * p.sw1 + zh * p.sw2, wg.y * WR, (wg.x * SG * WQ + lane) * 4u);
 }
 
+// op(w)[k, the lane's 16 columns], element-wise loads.
+fn wide_w(o: WideOrigin, k: u32) -> Quad {
+    return Quad(sg_w4(o.ow, k, o.n), sg_w4(o.ow, k, o.n + 4u * SG), sg_w4(o.ow, k, o.n + 8u * SG),
+                sg_w4(o.ow, k, o.n + 12u * SG));
+}
+
 @compute @workgroup_size(SG)
 fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
                                 @builtin(subgroup_invocation_id) lane: u32) {
     let o = wide_origin(wg, lane);
     for (var k0 = 0u; k0 < p.k; k0 += SG) {
         wide_load_a(o.oa, o.m0, k0 + lane);
-        let kn = min(SG, p.k - k0);
-        for (var kk = 0u; kk < kn; kk++) {
-            let k = k0 + kk;
-            wide_fma(kk, Quad(sg_w4(o.ow, k, o.n), sg_w4(o.ow, k, o.n + 4u * SG),
-                              sg_w4(o.ow, k, o.n + 8u * SG), sg_w4(o.ow, k, o.n + 12u * SG)));
+        if (full_slice(k0)) {
+            v0 = wide_w(o, k0);
+            v1 = wide_w(o, k0 + 1u);
+            v2 = wide_w(o, k0 + 2u);
+            v3 = wide_w(o, k0 + 3u);
+            v4 = wide_w(o, k0 + 4u);
+            v5 = wide_w(o, k0 + 5u);
+            v6 = wide_w(o, k0 + 6u);
+            v7 = wide_w(o, k0 + 7u);
+            wide_slice();
+        } else {
+            for (var kk = 0u; kk < p.k - k0; kk++) {
+                wide_fma(kk, wide_w(o, k0 + kk));
+            }
         }
     }
     wide_store(o.oo, o.m0, o.n);
@@ -334,6 +457,12 @@ fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
 // block re-reads its last one (not stored).
 fn wide_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(w4[(ow + k * p.ldw + min(n, p.n - 4u)) / 4u]);
+}
+
+// op(w)[k, the lane's 16 columns] from w stored (K, N), as vec4 loads.
+fn wide_w_vec4(o: WideOrigin, k: u32) -> Quad {
+    return Quad(wide_w4(o.ow, k, o.n), wide_w4(o.ow, k, o.n + 4u * SG),
+                wide_w4(o.ow, k, o.n + 8u * SG), wide_w4(o.ow, k, o.n + 12u * SG));
 }
 
 // op(w)[k .. k + 4, n .. n + 4] from w stored (N, K) (K a multiple of 4): column n + j's
@@ -347,35 +476,67 @@ fn wide_w4_t(ow: u32, k: u32, n: u32) -> mat4x4<f32> {
                                  vec4<f32>(w4[(ow + min(n + 3u, last) * p.ldw + k) / 4u])));
 }
 
+// op(w)[k .. k + 4, the lane's 16 columns] from w stored (N, K): step k + i in column i
+// of each quad's matrix.
+struct QuadT {
+    t0: mat4x4<f32>, t1: mat4x4<f32>, t2: mat4x4<f32>, t3: mat4x4<f32>,
+}
+
+fn wide_w_t(o: WideOrigin, k: u32) -> QuadT {
+    return QuadT(wide_w4_t(o.ow, k, o.n), wide_w4_t(o.ow, k, o.n + 4u * SG),
+                 wide_w4_t(o.ow, k, o.n + 8u * SG), wide_w4_t(o.ow, k, o.n + 12u * SG));
+}
+
 // Column j of m, chosen by selects: a dynamic index would put m in memory.
 fn mat_col(m: mat4x4<f32>, j: u32) -> vec4<f32> {
     return select(select(m[2], m[3], j == 3u), select(m[0], m[1], j == 1u), j < 2u);
 }
 
-// One slice of SG values of k from k0, a's values already in x0..x7: every row of the
+// Step k + j of a QuadT (j dynamic).
+fn quad_t_step(t: QuadT, j: u32) -> Quad {
+    return Quad(mat_col(t.t0, j), mat_col(t.t1, j), mat_col(t.t2, j), mat_col(t.t3, j));
+}
+
+// One slice of SG values of k from k0, a's values already in x0..x15: every row of the
 // block += op(a)[row, k] · op(w)[k, the lane's columns], w read as vec4.
 fn wide_slice_w4(o: WideOrigin, k0: u32) {
-    let kn = min(SG, p.k - k0);
+    if (full_slice(k0)) {
+        if (TRANS_B) {
+            let t = wide_w_t(o, k0);
+            v0 = Quad(t.t0[0], t.t1[0], t.t2[0], t.t3[0]);
+            v1 = Quad(t.t0[1], t.t1[1], t.t2[1], t.t3[1]);
+            v2 = Quad(t.t0[2], t.t1[2], t.t2[2], t.t3[2]);
+            v3 = Quad(t.t0[3], t.t1[3], t.t2[3], t.t3[3]);
+            let u = wide_w_t(o, k0 + 4u);
+            v4 = Quad(u.t0[0], u.t1[0], u.t2[0], u.t3[0]);
+            v5 = Quad(u.t0[1], u.t1[1], u.t2[1], u.t3[1]);
+            v6 = Quad(u.t0[2], u.t1[2], u.t2[2], u.t3[2]);
+            v7 = Quad(u.t0[3], u.t1[3], u.t2[3], u.t3[3]);
+        } else {
+            v0 = wide_w_vec4(o, k0);
+            v1 = wide_w_vec4(o, k0 + 1u);
+            v2 = wide_w_vec4(o, k0 + 2u);
+            v3 = wide_w_vec4(o, k0 + 3u);
+            v4 = wide_w_vec4(o, k0 + 4u);
+            v5 = wide_w_vec4(o, k0 + 5u);
+            v6 = wide_w_vec4(o, k0 + 6u);
+            v7 = wide_w_vec4(o, k0 + 7u);
+        }
+        wide_slice();
+        return;
+    }
+    let kn = p.k - k0;
     if (TRANS_B) {
-        // kn is a multiple of 4: K is, and so is k0. A quad's four steps run as a loop:
-        // unrolled (2048 FMAs with 64 floats of w live across them) they ran 10-15 %
-        // slower on lavapipe 22.3 (BENCHMARKS.md).
+        // kn is a multiple of 4: K is, and so is k0.
         for (var kq = 0u; kq < kn; kq += 4u) {
-            let k = k0 + kq;
-            let t0 = wide_w4_t(o.ow, k, o.n);
-            let t1 = wide_w4_t(o.ow, k, o.n + 4u * SG);
-            let t2 = wide_w4_t(o.ow, k, o.n + 8u * SG);
-            let t3 = wide_w4_t(o.ow, k, o.n + 12u * SG);
+            let t = wide_w_t(o, k0 + kq);
             for (var j = 0u; j < 4u; j++) {
-                wide_fma(kq + j, Quad(mat_col(t0, j), mat_col(t1, j), mat_col(t2, j),
-                                      mat_col(t3, j)));
+                wide_fma(kq + j, quad_t_step(t, j));
             }
         }
     } else {
         for (var kk = 0u; kk < kn; kk++) {
-            let k = k0 + kk;
-            wide_fma(kk, Quad(wide_w4(o.ow, k, o.n), wide_w4(o.ow, k, o.n + 4u * SG),
-                              wide_w4(o.ow, k, o.n + 8u * SG), wide_w4(o.ow, k, o.n + 12u * SG)));
+            wide_fma(kk, wide_w_vec4(o, k0 + kk));
         }
     }
 }
@@ -393,8 +554,8 @@ fn matmul_forward_subgroup_wide_vec4(@builtin(workgroup_id) wg: vec3<u32>,
 
 // ---- matmul_forward_subgroup_wide_vec4_ta: TRANS_A forms with a read as vec4 too ----------
 // For a stored (K, M) (the weight gradients, dweight += inpᵀ · dout, and the classifier's
-// dwte), the 32 values of a lane's slice of op(a), rows m0 .. m0 + 32 at one k, are
-// consecutive in memory: 8 vec4 loads instead of 32 scalar ones (lavapipe serves either in
+// dwte), the 64 values of a lane's slice of op(a), rows m0 .. m0 + 64 at one k, are
+// consecutive in memory: 16 vec4 loads instead of 64 scalar ones (lavapipe serves either in
 // one pass over the lanes). For where the launcher finds a's stride and offset (of every
 // product of a batch) and the block's M multiples of 4, and w readable as vec4. A vec4 past
 // the block re-reads its last (those rows are not stored).
@@ -423,6 +584,14 @@ fn matmul_forward_subgroup_wide_vec4_ta(@builtin(workgroup_id) wg: vec3<u32>,
         x5 = wide_a4_ta(o.oa, o.m0 + 20u, k);
         x6 = wide_a4_ta(o.oa, o.m0 + 24u, k);
         x7 = wide_a4_ta(o.oa, o.m0 + 28u, k);
+        x8 = wide_a4_ta(o.oa, o.m0 + 32u, k);
+        x9 = wide_a4_ta(o.oa, o.m0 + 36u, k);
+        x10 = wide_a4_ta(o.oa, o.m0 + 40u, k);
+        x11 = wide_a4_ta(o.oa, o.m0 + 44u, k);
+        x12 = wide_a4_ta(o.oa, o.m0 + 48u, k);
+        x13 = wide_a4_ta(o.oa, o.m0 + 52u, k);
+        x14 = wide_a4_ta(o.oa, o.m0 + 56u, k);
+        x15 = wide_a4_ta(o.oa, o.m0 + 60u, k);
         wide_slice_w4(o, k0);
     }
     wide_store(o.oo, o.m0, o.n);

@@ -160,12 +160,12 @@ pub const MATMUL_FORWARD_SUBGROUP_WIDE_VEC4_TA: KernelDesc = KernelDesc {
 
 /// Rows of out per `matmul_forward_subgroup_wide` workgroup (WR in the shader) and column
 /// quads per lane (WQ): a workgroup owns 4·WQ·SG columns.
-const SUBGROUP_WIDE_ROWS: usize = 32;
+const SUBGROUP_WIDE_ROWS: usize = 64;
 const SUBGROUP_WIDE_QUADS: usize = 4;
 
 /// Whether a block of `m` × `n` of out runs on `matmul_forward_subgroup_wide` rather than
-/// `matmul_forward_subgroup`: on CPU adapters (GPUs would spill its 512 sums an
-/// invocation), where at least half its 32 rows and 128 columns hold results (attention's
+/// `matmul_forward_subgroup`: on CPU adapters (GPUs would spill its 1024 sums an
+/// invocation), where at least half its 64 rows and 128 columns hold results (attention's
 /// per-head products at T = 64, 64 × 64, keep the narrow kernel).
 fn subgroup_wide(ctx: &GpuContext, sg: u32, m: usize, n: usize) -> bool {
     ctx.is_cpu() && m > SUBGROUP_WIDE_ROWS / 2 && n > 2 * SUBGROUP_WIDE_QUADS * sg as usize
