@@ -445,7 +445,7 @@ fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
             v7 = wide_w(o, k0 + 7u);
             wide_slice();
         } else {
-            for (var kk = 0u; kk < p.k - k0; kk++) {
+            for (var kk = 0u; kk < min(SG, p.k - k0); kk++) {
                 wide_fma(kk, wide_w(o, k0 + kk));
             }
         }
@@ -525,7 +525,7 @@ fn wide_slice_w4(o: WideOrigin, k0: u32) {
         wide_slice();
         return;
     }
-    let kn = p.k - k0;
+    let kn = min(SG, p.k - k0);  // K's last slice, or a subgroup of another size
     if (TRANS_B) {
         // kn is a multiple of 4: K is, and so is k0.
         for (var kq = 0u; kq < kn; kq += 4u) {
