@@ -16,7 +16,7 @@
 // permute. Each w value a lane loads feeds 16 FMAs. The grid's z runs over a batch of
 // same-shaped products at strided offsets (attention's per-head products, see
 // src/kernels/attention.rs); plain matmuls have one. On lavapipe this is 2.5–3x the
-// throughput of matmul_forward_rows, and the wide kernel twice this (BENCHMARKS.md).
+// throughput of matmul_forward_rows, and the wide kernel about 2.5x this (BENCHMARKS.md).
 // Launcher: src/kernels/matmul.rs (Gemm::record). CPU reference: src/reference/matmul.rs.
 
 // Mirrored by `SubgroupParams` in src/kernels/matmul.rs: shaders/matmul.wgsl's
@@ -194,7 +194,8 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
 // (8 steps × the lane's 16 columns) is loaded once into v0..v7, and each row's 16 sums
 // come into registers, take the slice's 8 steps, and go back, one load and store of the
 // sums per 8 FMAs (step by step, every FMA loaded and stored its sum). On lavapipe 22.3
-// this is about 2.5x the kernel above, 4x with vec4 loads of w (BENCHMARKS.md). Partial
+// the 32-row step-by-step form was about 2x the kernel above and this is about 1.25x that
+// again (BENCHMARKS.md). Partial
 // slices (K's last, or SG ≠ 8) run step by step. GPUs keep the kernel above (attention's
 // batched products on GPUs with subgroups): there 1024 sums an invocation would spill to
 // local memory. Two entry points: element-wise loads of w (any shape), and
