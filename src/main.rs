@@ -98,6 +98,11 @@ enum BenchWhat {
         /// whose speed swings, such as a shared VM).
         #[arg(long, default_value_t = 1)]
         passes: usize,
+        /// Also time each case's launches one by one (a product bound in chunks, the
+        /// three products of a backward, the classifier's chunks): a table after the
+        /// main one, and `launches` in the JSON. Needs timestamp queries.
+        #[arg(long)]
+        launches: bool,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -303,6 +308,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             seq,
             reps,
             passes,
+            launches,
             json,
         } => {
             let opts = GpuOptions {
@@ -321,7 +327,7 @@ fn bench(opts: &GpuOptions, what: BenchWhat) -> Result<bool> {
             };
             let ctx = pollster::block_on(GpuContext::with_needs(&opts, &needs))?;
             eprintln!("benchmarking kernels on {}", ctx.adapter_name());
-            let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1), passes)?;
+            let report = wgformer::bench::run_kernels(&ctx, shape, reps.max(1), passes, launches)?;
             println!("{}", report.markdown());
             write_json(json.as_deref(), &report)?;
             Ok(true)

@@ -5,7 +5,10 @@
 //! caller can cause.
 
 use wgformer::gpu::{DType, GpuContext, Needs, Schedule, Tensor};
-use wgformer::kernels::attention::{attention_backward, attention_forward};
+use wgformer::kernels::attention::{
+    attention_backward, attention_forward, attention_softmax_backward, attention_softmax_forward,
+    SoftmaxRows,
+};
 use wgformer::reference::attention as cpu;
 use wgformer::rng::Rng;
 use wgformer::testing::{
@@ -317,4 +320,102 @@ fn attention_errors_name_the_problem() {
         assert!(e.to_string().contains("tensor out"), "{e}");
         assert_eq!(s.launches(), 0);
     });
+}
+
+/// The matmul form's softmax kernels, one invocation per row (CPU adapters) and one
+/// workgroup per row (GPUs), each on every adapter: p and L from scores, p rebuilt from
+/// L, and ds·scale from dp, against f64, causal, at T under and over the 128 invocations
+/// of a row's workgroup; and the same bits on a second run.
+#[test]
+fn softmax_kernels_match_reference() {
+    let (heads, hs) = (3, 16);
+    let scale = 1.0 / (hs as f64).sqrt();
+    for ctx in test_contexts(&Needs::default()) {
+        for t in [5, 130, 300] {
+            let mut rng = Rng::new(61 + t as u64);
+            let scores = rng.vec_normal(heads * t * t, 3.0);
+            let dp = rng.vec_uniform(heads * t * t, -1.0, 1.0);
+            // f64: p, L, ds·scale per row r = h·T + i, columns j ≤ i.
+            let (mut p, mut l, mut ds) = (
+                vec![0.0; scores.len()],
+                vec![0.0; heads * t],
+                vec![0.0; scores.len()],
+            );
+            for (r, lse) in l.iter_mut().enumerate() {
+                let (i, row) = (r % t, r * t);
+                let x: Vec<f64> = (0..=i).map(|j| scores[row + j] as f64 * scale).collect();
+                let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                *lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                for (j, xj) in x.iter().enumerate() {
+                    p[row + j] = (xj - *lse).exp();
+                }
+                let d: f64 = (0..=i).map(|j| p[row + j] * dp[row + j] as f64).sum();
+                for j in 0..=i {
+                    ds[row + j] = p[row + j] * (dp[row + j] as f64 - d) * scale;
+                }
+            }
+            for kernel in [SoftmaxRows::PerInvocation, SoftmaxRows::PerWorkgroup] {
+                let run = || {
+                    let att = Tensor::from_f32(&ctx, "att", &[heads, t, t], &scores).unwrap();
+                    let stats = Tensor::zeros(&ctx, "stats", &[heads, t], DType::F32).unwrap();
+                    let datt = Tensor::from_f32(&ctx, "datt", &[heads, t, t], &dp).unwrap();
+                    let again = Tensor::from_f32(&ctx, "again", &[heads, t, t], &scores).unwrap();
+                    let mut s = Schedule::new("softmax");
+                    let scores_rows = heads * t;
+                    let st = stats.rows_slot(0..heads, t);
+                    attention_softmax_forward(
+                        &mut s,
+                        &ctx,
+                        kernel,
+                        att.rows_slot(0..scores_rows, t),
+                        st,
+                        heads,
+                        t,
+                        hs,
+                        false,
+                        "p",
+                    )
+                    .unwrap();
+                    attention_softmax_forward(
+                        &mut s,
+                        &ctx,
+                        kernel,
+                        again.rows_slot(0..scores_rows, t),
+                        st,
+                        heads,
+                        t,
+                        hs,
+                        true,
+                        "again",
+                    )
+                    .unwrap();
+                    attention_softmax_backward(
+                        &mut s,
+                        &ctx,
+                        kernel,
+                        datt.rows_slot(0..scores_rows, t),
+                        att.rows_slot(0..scores_rows, t),
+                        heads,
+                        t,
+                        hs,
+                        "ds",
+                    )
+                    .unwrap();
+                    s.run(&ctx);
+                    let r = |x: &Tensor| ctx.block_on(x.read_f32(&ctx)).unwrap();
+                    [r(&att), r(&stats), r(&again), r(&datt)]
+                };
+                let got = run();
+                let what = |x: &str| format!("{kernel:?} T={t} {x}");
+                assert_close64(&what("p"), &got[0], &p, 1e-6, 1e-5);
+                assert_close64(&what("L"), &got[1], &l, 1e-5, 1e-5);
+                assert_close64(&what("p rebuilt"), &got[2], &p, 1e-6, 1e-5);
+                let cl = assert_close64(&what("ds"), &got[3], &ds, 1e-6, 1e-4);
+                eprintln!("{}: ds max |Δ| {:.1e}", what("softmax"), cl.max_abs);
+                for (a, b) in got.iter().zip(&run()) {
+                    assert!(same_bits(a, b), "{}: a second run differs", what("softmax"));
+                }
+            }
+        }
+    }
 }

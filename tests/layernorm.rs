@@ -10,6 +10,7 @@ use wgformer::gpu::{DType, GpuContext, Schedule, Tensor};
 use wgformer::kernels::layernorm::{
     layernorm_backward, layernorm_forward, residual_layernorm_backward, residual_layernorm_forward,
 };
+use wgformer::kernels::matmul::BIAS_ONE_SLAB_ROWS;
 use wgformer::kernels::residual::{residual_backward, residual_forward};
 use wgformer::reference::layernorm as cpu;
 use wgformer::rng::Rng;
@@ -17,14 +18,16 @@ use wgformer::testing::{assert_close64, assert_gradient, on_each_adapter, same_b
 
 const EPS: f32 = 1e-5;
 
-/// (B, T, C)
-const SIZES: [(usize, usize, usize); 6] = [
+/// (B, T, C). The last has 1200 rows: dweight and dbias are summed in five slabs of
+/// 256 rows (the last one short) and the slabs' partial sums then added.
+const SIZES: [(usize, usize, usize); 7] = [
     (1, 1, 48),
     (2, 7, 80),
     (3, 1, 768),
     (2, 64, 48),
     (3, 7, 768),
     (2, 64, 768),
+    (4, 300, 80),
 ];
 
 /// Inputs of one test case, in f32 as uploaded.
@@ -95,6 +98,14 @@ fn run(ctx: &GpuContext, k: &Case) -> [Vec<f32>; 6] {
         &mut s, ctx, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, b, t, c,
     )
     .unwrap();
+    // forward, dinp, dweight + dbias; past one slab's rows, the two sums of the slabs.
+    let slabs = b * t > BIAS_ONE_SLAB_ROWS;
+    assert_eq!(
+        s.labels().len(),
+        if slabs { 5 } else { 3 },
+        "B·T = {}",
+        b * t
+    );
     s.run(ctx);
     [out, mean, rstd, dinp, dweight, dbias].map(|x| ctx.block_on(x.read_f32(ctx)).unwrap())
 }
@@ -220,7 +231,8 @@ fn layernorm_backward_reference_is_the_gradient() {
 fn layernorm_is_deterministic() {
     on_each_adapter(|ctx| {
         let mut rng = Rng::new(23);
-        let k = Case::new(&mut rng, (3, 64, 768));
+        // 1200 rows: five slabs and their partial sums.
+        let k = Case::new(&mut rng, (3, 400, 768));
         let first = run(ctx, &k);
         let again = run(ctx, &k);
         let names = ["out", "mean", "rstd", "dinp", "dweight", "dbias"];
@@ -251,7 +263,9 @@ fn layernorm_rejects_wrong_sizes() {
 
 #[test]
 fn layernorm_rows_past_the_workgroup_limit() {
-    // 65,537 rows need more than 65,535 workgroups: the launch is folded into 2-D.
+    // 65,537 rows need more than 65,535 workgroups: the launch is folded into 2-D. For
+    // dweight and dbias they make 253 slabs of 260 rows (slabs grow past 256 rows when
+    // there would be more than 256 of them).
     on_each_adapter(|ctx| {
         let mut rng = Rng::new(24);
         let k = Case::new(&mut rng, (1, 65_537, 48));
@@ -266,7 +280,8 @@ fn layernorm_rows_past_the_workgroup_limit() {
 }
 
 /// (B, T, C) of the fused kernels: odd C, C under and over one workgroup's 256 lanes.
-const FUSED_SIZES: [(usize, usize, usize); 7] = [
+/// The last: 1200 rows, dweight and dbias in slabs.
+const FUSED_SIZES: [(usize, usize, usize); 8] = [
     (1, 1, 48),
     (2, 7, 81),
     (3, 1, 768),
@@ -274,6 +289,7 @@ const FUSED_SIZES: [(usize, usize, usize); 7] = [
     (3, 7, 768),
     (2, 5, 1025),
     (2, 64, 768),
+    (4, 300, 81),
 ];
 
 /// Inputs of one fused test case: [`Case`]'s rows split as x + sub.

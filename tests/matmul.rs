@@ -11,6 +11,7 @@ use wgformer::kernels::gelu::gelu_forward;
 use wgformer::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
     matmul_backward_gelu_in, matmul_forward, matmul_forward_gelu_in, matmul_forward_gemv, Gemm,
+    BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
 };
 use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
@@ -568,6 +569,50 @@ fn new_entry_points_are_deterministic() {
             let (l, dx, dwte) = chunked.run(&ctx);
             vec![l, dx, dwte]
         });
+    }
+}
+
+/// dbias summed in slabs of rows (more than [`BIAS_ONE_SLAB_ROWS`] rows), with taller
+/// slabs past BIAS_SLAB² rows, and with dout bound in row chunks: the reference's sums,
+/// the same bits on a second run.
+#[test]
+fn matmul_backward_bias_in_slabs() {
+    let mut rng = Rng::new(53);
+    let tall = BIAS_SLAB * BIAS_SLAB + 100;
+    let cases = [(BIAS_ONE_SLAB_ROWS + 17, 70), (tall, 9), (2000, 64)];
+    for ctx in test_contexts(&Needs::default()) {
+        for (i, &(m, n)) in cases.iter().enumerate() {
+            let dout = rng.vec_uniform(m * n, -1.0, 1.0);
+            let prior = rng.vec_uniform(n, -1.0, 1.0);
+            // The last case with dout in three row chunks of three slabs each.
+            let ctx = match i {
+                2 => {
+                    let limit = limit_for_chunks(&ctx, &[(m, n)]);
+                    let chunked = reopen(&ctx).with_binding_limit(limit);
+                    assert_eq!(chunked.row_chunks(m, n).len(), 3);
+                    chunked
+                }
+                _ => reopen(&ctx),
+            };
+            let run = || {
+                let dbias = upload(&ctx, "dbias", &[n], &prior);
+                let d = upload(&ctx, "dout", &[m, n], &dout);
+                let mut s = Schedule::new("matmul_backward_bias");
+                matmul_backward_bias(&mut s, &ctx, &dbias, &d, m, n).unwrap();
+                s.run(&ctx);
+                (read(&ctx, &dbias), s.labels().len())
+            };
+            let (got, launches) = run();
+            // A launch per row chunk, then the one that adds the slabs' sums.
+            let chunks = ctx.row_chunks(m, n).len();
+            assert_eq!(launches, chunks + 1, "M={m} N={n}: not summed in slabs");
+            let mut want = vec![0.0; n];
+            cpu::matmul_backward_bias(&mut want, &to_f64(&dout), m, n);
+            let what = format!("matmul_backward_bias M={m} N={n}");
+            let cl = assert_close64(&what, &got, &plus(&prior, &want), 1e-4, 1e-4);
+            eprintln!("{what}: max |Δ| {:.1e}", cl.max_abs);
+            assert!(same_bits(&got, &run().0), "{what}: a second run differs");
+        }
     }
 }
 

@@ -6,8 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{time_schedule, time_schedule_min, today};
 use crate::error::Result;
-use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, Profiler, Schedule, Tensor};
 use crate::kernels;
+use crate::kernels::classifier::{
+    classifier_crossentropy_backward, classifier_crossentropy_forward,
+    classifier_crossentropy_loss, ClassifierChunk, ClassifierChunks,
+};
+use crate::kernels::crossentropy::STATS_LEN;
 use crate::rng::Rng;
 
 /// One benchmarked launch (or group of launches recorded as one schedule).
@@ -32,6 +37,18 @@ pub struct Measurement {
     pub gbytes_per_s: Option<f64>,
     /// GFLOP/s as a fraction of the FMA ceiling (compute-bound cases only).
     pub of_peak: Option<f64>,
+    /// Where the case's time goes, launch by launch (`bench kernels --launches`, on
+    /// adapters with timestamp queries; copies are not timed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launches: Vec<LaunchTime>,
+}
+
+/// One launch of a case: its label (the kernel, its operands and, for a product bound in
+/// chunks, its block) and its GPU time, the median over the replays.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchTime {
+    pub label: String,
+    pub ms: f64,
 }
 
 /// The whole report, as JSON and as a markdown table.
@@ -63,6 +80,27 @@ impl Report {
                 r.of_peak
                     .map_or("".into(), |v| format!("{:.0} %", v * 100.0)),
             );
+        }
+        let with_launches: Vec<_> = self
+            .results
+            .iter()
+            .filter(|r| r.launches.len() > 1)
+            .collect();
+        if !with_launches.is_empty() {
+            s += "\nLaunches of the cases with more than one (GPU time, median):\n\n";
+            s += "| kernel | launch | ms | of the case |\n|---|---|---:|---:|\n";
+            for r in with_launches {
+                let total: f64 = r.launches.iter().map(|l| l.ms).sum();
+                for l in &r.launches {
+                    s += &format!(
+                        "| {} | {} | {:.3} | {:.0} % |\n",
+                        r.name,
+                        l.label,
+                        l.ms,
+                        100.0 * l.ms / total.max(f64::MIN_POSITIVE)
+                    );
+                }
+            }
         }
         s
     }
@@ -371,6 +409,41 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         nbytes(2 * v * c + bt * v),
         &|s| kernels::matmul::classifier_backward(s, ctx, &y, &dwte, &logits, &x, &wte, bt, c, v),
     )?;
+    let targets = Tensor::from_i32(ctx, "targets", &[b, t], &toks)?;
+    // The classifier as training runs it where whole logits would be large (GPT-2 at
+    // B·T = 4096: 823 MB): fused with the loss, Vc vocabulary columns at a time, the
+    // backward recomputing each chunk's logits (three products of the classifier's size).
+    if let Some(vc) = ClassifierChunk::Auto.columns(bt, v)? {
+        let chunks = ClassifierChunks::new(ctx, "bench.", bt, c, vc)?;
+        let chunk = Tensor::zeros(ctx, "logits chunk", &[bt, vc], DType::F32)?;
+        let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32)?;
+        let stats = Tensor::zeros(ctx, "loss stats", &[STATS_LEN], DType::F32)?;
+        let shape = format!("M={bt} C={c} V={v} Vc={vc}");
+        one(
+            "classifier_crossentropy_forward (chunked)",
+            shape.clone(),
+            cls,
+            nbytes(v * c + bt * c),
+            &|s| {
+                classifier_crossentropy_forward(
+                    s, ctx, &chunks, &chunk, &x, &wte, None, &targets, bt, c, v,
+                )?;
+                classifier_crossentropy_loss(s, ctx, &losses, &stats, &chunks, &targets, bt, v)
+            },
+        )?;
+        one(
+            "classifier_crossentropy_backward (chunked, recompute)",
+            shape,
+            3 * cls,
+            nbytes(3 * v * c + 2 * bt * c),
+            &|s| {
+                classifier_crossentropy_backward(
+                    s, ctx, &y, &dwte, &chunks, &chunk, &x, &wte, None, &targets, &stats, bt, c, v,
+                    1.0,
+                )
+            },
+        )?;
+    }
     if half {
         // The f16 path's refresh of wte's copy after an update (4 bytes read, 2 written).
         let wte16 = Tensor::zeros(ctx, "wte16", &[v, c], DType::F16)?;
@@ -383,7 +456,6 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
         )?;
     }
     let losses = Tensor::zeros(ctx, "losses", &[bt], DType::F32)?;
-    let targets = Tensor::from_i32(ctx, "targets", &[b, t], &toks)?;
     one(
         "crossentropy_forward",
         format!("BT={bt} V={v}"),
@@ -411,10 +483,18 @@ pub fn kernel_cases(ctx: &GpuContext, sh: BenchShape) -> Result<Vec<Case>> {
 
 /// Run every case and build the report: each case's median of `reps` replays, the
 /// fastest of `passes` passes over all the cases (and the ceiling the fastest of as many).
+/// With `launches` (and timestamp queries), each case's launches are timed one by one
+/// too, over `reps` more replays.
 /// More than one pass is for hosts whose speed swings for seconds at a time (a shared VM
 /// can halve a CPU adapter's matmuls while its FMA ceiling holds): a pass that caught a
 /// slow spell does not stand for the kernel.
-pub fn run_kernels(ctx: &GpuContext, sh: BenchShape, reps: usize, passes: usize) -> Result<Report> {
+pub fn run_kernels(
+    ctx: &GpuContext,
+    sh: BenchShape,
+    reps: usize,
+    passes: usize,
+    launches: bool,
+) -> Result<Report> {
     let passes = passes.max(1);
     let cases = kernel_cases(ctx, sh)?;
     let mut peak: f64 = 0.0;
@@ -425,21 +505,23 @@ pub fn run_kernels(ctx: &GpuContext, sh: BenchShape, reps: usize, passes: usize)
             *best = best.min(time_schedule(ctx, &case.schedule, reps)?);
         }
     }
-    let results = cases
-        .into_iter()
-        .zip(best)
-        .map(|(case, secs)| {
-            let gflops = (case.flops > 0).then(|| case.flops as f64 / secs * 1e-9);
-            Measurement {
-                name: case.name,
-                shape: case.shape,
-                ms: secs * 1e3,
-                gflops,
-                gbytes_per_s: Some(case.bytes as f64 / secs * 1e-9),
-                of_peak: gflops.map(|g| g / peak),
-            }
-        })
-        .collect();
+    let mut results = Vec::with_capacity(cases.len());
+    for (case, secs) in cases.into_iter().zip(best) {
+        let gflops = (case.flops > 0).then(|| case.flops as f64 / secs * 1e-9);
+        let launches = match launches {
+            true => launch_times(ctx, &case.schedule, reps)?,
+            false => Vec::new(),
+        };
+        results.push(Measurement {
+            name: case.name,
+            shape: case.shape,
+            ms: secs * 1e3,
+            gflops,
+            gbytes_per_s: Some(case.bytes as f64 / secs * 1e-9),
+            of_peak: gflops.map(|g| g / peak),
+            launches,
+        });
+    }
     let per_replay = if ctx.has_timestamps() {
         "GPU timestamps per launch, median"
     } else {
@@ -456,4 +538,28 @@ pub fn run_kernels(ctx: &GpuContext, sh: BenchShape, reps: usize, passes: usize)
         peak_gflops: peak,
         results,
     })
+}
+
+/// Each launch of `s` with its GPU time, the median of `reps` profiled replays; empty
+/// without timestamp queries.
+pub fn launch_times(ctx: &GpuContext, s: &Schedule, reps: usize) -> Result<Vec<LaunchTime>> {
+    let Some(profiler) = Profiler::new(ctx, s) else {
+        return Ok(Vec::new());
+    };
+    let mut runs = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        s.run_profiled(ctx, &profiler);
+        runs.push(ctx.block_on(profiler.read(ctx))?);
+    }
+    let launches = runs[0].len();
+    Ok((0..launches)
+        .map(|i| {
+            let mut ns: Vec<f64> = runs.iter().map(|r| r[i].nanos).collect();
+            ns.sort_by(f64::total_cmp);
+            LaunchTime {
+                label: runs[0][i].label.clone(),
+                ms: ns[ns.len() / 2] * 1e-6,
+            }
+        })
+        .collect())
 }

@@ -100,7 +100,7 @@ pub fn run_suite(opts: &GpuOptions, o: &SuiteOptions) -> Result<SuiteReport> {
     };
     let ctx = pollster::block_on(GpuContext::new(&opts))?;
     eprintln!("bench: kernels on {}", ctx.adapter_name());
-    let kernels = run_kernels(&ctx, o.kernels, o.reps.max(1), 1)?;
+    let kernels = run_kernels(&ctx, o.kernels, o.reps.max(1), 1, false)?;
     drop(ctx);
     let mut steps = Vec::new();
     for (preset, b, t) in &o.steps {

@@ -243,6 +243,8 @@ pub struct GpuContext {
     /// Errors no error scope caught (in a browser: every validation error), oldest first;
     /// the next readback reports them.
     device_errors: Arc<Mutex<Vec<String>>>,
+    /// Scratch tensors launchers share, by name, grown as needed ([`GpuContext::scratch`]).
+    scratch: Mutex<std::collections::HashMap<&'static str, crate::gpu::Tensor>>,
 }
 
 impl GpuContext {
@@ -354,6 +356,7 @@ impl GpuContext {
             auto_matmul: requested == MatmulKernel::Auto,
             subgroup_size,
             device_errors,
+            scratch: Mutex::default(),
         }
         .with_matmul_kernel(requested)
         .tuned()
@@ -465,6 +468,33 @@ impl GpuContext {
     /// Use `tile` for the tiled matmul kernel from now on (pipelines are keyed by it).
     pub fn set_tile_config(&self, tile: TileConfig) {
         self.tile_config.store(tile.pack(), Ordering::Relaxed);
+    }
+
+    /// An f32 scratch tensor of `shape` named `name`, shared by every launch that asks
+    /// for that name: the buffer is allocated on first use and replaced by a larger one
+    /// when a launch needs more (a schedule already recorded keeps the buffer it bound).
+    /// For the partial results one launch writes and the next reads, within one launcher:
+    /// launches of a submit run in order, so those pairs never overlap. A launcher that
+    /// needs two at once uses two names.
+    pub fn scratch(&self, name: &'static str, shape: &[usize]) -> Result<crate::gpu::Tensor> {
+        let numel: usize = shape.iter().product();
+        let mut map = self.scratch.lock().map_err(|_| {
+            Error::Invalid(format!(
+                "scratch {name}: a thread panicked while holding it"
+            ))
+        })?;
+        let fits = map.get(name).is_some_and(|t| t.numel() >= numel);
+        if !fits {
+            // Grow by at least half, so a run of slightly larger requests allocates once.
+            let have = map.get(name).map_or(0, |t| t.numel());
+            let grown = numel.max(have + have / 2).max(1);
+            let t = crate::gpu::Tensor::zeros(self, name, &[grown], DType::F32)
+                .or_else(|_| crate::gpu::Tensor::zeros(self, name, &[numel.max(1)], DType::F32))?;
+            map.insert(name, t);
+        }
+        let mut view = map[name].clone();
+        view.shape = shape.to_vec();
+        Ok(view)
     }
 
     /// Largest storage binding, in bytes, that launchers split tensors to fit.

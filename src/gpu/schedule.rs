@@ -335,7 +335,8 @@ impl Schedule {
         ctx.submit(encoder.finish());
     }
 
-    fn labels(&self) -> Vec<(String, String)> {
+    /// (launch label, pipeline label) of each launch, in order.
+    pub fn labels(&self) -> Vec<(String, String)> {
         self.ops
             .iter()
             .filter_map(|op| match op {

@@ -104,6 +104,101 @@ pub const ATTENTION_SOFTMAX_BACKWARD: KernelDesc = KernelDesc {
     bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
 };
 
+pub const ATTENTION_SOFTMAX_FORWARD_ROWS: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_softmax_forward_rows",
+    bindings: &[Binding::ReadWrite, Binding::ReadWrite, Binding::Uniform],
+};
+
+pub const ATTENTION_SOFTMAX_BACKWARD_ROWS: KernelDesc = KernelDesc {
+    shader: &ATTENTION,
+    entry: "attention_softmax_backward_rows",
+    bindings: &[Binding::ReadWrite, Binding::Read, Binding::Uniform],
+};
+
+/// How the matmul form's softmax kernels cover the rows of the scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftmaxRows {
+    /// One invocation per row (`attention_softmax_forward`/`_backward`): no barriers, for
+    /// CPU adapters.
+    PerInvocation,
+    /// One workgroup per row (the `_rows` entries): neighbouring invocations read
+    /// neighbouring scores, for GPUs. On an H200 (2026-11-30) the per-invocation kernels
+    /// took 0.64 ms a slice of 24 heads at T = 1024, a sixth of the GPU's bandwidth.
+    PerWorkgroup,
+}
+
+impl SoftmaxRows {
+    /// The kernels for `ctx`'s adapter.
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.is_cpu() {
+            SoftmaxRows::PerInvocation
+        } else {
+            SoftmaxRows::PerWorkgroup
+        }
+    }
+}
+
+/// p = softmax(att · scale) per row of the scores att (heads, T, T), in place, causal
+/// (zero past column t of row t): the matmul form's softmax. L = log Σ exp is written to
+/// stats (heads, T) or, with `recompute` (the backward rebuilding p), read from it.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_softmax_forward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    kernel: SoftmaxRows,
+    att: Slot,
+    stats: Slot,
+    heads: usize,
+    t: usize,
+    hs: usize,
+    recompute: bool,
+    label: &str,
+) -> Result<()> {
+    let (desc, groups) = match kernel {
+        SoftmaxRows::PerInvocation => (&ATTENTION_SOFTMAX_FORWARD, groups_1d(heads * t, 64)),
+        SoftmaxRows::PerWorkgroup => (&ATTENTION_SOFTMAX_FORWARD_ROWS, groups_1d(heads * t, 1)),
+    };
+    s.dispatch(
+        ctx,
+        desc,
+        &[("RECOMPUTE", if recompute { 1.0 } else { 0.0 })],
+        label,
+        &[att, stats],
+        Some(&params(1, t, hs * heads, heads, hs)),
+        groups,
+    )
+}
+
+/// datt (heads, T, T) = dp → ds·scale = p (dp − D)·scale per row, D = Σ p·dp, causal:
+/// the backward of [`attention_softmax_forward`], in place on datt; p is att.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_softmax_backward(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    kernel: SoftmaxRows,
+    datt: Slot,
+    att: Slot,
+    heads: usize,
+    t: usize,
+    hs: usize,
+    label: &str,
+) -> Result<()> {
+    let (desc, groups) = match kernel {
+        SoftmaxRows::PerInvocation => (&ATTENTION_SOFTMAX_BACKWARD, groups_1d(heads * t, 64)),
+        SoftmaxRows::PerWorkgroup => (&ATTENTION_SOFTMAX_BACKWARD_ROWS, groups_1d(heads * t, 1)),
+    };
+    s.dispatch(
+        ctx,
+        desc,
+        &[],
+        label,
+        &[datt, att],
+        Some(&params(1, t, hs * heads, heads, hs)),
+        groups,
+    )
+}
+
 /// The most bytes of T×T scores the matmul form of attention holds at once: the scores
 /// of one slice of (batch rows, heads). Longer contexts take more slices, one after
 /// another through the same scratch; past one head's T×T (T > 2048) the fused,
@@ -309,15 +404,17 @@ fn record_probs(
         qkv.label,
         slice_label(sl)
     );
-    let heads = sl.nb * sl.nh;
-    s.dispatch(
+    attention_softmax_forward(
+        s,
         ctx,
-        &ATTENTION_SOFTMAX_FORWARD,
-        &[("RECOMPUTE", if recompute { 1.0 } else { 0.0 })],
+        SoftmaxRows::for_adapter(ctx),
+        att.rows_slot(0..sl.nb * sl.nh, t * t),
+        stats_slot(stats, sl, nh, t),
+        sl.nb * sl.nh,
+        t,
+        hs,
+        recompute,
         &label,
-        &[att.rows_slot(0..heads, t * t), stats_slot(stats, sl, nh, t)],
-        Some(&params(sl.nb, t, c, sl.nh, hs)),
-        groups_1d(heads * t, 64),
     )
 }
 
@@ -560,17 +657,16 @@ fn record_backward_matmul(
             slice_label(sl)
         );
         let heads = sl.nb * sl.nh;
-        s.dispatch(
+        attention_softmax_backward(
+            s,
             ctx,
-            &ATTENTION_SOFTMAX_BACKWARD,
-            &[],
+            SoftmaxRows::for_adapter(ctx),
+            datt.rows_slot(0..heads, t * t),
+            att.rows_slot(0..heads, t * t),
+            heads,
+            t,
+            hs,
             &label,
-            &[
-                datt.rows_slot(0..heads, t * t),
-                att.rows_slot(0..heads, t * t),
-            ],
-            Some(&params(sl.nb, t, c, sl.nh, hs)),
-            groups_1d(heads * t, 64),
         )?;
         let dv = qkv_view(dqkv, sl, 2, t, c, hs);
         matmul_batched(s, ctx, TN_ACC, dv, p, dout_h, bh, t, t, hs)?;

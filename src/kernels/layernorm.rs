@@ -15,14 +15,17 @@ use bytemuck::{Pod, Zeroable};
 use super::{expect_numel, groups_1d, row_reduction_lanes, shaders::LAYERNORM};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelDesc, Schedule, Tensor};
+use crate::kernels::matmul::{bias_slab_rows, matmul_backward_bias};
 
 /// Mirrors `LayernormParams` in shaders/layernorm.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct LayernormParams {
-    rows: u32, // B·T
-    c: u32,    // channels
-    eps: f32,  // added to the variance
+    rows: u32,   // B·T
+    c: u32,      // channels
+    eps: f32,    // added to the variance
+    slab: u32,   // layernorm_backward_dparams: rows per slab
+    direct: u32, // layernorm_backward_dparams: 1: add into dweight, dbias; 0: partials
 }
 
 pub const LAYERNORM_FORWARD: KernelDesc = KernelDesc {
@@ -115,6 +118,8 @@ fn params(b: usize, t: usize, c: usize, eps: f32) -> LayernormParams {
         rows: (b * t) as u32,
         c: c as u32,
         eps,
+        slab: 0,
+        direct: 1,
     }
 }
 
@@ -327,7 +332,9 @@ pub fn residual_layernorm_backward(
 }
 
 /// The second launch of both backwards: dweight (C), dbias (C) += Σ over rows of
-/// norm(inp)·dout and dout (B, T, C).
+/// norm(inp)·dout and dout (B, T, C), in slabs of [`bias_slab_rows`] rows, as
+/// `matmul_backward_bias` sums; with more than one slab, the slabs' sums go to two
+/// scratch (S, C) tensors that `matmul_backward_bias` adds into dweight and dbias.
 #[allow(clippy::too_many_arguments)]
 fn dparams(
     s: &mut Schedule,
@@ -340,13 +347,43 @@ fn dparams(
     rstd: &Tensor,
     p: &LayernormParams,
 ) -> Result<()> {
+    let (rows, c) = (p.rows as usize, p.c as usize);
+    let slab = bias_slab_rows(rows);
+    let slabs = rows.div_ceil(slab).max(1);
     let label = format!(
         "layernorm_backward {}, {} <- {}",
         dweight.label, dbias.label, dout.label
     );
+    let p = LayernormParams {
+        slab: slab as u32,
+        direct: (slabs == 1) as u32,
+        ..*p
+    };
+    let groups = [c.div_ceil(DPARAMS_CHANNELS) as u32, slabs as u32, 1];
+    if slabs == 1 {
+        let slots = [
+            dweight.into(),
+            dbias.into(),
+            dout.into(),
+            inp.into(),
+            mean.into(),
+            rstd.into(),
+        ];
+        return s.dispatch(
+            ctx,
+            &LAYERNORM_BACKWARD_DPARAMS,
+            &[],
+            &label,
+            &slots,
+            Some(&p),
+            groups,
+        );
+    }
+    let pw = ctx.scratch("layernorm_backward dweight partials", &[slabs, c])?;
+    let pb = ctx.scratch("layernorm_backward dbias partials", &[slabs, c])?;
     let slots = [
-        dweight.into(),
-        dbias.into(),
+        pw.rows_slot(0..slabs, c),
+        pb.rows_slot(0..slabs, c),
         dout.into(),
         inp.into(),
         mean.into(),
@@ -356,9 +393,11 @@ fn dparams(
         ctx,
         &LAYERNORM_BACKWARD_DPARAMS,
         &[],
-        &label,
+        &format!("{label} slabs 0..{slabs}"),
         &slots,
-        Some(p),
-        groups_1d(p.c as usize, DPARAMS_CHANNELS),
-    )
+        Some(&p),
+        groups,
+    )?;
+    matmul_backward_bias(s, ctx, dweight, &pw, slabs, c)?;
+    matmul_backward_bias(s, ctx, dbias, &pb, slabs, c)
 }

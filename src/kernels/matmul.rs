@@ -73,8 +73,11 @@ impl SubgroupParams {
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct BiasParams {
-    m: u32, // rows of dout in this launch
-    n: u32, // columns
+    m: u32,      // rows of dout in this launch
+    n: u32,      // columns
+    slab: u32,   // rows per slab
+    s0: u32,     // row of partials this launch's first slab writes
+    direct: u32, // 1: add into dbias (one slab); 0: write rows of partials
 }
 
 const GEMM_BINDINGS: &[Binding] = &[
@@ -346,6 +349,25 @@ const GEMV_COLS_TRANS_B: usize = 4 * GEMV_ROUNDS;
 
 /// Columns of dbias per `matmul_backward_bias` workgroup (GX in the shader).
 const BIAS_COLS: usize = 64;
+
+/// Rows of dout per `matmul_backward_bias` slab (one workgroup's rows) at the least; a
+/// taller dout gets taller slabs, so that there are never more than this many slabs.
+pub const BIAS_SLAB: usize = 256;
+
+/// Up to this many rows, `matmul_backward_bias` (and layernorm's dweight, dbias) sum in
+/// one slab: below five slabs the second launch costs more than the workgroups gain (the
+/// baby GPT's step, B·T = 768, took 0.5 ms longer in slabs on an H200, 2026-11-30).
+pub const BIAS_ONE_SLAB_ROWS: usize = 4 * BIAS_SLAB;
+
+/// Rows per slab of a column sum over `m` rows (`matmul_backward_bias`, layernorm's
+/// dweight and dbias): all of them up to [`BIAS_ONE_SLAB_ROWS`], else [`BIAS_SLAB`], or
+/// more where that would make more than BIAS_SLAB slabs; a multiple of 4.
+pub fn bias_slab_rows(m: usize) -> usize {
+    if m <= BIAS_ONE_SLAB_ROWS {
+        return m.max(1).next_multiple_of(4);
+    }
+    BIAS_SLAB.max(m.div_ceil(BIAS_SLAB)).next_multiple_of(4)
+}
 
 /// The form of one matmul: which operands are stored transposed, and whether the
 /// result is added into `out` (as gradients are).
@@ -833,7 +855,9 @@ fn backward(
 }
 
 /// dbias (N) += Σ_m dout (M, N), rows added in a fixed order. dout is read in row chunks
-/// that fit one binding, one launch each.
+/// that fit one binding, and summed in slabs of [`bias_slab_rows`] rows, one workgroup
+/// per slab and 64 columns; with more than one slab, the slabs' sums go to a scratch
+/// (S, N) that one more launch adds into dbias, slab by slab.
 pub fn matmul_backward_bias(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -847,28 +871,92 @@ pub fn matmul_backward_bias(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let max_groups = ctx.device.limits().max_compute_workgroups_per_dimension as usize;
+    if n.div_ceil(BIAS_COLS) > max_groups {
+        return Err(Error::Invalid(format!(
+            "matmul_backward_bias {}: {n} columns exceed the {} this device can launch",
+            dbias.label,
+            max_groups * BIAS_COLS
+        )));
+    }
     let chunks = ctx.row_chunks(m, n);
-    for rows in &chunks {
+    let slab = bias_slab_rows(m);
+    let slabs: Vec<usize> = chunks.iter().map(|r| r.len().div_ceil(slab)).collect();
+    let total: usize = slabs.iter().sum();
+    let label = format!("matmul_backward_bias {} <- {}", dbias.label, dout.label);
+    if total == 1 {
+        let p = BiasParams {
+            m: m as u32,
+            n: n as u32,
+            slab: slab as u32,
+            s0: 0,
+            direct: 1,
+        };
+        return bias_launch(s, ctx, &label, dbias.into(), dout.into(), &p, 1);
+    }
+    let partials = ctx.scratch("matmul_backward_bias partials", &[total, n])?;
+    let mut s0 = 0;
+    for (rows, &count) in chunks.iter().zip(&slabs) {
         let p = BiasParams {
             m: rows.len() as u32,
             n: n as u32,
+            slab: slab as u32,
+            s0: s0 as u32,
+            direct: 0,
         };
-        let mut label = format!("matmul_backward_bias {} <- {}", dbias.label, dout.label);
+        let mut l = format!("{label} slabs {s0}..{}", s0 + count);
         if chunks.len() > 1 {
-            label += &format!(" [{rows:?}]");
+            l += &format!(" [{rows:?}]");
         }
-        let slots = [dbias.into(), dout.rows_slot(rows.clone(), n)];
-        s.dispatch(
-            ctx,
-            &MATMUL_BACKWARD_BIAS,
-            &[],
-            &label,
-            &slots,
-            Some(&p),
-            groups_1d(n, BIAS_COLS),
-        )?;
+        let slots = [
+            partials.rows_slot(0..total, n),
+            dout.rows_slot(rows.clone(), n),
+        ];
+        bias_launch(s, ctx, &l, slots[0], slots[1], &p, count)?;
+        s0 += count;
     }
-    Ok(())
+    // The slabs' sums, one slab of `total` rows.
+    let p = BiasParams {
+        m: total as u32,
+        n: n as u32,
+        slab: total as u32,
+        s0: 0,
+        direct: 1,
+    };
+    let l = format!(
+        "matmul_backward_bias {} <- {} slabs",
+        dbias.label, dout.label
+    );
+    bias_launch(
+        s,
+        ctx,
+        &l,
+        dbias.into(),
+        partials.rows_slot(0..total, n),
+        &p,
+        1,
+    )
+}
+
+/// One launch of `matmul_backward_bias`: `slabs` slabs of `p.slab` rows of `dout`.
+fn bias_launch(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    label: &str,
+    out: Slot,
+    dout: Slot,
+    p: &BiasParams,
+    slabs: usize,
+) -> Result<()> {
+    s.dispatch(
+        ctx,
+        &MATMUL_BACKWARD_BIAS,
+        &[],
+        label,
+        &[out, dout],
+        Some(p),
+        [(p.n as usize).div_ceil(BIAS_COLS) as u32, slabs as u32, 1],
+    )
 }
 
 /// The tied classifier: logits (M, V) = x (M, C) · wte (V, C)ᵀ. wte (147 MiB for GPT-2)
