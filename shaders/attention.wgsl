@@ -248,8 +248,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wg: vec3<u32>,
 // row index r = (b·NH + h)·T + t, the same index as stats. On GPUs, where an invocation
 // per row reads T floats apart from its neighbours, the `_rows` entries run instead: one
 // workgroup of SM_LANES invocations per row, each taking the row's columns li,
-// li + SM_LANES, …, with the max and the sums added by a fixed tree (0.64 ms → see
-// BENCHMARKS for a slice of 24 heads at T = 1024 on an H200).
+// li + SM_LANES, …, with the max and the sums added by a fixed tree (on an H200, a
+// slice of 24 heads at T = 1024: 0.64 → 0.10 ms forward, 0.63 → 0.08 ms backward).
 //   attention_softmax_forward:  att = s (q·kᵀ, unscaled) → p = exp(s·scale - L), zero
 //     past t (causal); L = log Σ exp(s·scale) is written to stats, or, with RECOMPUTE
 //     (the backward pass rebuilding p), read from it.
