@@ -47,6 +47,16 @@ struct MatmulParams {
     off_a: u32,  // element of the a binding where the block's op(a)(0, 0) lies
     off_w: u32,  // element of the w binding where the block's op(w)(0, 0) lies
     off_b: u32,  // element of the bias binding for the block's column 0
+    // A batch of products over the grid's z (the tiled kernel's `matmul_batched`, as in
+    // matmul_subgroup.wgsl): product z = (zb, zi) = (z / zh, z % zh) has its operands
+    // zb·s1 + zi·s2 elements further on. zh = 1 and the strides 0 when not batched.
+    zh: u32,     // products per outer batch index
+    so1: u32,    // out: stride per outer batch index
+    so2: u32,    // out: stride per inner batch index
+    sa1: u32,    // a: stride per outer batch index
+    sa2: u32,    // a: stride per inner batch index
+    sw1: u32,    // w: stride per outer batch index
+    sw2: u32,    // w: stride per inner batch index
 }
 
 override TRANS_A: bool = false;
@@ -61,6 +71,16 @@ override A_GELU: bool = false;  // op(a) is gelu_new of what a holds
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
 @group(0) @binding(4) var<uniform> p: MatmulParams;
 
+// (out, a, w): how far this workgroup's product lies past the block's offsets, from the
+// batch index (`batch_offsets`, called by the tiled entries); zero in the other kernels.
+var<private> zoff: vec3<u32>;
+
+fn batch_offsets(z: u32) {
+    let zb = z / p.zh;
+    let zi = z % p.zh;
+    zoff = vec3(zb * p.so1 + zi * p.so2, zb * p.sa1 + zi * p.sa2, zb * p.sw1 + zi * p.sw2);
+}
+
 // Element i of the a binding as op(a) sees it: gelu_new(a[i]) with A_GELU. Every kernel
 // reads a through here.
 fn a_at(i: u32) -> f32 {
@@ -72,19 +92,19 @@ fn a_at(i: u32) -> f32 {
 // op(a)[m, k] and op(w)[k, n] of this launch's block, zero outside it.
 fn load_a(m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) { return 0.0; }
-    if (TRANS_A) { return a_at(p.off_a + k * p.lda + m); }
-    return a_at(p.off_a + m * p.lda + k);
+    if (TRANS_A) { return a_at(p.off_a + zoff.y + k * p.lda + m); }
+    return a_at(p.off_a + zoff.y + m * p.lda + k);
 }
 
 fn load_w(k: u32, n: u32) -> f32 {
     if (k >= p.k || n >= p.n) { return 0.0; }
-    if (TRANS_B) { return f32(w[p.off_w + n * p.ldw + k]); }
-    return f32(w[p.off_w + k * p.ldw + n]);
+    if (TRANS_B) { return f32(w[p.off_w + zoff.z + n * p.ldw + k]); }
+    return f32(w[p.off_w + zoff.z + k * p.ldw + n]);
 }
 
 // out[m, n] = v (+ bias[n]) (+ out[m, n]): the one place both kernels write.
 fn store_out(m: u32, n: u32, v: f32) {
-    let i = p.off_o + m * p.ldo + n;
+    let i = p.off_o + zoff.x + m * p.ldo + n;
     var r = v;
     if (HAS_BIAS) { r += bias[p.off_b + n]; }
     if (ACCUMULATE) { r += out[i]; }
@@ -116,6 +136,8 @@ fn store_out4(m: u32, n: u32, v: vec4<f32>) {
 // not one with a branch, because an entry point may not use two views of one binding
 // (a and a4, w and w4) on WebGPU. Each output is the same FMA chain over k in order in
 // both, so they give the same bits.
+// The grid's z runs over a batch of products (`matmul_batched` on GPUs, attention's
+// per-head products), each workgroup's operands offset by `batch_offsets`.
 // TWX, TWY, RB and TK are override constants: the tile shape is tuned per adapter
 // (src/kernels/tune.rs, `TileConfig` in src/kernels/matmul.rs); the defaults, 16×16
 // invocations with 4×4 blocks and TK = 16, make 64×64 tiles and 8 KiB of workgroup memory.
@@ -258,14 +280,14 @@ fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
             let kk = e / TM4; let q = e % TM4;
             let k = k0 + kk; let m = m0 + 4u * q;
             var v = vec4<f32>(0.0);
-            if (k < p.k && m < p.m) { v = a4_at((p.off_a + k * p.lda + m) / 4u); }
+            if (k < p.k && m < p.m) { v = a4_at((p.off_a + zoff.y + k * p.lda + m) / 4u); }
             a_tile[e] = v;
         } else {
             // a (M, K): 4 consecutive k of one row, one lane in each of 4 tile rows.
             let mm = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
             let m = m0 + mm; let k = k0 + kk;
             var v = vec4<f32>(0.0);
-            if (m < p.m && k < p.k) { v = a4_at((p.off_a + m * p.lda + k) / 4u); }
+            if (m < p.m && k < p.k) { v = a4_at((p.off_a + zoff.y + m * p.lda + k) / 4u); }
             set_a_tile(kk, mm, v.x);
             set_a_tile(kk + 1u, mm, v.y);
             set_a_tile(kk + 2u, mm, v.z);
@@ -278,7 +300,7 @@ fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
             let nn = e / (TK / 4u); let kk = 4u * (e % (TK / 4u));
             let n = n0 + nn; let k = k0 + kk;
             var v = vec4<f32>(0.0);
-            if (n < p.n && k < p.k) { v = vec4<f32>(w4[(p.off_w + n * p.ldw + k) / 4u]); }
+            if (n < p.n && k < p.k) { v = vec4<f32>(w4[(p.off_w + zoff.z + n * p.ldw + k) / 4u]); }
             set_w_tile(kk, nn, v.x);
             set_w_tile(kk + 1u, nn, v.y);
             set_w_tile(kk + 2u, nn, v.z);
@@ -288,7 +310,7 @@ fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
             let kk = e / TN4; let q = e % TN4;
             let k = k0 + kk; let n = n0 + 4u * q;
             var v = vec4<f32>(0.0);
-            if (k < p.k && n < p.n) { v = vec4<f32>(w4[(p.off_w + k * p.ldw + n) / 4u]); }
+            if (k < p.k && n < p.n) { v = vec4<f32>(w4[(p.off_w + zoff.z + k * p.ldw + n) / 4u]); }
             w_tile[e] = v;
         }
     }
@@ -300,6 +322,7 @@ fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
 fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
+    batch_offsets(wg.z);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
     var acc: Block;
@@ -316,6 +339,7 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
 fn matmul_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>,
                        @builtin(local_invocation_index) li: u32) {
+    batch_offsets(wg.z);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
     var acc: Block;

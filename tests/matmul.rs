@@ -10,8 +10,8 @@ use wgformer::gpu::{DType, GpuContext, MatmulKernel, Needs, Schedule, Tensor};
 use wgformer::kernels::gelu::gelu_forward;
 use wgformer::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
-    matmul_backward_gelu_in, matmul_forward, matmul_forward_gelu_in, matmul_forward_gemv, Gemm,
-    BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
+    matmul_backward_gelu_in, matmul_batched, matmul_forward, matmul_forward_gelu_in,
+    matmul_forward_gemv, Gemm, Strided, BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
 };
 use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
@@ -569,6 +569,209 @@ fn new_entry_points_are_deterministic() {
             let (l, dx, dwte) = chunked.run(&ctx);
             vec![l, dx, dwte]
         });
+    }
+}
+
+/// One operand of a batched product as the test lays it out: (offset, ld, s1, s2).
+type Layout = (usize, usize, usize, usize);
+
+/// out[z] (M, N) (+)= op(a[z]) · op(w[z]) over the batch (nb, nh), in f64.
+#[allow(clippy::too_many_arguments)]
+fn batched_reference(
+    gemm: Gemm,
+    out: &mut [f64],
+    (oo, ldo, so1, so2): Layout,
+    a: &[f32],
+    (oa, lda, sa1, sa2): Layout,
+    w: &[f32],
+    (ow, ldw, sw1, sw2): Layout,
+    (nb, nh): (usize, usize),
+    (m, k, n): (usize, usize, usize),
+) {
+    for zb in 0..nb {
+        for zh in 0..nh {
+            let (bo, ba, bw) = (
+                oo + zb * so1 + zh * so2,
+                oa + zb * sa1 + zh * sa2,
+                ow + zb * sw1 + zh * sw2,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0.0;
+                    for l in 0..k {
+                        let x = if gemm.trans_a {
+                            a[ba + l * lda + i]
+                        } else {
+                            a[ba + i * lda + l]
+                        };
+                        let y = if gemm.trans_b {
+                            w[bw + j * ldw + l]
+                        } else {
+                            w[bw + l * ldw + j]
+                        };
+                        acc += x as f64 * y as f64;
+                    }
+                    let o = &mut out[bo + i * ldo + j];
+                    *o = if gemm.accumulate { *o + acc } else { acc };
+                }
+            }
+        }
+    }
+}
+
+fn strided(t: &Tensor, (off, ld, s1, s2): Layout) -> Strided<'_> {
+    Strided { t, off, ld, s1, s2 }
+}
+
+/// `matmul_batched` as attention's matmul form uses it, per (batch row, head) of a
+/// (B, T, 3C) qkv: scores = q·kᵀ, dq += ds·k and dv += pᵀ·dout, on every kernel family
+/// that can run it (the tiled kernel, GPUs' choice, and the subgroup kernels, CPU
+/// adapters'), at T with tails and with vec4 strides, against f64.
+#[test]
+fn matmul_batched_matches_reference() {
+    let nt = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    let nn_acc = Gemm {
+        accumulate: true,
+        ..Gemm::default()
+    };
+    let tn_acc = Gemm {
+        trans_a: true,
+        accumulate: true,
+        ..Gemm::default()
+    };
+    for ctx in test_contexts(&Needs::default()) {
+        // The rows family runs these on the subgroup kernel too.
+        for family in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
+            let ctx = &reopen(&ctx).with_matmul_kernel(family);
+            if ctx.matmul_kernel() != family {
+                eprintln!(
+                    "[wgformer test] {}: {family:?} not available",
+                    ctx.adapter_name()
+                );
+                continue;
+            }
+            for (nb, t, nh, hs) in [(2, 37, 3, 6), (2, 64, 2, 16)] {
+                let c = nh * hs;
+                let mut rng = Rng::new(71 + t as u64);
+                let qkv = rng.vec_uniform(nb * t * 3 * c, -1.0, 1.0);
+                let prior = rng.vec_uniform(nb * t * c, -1.0, 1.0);
+                let dout = rng.vec_uniform(nb * t * c, -1.0, 1.0);
+                let heads = |part: usize| (part * c, 3 * c, t * 3 * c, hs);
+                let per_head = (0, c, t * c, hs);
+                let scores = (0, t, nh * t * t, t * t);
+                let tq = upload(ctx, "qkv", &[nb * t, 3 * c], &qkv);
+                let ts = Tensor::zeros(ctx, "scores", &[nb * nh * t * t], DType::F32).unwrap();
+                let td = upload(ctx, "dq", &[nb * t, c], &prior);
+                let tdv = upload(ctx, "dv", &[nb * t, c], &prior);
+                let tdo = upload(ctx, "dout", &[nb * t, c], &dout);
+                let v = strided;
+                let mut s = Schedule::new("matmul_batched");
+                let b = (nb, nh);
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    nt,
+                    v(&ts, scores),
+                    v(&tq, heads(0)),
+                    v(&tq, heads(1)),
+                    b,
+                    t,
+                    hs,
+                    t,
+                )
+                .unwrap();
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    nn_acc,
+                    v(&td, per_head),
+                    v(&ts, scores),
+                    v(&tq, heads(1)),
+                    b,
+                    t,
+                    t,
+                    hs,
+                )
+                .unwrap();
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    tn_acc,
+                    v(&tdv, per_head),
+                    v(&ts, scores),
+                    v(&tdo, per_head),
+                    b,
+                    t,
+                    t,
+                    hs,
+                )
+                .unwrap();
+                s.run(ctx);
+                let mut want_s = vec![0.0; nb * nh * t * t];
+                batched_reference(
+                    nt,
+                    &mut want_s,
+                    scores,
+                    &qkv,
+                    heads(0),
+                    &qkv,
+                    heads(1),
+                    b,
+                    (t, hs, t),
+                );
+                let got_s = read(ctx, &ts);
+                let what = format!("{:?} T={t} HS={hs}", ctx.matmul_kernel());
+                assert_close64(
+                    &format!("{what} scores = q·kᵀ"),
+                    &got_s,
+                    &want_s,
+                    1e-5,
+                    1e-4,
+                );
+                // The products after it read the GPU's scores, so the reference does too.
+                let mut want_dq = to_f64(&prior);
+                batched_reference(
+                    nn_acc,
+                    &mut want_dq,
+                    per_head,
+                    &got_s,
+                    scores,
+                    &qkv,
+                    heads(1),
+                    b,
+                    (t, t, hs),
+                );
+                assert_close64(
+                    &format!("{what} dq += ds·k"),
+                    &read(ctx, &td),
+                    &want_dq,
+                    1e-4,
+                    1e-4,
+                );
+                let mut want_dv = to_f64(&prior);
+                batched_reference(
+                    tn_acc,
+                    &mut want_dv,
+                    per_head,
+                    &got_s,
+                    scores,
+                    &dout,
+                    per_head,
+                    b,
+                    (t, t, hs),
+                );
+                assert_close64(
+                    &format!("{what} dv += pᵀ·dout"),
+                    &read(ctx, &tdv),
+                    &want_dv,
+                    1e-4,
+                    1e-4,
+                );
+            }
+        }
     }
 }
 
