@@ -101,7 +101,7 @@ fn run(ctx: &GpuContext, k: &Case) -> [Vec<f32>; 6] {
     // forward, dinp, dweight + dbias; past one slab's rows, the two sums of the slabs.
     let slabs = b * t > BIAS_ONE_SLAB_ROWS;
     assert_eq!(
-        s.labels().len(),
+        s.launch_labels().len(),
         if slabs { 5 } else { 3 },
         "B·T = {}",
         b * t

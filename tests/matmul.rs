@@ -803,7 +803,7 @@ fn matmul_backward_bias_in_slabs() {
                 let mut s = Schedule::new("matmul_backward_bias");
                 matmul_backward_bias(&mut s, &ctx, &dbias, &d, m, n).unwrap();
                 s.run(&ctx);
-                (read(&ctx, &dbias), s.labels().len())
+                (read(&ctx, &dbias), s.launch_labels().len())
             };
             let (got, launches) = run();
             // A launch per row chunk, then the one that adds the slabs' sums.

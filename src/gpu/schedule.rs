@@ -335,8 +335,7 @@ impl Schedule {
         ctx.submit(encoder.finish());
     }
 
-    /// (launch label, pipeline label) of each launch, in order.
-    pub fn labels(&self) -> Vec<(String, String)> {
+    fn labels(&self) -> Vec<(String, String)> {
         self.ops
             .iter()
             .filter_map(|op| match op {
