@@ -7,7 +7,7 @@
 //! workgroup per (b, h, block of WG positions), WG chosen from T and HS (see
 //! `workgroup_size`); head sizes up to [`MAX_HEAD_SIZE`]. Batches are split into
 //! chunks when a tensor exceeds one binding.
-//! On CPU adapters with subgroups, and on GPUs, where those kernels are slow, attention
+//! On CPU adapters and GPUs with subgroups, where those kernels are slow, attention
 //! runs instead in its matmul form: per (batch row, head), scores = q·kᵀ and out = p·v
 //! as batched matmuls (`matmul_batched`: the subgroup kernel on CPU adapters, the tiled
 //! one on GPUs) around a softmax kernel ([`SoftmaxRows`]), over slices of the
@@ -224,7 +224,7 @@ pub struct AttentionSlice {
 /// The slices attention's matmul form runs in, or `None` where the fused kernels run.
 /// The matmul form runs where [`matmul_form_family`] says: on CPU adapters whose matmuls
 /// run on the subgroup kernel, where it is about 10x faster than the fused kernels, and
-/// on GPUs (on an H200 the fused kernels took 83 % of a GPT-2 step at
+/// on GPUs with subgroups (on an H200 the fused kernels took 83 % of a GPT-2 step at
 /// B=4, T=1024, at about 0.2 TFLOP/s, 2026-11-30); and when
 /// qkv fits one binding, the heads fit one grid dimension and one head's T×T scores fit
 /// [`matmul_form_max_scores`]. A slice is as many whole batch rows as fit, or, when one
@@ -275,16 +275,19 @@ pub fn attention_slices(
 }
 
 /// Whether `ctx` runs attention in its matmul form where the sizes allow: devices with
-/// subgroups whose matmuls run on the subgroup kernel (CPU adapters), and GPUs whose
-/// matmuls run on the tiled kernel, which `matmul_batched` then uses, subgroups or not.
-/// A context on the rows kernel keeps the fused kernels (tests use one to run them on
-/// every adapter).
+/// subgroups whose matmuls run on the subgroup kernel (CPU adapters) or, on a GPU, on the
+/// tiled kernel, which `matmul_batched` then uses. A GPU without fixed-size subgroups
+/// keeps the fused kernels: that includes every adapter in a browser, whose device type
+/// wgpu does not know (SwiftShader there would count as a GPU), and the matmul form
+/// has not been measured on such an adapter. A context on the rows kernel keeps the
+/// fused kernels (tests use one to run them on every adapter).
 pub fn matmul_form_family(ctx: &GpuContext) -> bool {
-    match ctx.matmul_kernel() {
-        MatmulKernel::Subgroup => ctx.subgroup_size().is_some(),
+    let family = match ctx.matmul_kernel() {
+        MatmulKernel::Subgroup => true,
         MatmulKernel::Tiled => !ctx.is_cpu(),
         _ => false,
-    }
+    };
+    family && ctx.subgroup_size().is_some()
 }
 
 /// The most bytes of scores one slice of the matmul form holds on `ctx`.
