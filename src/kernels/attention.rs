@@ -277,9 +277,10 @@ pub fn attention_slices(
 /// Whether `ctx` runs attention in its matmul form where the sizes allow: devices with
 /// subgroups whose matmuls run on the subgroup kernel (CPU adapters) or, on a GPU, on the
 /// tiled kernel, which `matmul_batched` then uses. A GPU without fixed-size subgroups
-/// keeps the fused kernels: that includes every adapter in a browser, whose device type
-/// wgpu does not know (SwiftShader there would count as a GPU), and the matmul form
-/// has not been measured on such an adapter. A context on the rows kernel keeps the
+/// keeps the fused kernels: that includes every adapter in a browser (no subgroups
+/// there), where wgpu reports a device type of `Other` unless the browser marks the
+/// adapter a fallback one, so a software adapter such as SwiftShader may count as a GPU;
+/// the matmul form has not been measured there. A context on the rows kernel keeps the
 /// fused kernels (tests use one to run them on every adapter).
 pub fn matmul_form_family(ctx: &GpuContext) -> bool {
     let family = match ctx.matmul_kernel() {
