@@ -142,13 +142,6 @@ fn store_out4(m: u32, n: u32, v: vec4<f32>) {
 // (src/kernels/tune.rs, `TileConfig` in src/kernels/matmul.rs); the defaults, 16×16
 // invocations with 4×4 blocks and TK = 16, make 64×64 tiles and 8 KiB of workgroup memory.
 
-// CAUSAL (`Causal` in src/kernels/matmul.rs): in causal attention's per-head products,
-// skip what is never read or adds exact zeros. 1: out is scores (T, T) read only at
-// column ≤ row, so a tile wholly past the diagonal is not computed; 2: op(a) is zero past
-// the diagonal (k > m), so a tile's K loop stops after its last row; 3: op(a) is zero
-// before it (k < m), so the K loop starts at the slice holding the tile's first row.
-// The terms skipped in 2 and 3 are fma(0, x, s) = s, so every output keeps its bits.
-override CAUSAL: u32 = 0u;
 override TWX: u32 = 16u;  // invocations along N
 override TWY: u32 = 16u;  // invocations along M
 override RB: u32 = 4u;    // rows and columns of out per invocation: 4 or 8 (fields of Block)
@@ -323,14 +316,6 @@ fn stage_slices_vec4(m0: u32, n0: u32, k0: u32, li: u32) {
     }
 }
 
-// The K range [start, end) a tile of rows m0.. walks: all of K, or less with CAUSAL 2, 3.
-// The start is a multiple of TK, so the slices are the same as without CAUSAL.
-fn causal_k(m0: u32) -> vec2<u32> {
-    if (CAUSAL == 2u) { return vec2(0u, min(p.k, m0 + TM)); }
-    if (CAUSAL == 3u) { return vec2(min(m0, p.k) / TK * TK, p.k); }
-    return vec2(0u, p.k);
-}
-
 // The two entry points differ only in how they stage a slice; each uses one view of the
 // a and w bindings (see above).
 @compute @workgroup_size(TWX, TWY)
@@ -340,10 +325,8 @@ fn matmul_forward(@builtin(workgroup_id) wg: vec3<u32>,
     batch_offsets(wg.z);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
-    if (CAUSAL == 1u && n0 >= m0 + TM) { return; }  // the whole workgroup
     var acc: Block;
-    let ks = causal_k(m0);
-    for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
         stage_slices(m0, n0, k0, li);
         workgroupBarrier();
         tile_slice(k0, lid.xy, &acc);
@@ -359,10 +342,8 @@ fn matmul_forward_vec4(@builtin(workgroup_id) wg: vec3<u32>,
     batch_offsets(wg.z);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
-    if (CAUSAL == 1u && n0 >= m0 + TM) { return; }  // the whole workgroup
     var acc: Block;
-    let ks = causal_k(m0);
-    for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
         stage_slices_vec4(m0, n0, k0, li);
         workgroupBarrier();
         tile_slice(k0, lid.xy, &acc);

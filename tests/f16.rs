@@ -15,7 +15,7 @@ use wgformer::infer::decoder::generate_greedy_cached;
 use wgformer::kernels::cast::cast_f32_to_f16;
 use wgformer::kernels::classifier::ClassifierChunk;
 use wgformer::kernels::decode::decode_logits;
-use wgformer::kernels::matmul::{matmul_forward, Causal, Gemm};
+use wgformer::kernels::matmul::{matmul_forward, Gemm};
 use wgformer::model::gpt2::{record_forward, Activations, Gpt2, OptimConfig, Trainer};
 use wgformer::model::half::Precision;
 use wgformer::model::params::gpt2_param_specs;
@@ -147,7 +147,6 @@ fn check_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, usize)
             trans_b,
             accumulate,
             a_gelu,
-            causal: Causal::No,
         };
         let mut s = Schedule::new("gemm f16");
         let b = with_bias.then_some(&tb);

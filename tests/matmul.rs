@@ -11,7 +11,7 @@ use wgformer::kernels::gelu::gelu_forward;
 use wgformer::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
     matmul_backward_gelu_in, matmul_batched, matmul_forward, matmul_forward_gelu_in,
-    matmul_forward_gemv, Causal, Gemm, Strided, BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
+    matmul_forward_gemv, Gemm, Strided, BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
 };
 use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
@@ -135,7 +135,6 @@ fn check_gemm_forms(ctx: &GpuContext, rng: &mut Rng, (m, k, n): (usize, usize, u
             trans_b,
             accumulate,
             a_gelu: false,
-            causal: Causal::No,
         };
         let mut s = Schedule::new("gemm");
         gemm.record(&mut s, ctx, &to, &ta, &tw, None, m, k, n)
@@ -625,19 +624,22 @@ fn strided(t: &Tensor, (off, ld, s1, s2): Layout) -> Strided<'_> {
 }
 
 /// `matmul_batched` as attention's matmul form uses it, per (batch row, head) of a
-/// (B, T, 3C) qkv: scores = q·kᵀ, dq += p·k and dv += pᵀ·dout with p zero past the
-/// diagonal, on every kernel family that can run it (the tiled kernel, GPUs' choice, and
-/// the subgroup kernels, CPU adapters'), at T with tails, with vec4 strides and over
-/// several tiles, against f64. The causal forms (`Causal`, which the tiled kernel uses to
-/// skip tiles past the diagonal and zero terms) give the plain forms' bits wherever the
-/// result is read: scores at column ≤ row, dq and dv everywhere.
+/// (B, T, 3C) qkv: scores = q·kᵀ, dq += ds·k and dv += pᵀ·dout, on every kernel family
+/// that can run it (the tiled kernel, GPUs' choice, and the subgroup kernels, CPU
+/// adapters'), at T with tails, over several tiles and with vec4 strides, against f64.
 #[test]
 fn matmul_batched_matches_reference() {
-    let form = |trans_a, trans_b, accumulate, causal| Gemm {
-        trans_a,
-        trans_b,
-        accumulate,
-        causal,
+    let nt = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    let nn_acc = Gemm {
+        accumulate: true,
+        ..Gemm::default()
+    };
+    let tn_acc = Gemm {
+        trans_a: true,
+        accumulate: true,
         ..Gemm::default()
     };
     for ctx in test_contexts(&Needs::default()) {
@@ -657,96 +659,117 @@ fn matmul_batched_matches_reference() {
                 let qkv = rng.vec_uniform(nb * t * 3 * c, -1.0, 1.0);
                 let prior = rng.vec_uniform(nb * t * c, -1.0, 1.0);
                 let dout = rng.vec_uniform(nb * t * c, -1.0, 1.0);
-                // p: per head, zero past the diagonal, as the softmax leaves it.
-                let mut p = rng.vec_uniform(nb * nh * t * t, 0.0, 1.0);
-                for (e, x) in p.iter_mut().enumerate() {
-                    if e % t > (e / t) % t {
-                        *x = 0.0;
-                    }
-                }
                 let heads = |part: usize| (part * c, 3 * c, t * 3 * c, hs);
                 let per_head = (0, c, t * c, hs);
                 let scores = (0, t, nh * t * t, t * t);
                 let tq = upload(ctx, "qkv", &[nb * t, 3 * c], &qkv);
-                let tp = upload(ctx, "p", &[nb * nh * t * t], &p);
+                let ts = Tensor::zeros(ctx, "scores", &[nb * nh * t * t], DType::F32).unwrap();
+                let td = upload(ctx, "dq", &[nb * t, c], &prior);
+                let tdv = upload(ctx, "dv", &[nb * t, c], &prior);
                 let tdo = upload(ctx, "dout", &[nb * t, c], &dout);
+                let v = strided;
+                let mut s = Schedule::new("matmul_batched");
                 let b = (nb, nh);
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    nt,
+                    v(&ts, scores),
+                    v(&tq, heads(0)),
+                    v(&tq, heads(1)),
+                    b,
+                    t,
+                    hs,
+                    t,
+                )
+                .unwrap();
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    nn_acc,
+                    v(&td, per_head),
+                    v(&ts, scores),
+                    v(&tq, heads(1)),
+                    b,
+                    t,
+                    t,
+                    hs,
+                )
+                .unwrap();
+                matmul_batched(
+                    &mut s,
+                    ctx,
+                    tn_acc,
+                    v(&tdv, per_head),
+                    v(&ts, scores),
+                    v(&tdo, per_head),
+                    b,
+                    t,
+                    t,
+                    hs,
+                )
+                .unwrap();
+                s.run(ctx);
+                let mut want_s = vec![0.0; nb * nh * t * t];
+                batched_reference(
+                    nt,
+                    &mut want_s,
+                    scores,
+                    &qkv,
+                    heads(0),
+                    &qkv,
+                    heads(1),
+                    b,
+                    (t, hs, t),
+                );
+                let got_s = read(ctx, &ts);
                 let what = format!("{:?} T={t} HS={hs}", ctx.matmul_kernel());
-                let mut runs = Vec::new();
-                for causal in [false, true] {
-                    let pick = |c: Causal| if causal { c } else { Causal::No };
-                    let ts = upload(ctx, "scores", &[nb * nh * t * t], &vec![7.0; p.len()]);
-                    let td = upload(ctx, "dq", &[nb * t, c], &prior);
-                    let tdv = upload(ctx, "dv", &[nb * t, c], &prior);
-                    let v = strided;
-                    let mut s = Schedule::new("matmul_batched");
-                    let nt = form(false, true, false, pick(Causal::Scores));
-                    let (q, k) = (v(&tq, heads(0)), v(&tq, heads(1)));
-                    matmul_batched(&mut s, ctx, nt, v(&ts, scores), q, k, b, t, hs, t).unwrap();
-                    let nn = form(false, false, true, pick(Causal::LowerA));
-                    let (dq, pv) = (v(&td, per_head), v(&tp, scores));
-                    matmul_batched(&mut s, ctx, nn, dq, pv, k, b, t, t, hs).unwrap();
-                    let tn = form(true, false, true, pick(Causal::UpperA));
-                    let (dv, d) = (v(&tdv, per_head), v(&tdo, per_head));
-                    matmul_batched(&mut s, ctx, tn, dv, pv, d, b, t, t, hs).unwrap();
-                    s.run(ctx);
-                    let mut got_s = read(ctx, &ts);
-                    let mut want_s = vec![0.0; nb * nh * t * t];
-                    batched_reference(
-                        nt,
-                        &mut want_s,
-                        scores,
-                        &qkv,
-                        heads(0),
-                        &qkv,
-                        heads(1),
-                        b,
-                        (t, hs, t),
-                    );
-                    // Only column ≤ row of the scores is read.
-                    for (e, (g, w)) in got_s.iter_mut().zip(&mut want_s).enumerate() {
-                        if e % t > (e / t) % t {
-                            (*g, *w) = (0.0, 0.0);
-                        }
-                    }
-                    let w = format!("{what} causal {causal}");
-                    assert_close64(&format!("{w} scores = q·kᵀ"), &got_s, &want_s, 1e-5, 1e-4);
-                    let mut want_dq = to_f64(&prior);
-                    batched_reference(
-                        nn,
-                        &mut want_dq,
-                        per_head,
-                        &p,
-                        scores,
-                        &qkv,
-                        heads(1),
-                        b,
-                        (t, t, hs),
-                    );
-                    let got_dq = read(ctx, &td);
-                    assert_close64(&format!("{w} dq += p·k"), &got_dq, &want_dq, 1e-4, 1e-4);
-                    let mut want_dv = to_f64(&prior);
-                    batched_reference(
-                        tn,
-                        &mut want_dv,
-                        per_head,
-                        &p,
-                        scores,
-                        &dout,
-                        per_head,
-                        b,
-                        (t, t, hs),
-                    );
-                    let got_dv = read(ctx, &tdv);
-                    assert_close64(&format!("{w} dv += pᵀ·dout"), &got_dv, &want_dv, 1e-4, 1e-4);
-                    runs.push([got_s, got_dq, got_dv]);
-                }
-                for (i, name) in ["scores", "dq", "dv"].iter().enumerate() {
-                    assert!(
-                        same_bits(&runs[0][i], &runs[1][i]),
-                        "{what}: {name} differs between the plain and the causal form"
-                    );
-                }
+                assert_close64(
+                    &format!("{what} scores = q·kᵀ"),
+                    &got_s,
+                    &want_s,
+                    1e-5,
+                    1e-4,
+                );
+                // The products after it read the GPU's scores, so the reference does too.
+                let mut want_dq = to_f64(&prior);
+                batched_reference(
+                    nn_acc,
+                    &mut want_dq,
+                    per_head,
+                    &got_s,
+                    scores,
+                    &qkv,
+                    heads(1),
+                    b,
+                    (t, t, hs),
+                );
+                assert_close64(
+                    &format!("{what} dq += ds·k"),
+                    &read(ctx, &td),
+                    &want_dq,
+                    1e-4,
+                    1e-4,
+                );
+                let mut want_dv = to_f64(&prior);
+                batched_reference(
+                    tn_acc,
+                    &mut want_dv,
+                    per_head,
+                    &got_s,
+                    scores,
+                    &dout,
+                    per_head,
+                    b,
+                    (t, t, hs),
+                );
+                assert_close64(
+                    &format!("{what} dv += pᵀ·dout"),
+                    &read(ctx, &tdv),
+                    &want_dv,
+                    1e-4,
+                    1e-4,
+                );
             }
         }
     }
@@ -1117,7 +1140,6 @@ fn every_tile_shape_matches_reference() {
                             trans_b,
                             accumulate,
                             a_gelu: false,
-                            causal: Causal::No,
                         });
                     }
                 }
@@ -1217,7 +1239,6 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
                     trans_b,
                     accumulate,
                     a_gelu,
-                    causal: Causal::No,
                 };
                 let a_stored = stored(&a, m, k, trans_a);
                 let w_stored = stored(&w, k, n, trans_b);

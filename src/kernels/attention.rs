@@ -17,7 +17,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::{matmul_batched, Causal, Gemm, Strided};
+use super::matmul::{matmul_batched, Gemm, Strided};
 use super::{batch_chunks, expect_numel, groups_1d, shaders::ATTENTION};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, KernelDesc, MatmulKernel, Schedule, Slot, Tensor};
@@ -353,36 +353,29 @@ fn stats_slot(stats: &Tensor, sl: AttentionSlice, nh: usize, t: usize) -> Slot<'
     stats.rows_slot(r0..r0 + sl.nb * sl.nh, t)
 }
 
-// The per-head products, each with the causal zeros the tiled kernel may skip: scores
-// (q·kᵀ, dout·vᵀ) are read only at column ≤ row, p and ds are zero past the diagonal
-// (p·v, ds·k), pᵀ and dsᵀ before it (pᵀ·dout, dsᵀ·q).
 const NT: Gemm = Gemm {
     trans_a: false,
     trans_b: true,
     accumulate: false,
     a_gelu: false,
-    causal: Causal::Scores,
 };
 const NN: Gemm = Gemm {
     trans_a: false,
     trans_b: false,
     accumulate: false,
     a_gelu: false,
-    causal: Causal::LowerA,
 };
 const NN_ACC: Gemm = Gemm {
     trans_a: false,
     trans_b: false,
     accumulate: true,
     a_gelu: false,
-    causal: Causal::LowerA,
 };
 const TN_ACC: Gemm = Gemm {
     trans_a: true,
     trans_b: false,
     accumulate: true,
     a_gelu: false,
-    causal: Causal::UpperA,
 };
 
 /// att (nb, nh, T, T) = q·kᵀ per head of slice `sl`, then p = softmax (saving or reading

@@ -384,39 +384,6 @@ pub struct Gemm {
     /// the same function as `gelu_forward`, so the same bits as gelu_forward into a
     /// tensor, then this form without it.
     pub a_gelu: bool,
-    /// Causal attention's zeros, which the tiled kernel skips in `matmul_batched`.
-    pub causal: Causal,
-}
-
-/// What the tiled kernel may skip in one of causal attention's per-head products, each
-/// matrix a whole T×T (M = T, and K = T where a is the scores): work whose result is
-/// unread or whose terms are exact zeros, so the outputs that are read keep their bits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Causal {
-    /// Everything is computed.
-    #[default]
-    No,
-    /// out is scores (T, T) of which only column j ≤ row i is read (the softmaxes read
-    /// no further): tiles wholly past the diagonal are not computed.
-    Scores,
-    /// op(a) is zero past the diagonal (p or ds, column k > row m): the K loop of a tile
-    /// stops after its last row.
-    LowerA,
-    /// op(a) is zero before the diagonal (pᵀ or dsᵀ, k < m): the K loop of a tile starts
-    /// at its first row.
-    UpperA,
-}
-
-impl Causal {
-    /// The CAUSAL override constant of shaders/matmul.wgsl.
-    fn constant(self) -> f64 {
-        match self {
-            Causal::No => 0.0,
-            Causal::Scores => 1.0,
-            Causal::LowerA => 2.0,
-            Causal::UpperA => 3.0,
-        }
-    }
 }
 
 /// The three dimensions of a product, as indices into `[m, n, k]`.
@@ -1169,18 +1136,6 @@ pub fn matmul_batched(
             .iter()
             .all(|x| x.is_multiple_of(4))
     };
-    // Scores are (M, N) = (T, T); p·v and pᵀ·dout read a (T, T) = (M, K).
-    let square = match gemm.causal {
-        Causal::No => true,
-        Causal::Scores => m == n,
-        Causal::LowerA | Causal::UpperA => m == k,
-    };
-    if !square {
-        return Err(Error::Invalid(format!(
-            "matmul_batched {}: {:?} needs T×T attention matrices, got M={m} K={k} N={n}",
-            out.t.label, gemm.causal
-        )));
-    }
     if tiled {
         let t = ctx.tile_config();
         constants.extend([
@@ -1189,10 +1144,6 @@ pub fn matmul_batched(
             ("TK", t.tk as f64),
             ("RB", t.rb as f64),
         ]);
-        // Named only when set, so the other forms keep their pipeline keys.
-        if gemm.causal != Causal::No {
-            constants.push(("CAUSAL", gemm.causal.constant()));
-        }
         // vec4 staging: both operands' strides, offsets and extents along their
         // contiguous dimension multiples of 4, as in `Gemm::record`.
         let vec_a = quads(&a, if gemm.trans_a { m } else { k });
