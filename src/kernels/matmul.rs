@@ -49,7 +49,7 @@ struct MatmulParams {
 /// grid's z (see [`matmul_batched`]). Every matmul launch but the bias's takes these.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct SubgroupParams {
+struct BatchParams {
     base: MatmulParams,
     zh: u32,  // products per outer batch index (1 when not batched)
     so1: u32, // out: stride per outer batch index
@@ -60,9 +60,9 @@ struct SubgroupParams {
     sw2: u32, // w: stride per inner batch index
 }
 
-impl SubgroupParams {
+impl BatchParams {
     fn single(base: MatmulParams) -> Self {
-        SubgroupParams {
+        BatchParams {
             base,
             zh: 1,
             ..Zeroable::zeroed()
@@ -674,7 +674,7 @@ impl Gemm {
                     } else {
                         desc
                     };
-                    let p = SubgroupParams::single(p);
+                    let p = BatchParams::single(p);
                     s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)?;
                 }
             }
@@ -1047,9 +1047,10 @@ pub fn matmul_batched(
 ) -> Result<()> {
     // The tiled kernel where it is the adapter's family (GPUs), else the subgroup one.
     let tiled = ctx.matmul_kernel() == MatmulKernel::Tiled;
+    // The subgroup size where the subgroup kernel runs; None for the tiled kernel.
     let sg = match ctx.subgroup_size() {
-        _ if tiled => 0,
-        Some(sg) => sg,
+        _ if tiled => None,
+        Some(sg) => Some(sg),
         None => {
             return Err(Error::Invalid(
                 "matmul_batched runs on the subgroup kernel (or the tiled one, where the \
@@ -1103,7 +1104,7 @@ pub fn matmul_batched(
         constants.push(("A_GELU", 1.0));
     }
     let u = |x: usize| x as u32;
-    let p = SubgroupParams {
+    let p = BatchParams {
         base: MatmulParams {
             m: u(m),
             n: u(n),
@@ -1136,7 +1137,7 @@ pub fn matmul_batched(
             .iter()
             .all(|x| x.is_multiple_of(4))
     };
-    if tiled {
+    let Some(sg) = sg else {
         let t = ctx.tile_config();
         constants.extend([
             ("TWX", t.wx as f64),
@@ -1155,7 +1156,7 @@ pub fn matmul_batched(
         let (tm, tn) = t.tile();
         let groups = [n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, z];
         return s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups);
-    }
+    };
     constants.push(("SG", sg as f64));
     let (desc, groups) = if subgroup_wide(ctx, sg, m, n) {
         let vec_w = quads(&w, if gemm.trans_b { k } else { n });
