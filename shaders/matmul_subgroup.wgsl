@@ -19,7 +19,7 @@
 // throughput of matmul_forward_rows, and the wide kernel about 2.5x this (BENCHMARKS.md).
 // Launcher: src/kernels/matmul.rs (Gemm::record). CPU reference: src/reference/matmul.rs.
 
-// Mirrored by `SubgroupParams` in src/kernels/matmul.rs: shaders/matmul.wgsl's
+// Mirrored by `BatchParams` in src/kernels/matmul.rs: shaders/matmul.wgsl's
 // MatmulParams plus a batch of products over the grid's z = zb·zh_count + zh (attention's
 // per-(batch, head) products), operand X of product z starting at off_X + zb·sX1 + zh·sX2.
 struct SubgroupParams {
@@ -195,10 +195,11 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
 // come into registers, take the slice's 8 steps, and go back, one load and store of the
 // sums per 8 FMAs (step by step, every FMA loaded and stored its sum). On lavapipe 22.3
 // the 32-row step-by-step form was about 2x the kernel above and this is about 1.25x that
-// again (BENCHMARKS.md). Partial
-// slices (K's last, or SG ≠ 8) run step by step. GPUs keep the kernel above (attention's
-// batched products on GPUs with subgroups): there 1024 sums an invocation would spill to
-// local memory. Two entry points: element-wise loads of w (any shape), and
+// again (BENCHMARKS.md). K's last slice, when partial, runs as a full one whose steps past
+// K add 0: one copy of the unrolled slice, where a step-by-step path for it made each form
+// take 1.4x as long to compile on lavapipe. With SG ≠ 8 every slice runs step by step.
+// GPUs keep the kernel above (attention's batched products on GPUs with subgroups): there
+// 1024 sums an invocation would spill to local memory. Two entry points: element-wise loads of w (any shape), and
 // `matmul_forward_subgroup_wide_vec4`, which loads w as vec4 along its contiguous
 // dimension where the launcher finds its stride, offset and the block's extent along that
 // dimension multiples of 4 (as matmul_forward_vec4 does; an entry point may not use two
@@ -301,8 +302,9 @@ fn rows4_fma(b: ptr<private, Rows4>, s: vec4<f32>, w: Quad) {
     (*b).r3 = quad_fma((*b).r3, s.w, w);
 }
 
-// Step kk of a partial slice: every row of the block += op(a)[row, k0 + kk] · w, where w
-// holds op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the a values.
+// Step kk of a slice run step by step (SG ≠ 8): every row of the block += op(a)[row,
+// k0 + kk] · w, where w holds op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the
+// a values.
 fn wide_fma(kk: u32, w: Quad) {
     rows4_fma(&b0, subgroupShuffle(x0, kk), w);
     rows4_fma(&b1, subgroupShuffle(x1, kk), w);
@@ -363,9 +365,10 @@ fn wide_slice() {
     rows4_slice(&b15, x15);
 }
 
-// Whether the slice from k0 is full and runs row by row (wide_slice).
-fn full_slice(k0: u32) -> bool {
-    return SG == 8u && k0 + 8u <= p.k;
+// The step of w a slice's step k reads: K's last slice, when partial, re-reads step K − 1
+// past K, where every lane's a is 0 (see sg_a), so those steps add 0 to every sum.
+fn wide_k(k: u32) -> u32 {
+    return min(k, p.k - 1u);
 }
 
 fn quad_store(oo: u32, m: u32, n: u32, q: Quad) {
@@ -435,15 +438,15 @@ fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
     let o = wide_origin(wg, lane);
     for (var k0 = 0u; k0 < p.k; k0 += SG) {
         wide_load_a(o.oa, o.m0, k0 + lane);
-        if (full_slice(k0)) {
+        if (SG == 8u) {
             v0 = wide_w(o, k0);
-            v1 = wide_w(o, k0 + 1u);
-            v2 = wide_w(o, k0 + 2u);
-            v3 = wide_w(o, k0 + 3u);
-            v4 = wide_w(o, k0 + 4u);
-            v5 = wide_w(o, k0 + 5u);
-            v6 = wide_w(o, k0 + 6u);
-            v7 = wide_w(o, k0 + 7u);
+            v1 = wide_w(o, wide_k(k0 + 1u));
+            v2 = wide_w(o, wide_k(k0 + 2u));
+            v3 = wide_w(o, wide_k(k0 + 3u));
+            v4 = wide_w(o, wide_k(k0 + 4u));
+            v5 = wide_w(o, wide_k(k0 + 5u));
+            v6 = wide_w(o, wide_k(k0 + 6u));
+            v7 = wide_w(o, wide_k(k0 + 7u));
             wide_slice();
         } else {
             for (var kk = 0u; kk < min(SG, p.k - k0); kk++) {
@@ -501,32 +504,33 @@ fn quad_t_step(t: QuadT, j: u32) -> Quad {
 // One slice of SG values of k from k0, a's values already in x0..x15: every row of the
 // block += op(a)[row, k] · op(w)[k, the lane's columns], w read as vec4.
 fn wide_slice_w4(o: WideOrigin, k0: u32) {
-    if (full_slice(k0)) {
+    if (SG == 8u) {
         if (TRANS_B) {
             let t = wide_w_t(o, k0);
             v0 = Quad(t.t0[0], t.t1[0], t.t2[0], t.t3[0]);
             v1 = Quad(t.t0[1], t.t1[1], t.t2[1], t.t3[1]);
             v2 = Quad(t.t0[2], t.t1[2], t.t2[2], t.t3[2]);
             v3 = Quad(t.t0[3], t.t1[3], t.t2[3], t.t3[3]);
-            let u = wide_w_t(o, k0 + 4u);
+            // K is a multiple of 4, so a partial last slice re-reads its first four steps.
+            let u = wide_w_t(o, min(k0 + 4u, p.k - 4u));
             v4 = Quad(u.t0[0], u.t1[0], u.t2[0], u.t3[0]);
             v5 = Quad(u.t0[1], u.t1[1], u.t2[1], u.t3[1]);
             v6 = Quad(u.t0[2], u.t1[2], u.t2[2], u.t3[2]);
             v7 = Quad(u.t0[3], u.t1[3], u.t2[3], u.t3[3]);
         } else {
             v0 = wide_w_vec4(o, k0);
-            v1 = wide_w_vec4(o, k0 + 1u);
-            v2 = wide_w_vec4(o, k0 + 2u);
-            v3 = wide_w_vec4(o, k0 + 3u);
-            v4 = wide_w_vec4(o, k0 + 4u);
-            v5 = wide_w_vec4(o, k0 + 5u);
-            v6 = wide_w_vec4(o, k0 + 6u);
-            v7 = wide_w_vec4(o, k0 + 7u);
+            v1 = wide_w_vec4(o, wide_k(k0 + 1u));
+            v2 = wide_w_vec4(o, wide_k(k0 + 2u));
+            v3 = wide_w_vec4(o, wide_k(k0 + 3u));
+            v4 = wide_w_vec4(o, wide_k(k0 + 4u));
+            v5 = wide_w_vec4(o, wide_k(k0 + 5u));
+            v6 = wide_w_vec4(o, wide_k(k0 + 6u));
+            v7 = wide_w_vec4(o, wide_k(k0 + 7u));
         }
         wide_slice();
         return;
     }
-    let kn = min(SG, p.k - k0);  // K's last slice, or a subgroup of another size
+    let kn = min(SG, p.k - k0);  // a subgroup of another size than 8: step by step
     if (TRANS_B) {
         // kn is a multiple of 4: K is, and so is k0.
         for (var kq = 0u; kq < kn; kq += 4u) {

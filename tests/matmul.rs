@@ -11,7 +11,7 @@ use wgformer::kernels::gelu::gelu_forward;
 use wgformer::kernels::matmul::{
     classifier_backward, classifier_forward, matmul_backward, matmul_backward_bias,
     matmul_backward_gelu_in, matmul_batched, matmul_forward, matmul_forward_gelu_in,
-    matmul_forward_gemv, Gemm, Strided, BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
+    matmul_forward_gemv, Gemm, Strided, TileConfig, BIAS_ONE_SLAB_ROWS, BIAS_SLAB,
 };
 use wgformer::reference::gelu as cpu_gelu;
 use wgformer::reference::matmul as cpu;
@@ -1118,10 +1118,9 @@ fn matmul_gelu_in_launchers_match_gelu_forward_then_matmul() {
 /// Where every operand's contiguous extent, stride and offset are multiples of 4 the
 /// launcher must pick the vec4 staging (`matmul_vec4`), else the element-wise one; each
 /// output is one FMA chain over k in order either way, so every shape and both stagings
-/// give the same bits.
-#[test]
-fn every_tile_shape_matches_reference() {
-    use wgformer::kernels::matmul::TileConfig;
+/// give the same bits. Split in two tests by register block so that the test threads
+/// share the compiles (a cold cache compiles each form at every shape).
+fn check_tile_shapes(tiles: &[TileConfig]) {
     on_each_adapter(|ctx| {
         let ctx = ctx_with(ctx, MatmulKernel::Tiled);
         let mut rng = Rng::new(71);
@@ -1165,7 +1164,7 @@ fn every_tile_shape_matches_reference() {
                 let vec4 = (if gemm.trans_a { m } else { k }).is_multiple_of(4)
                     && (if gemm.trans_b { k } else { n }).is_multiple_of(4);
                 let mut first: Option<(TileConfig, Vec<f32>)> = None;
-                for tile in TileConfig::CANDIDATES {
+                for &tile in tiles {
                     ctx.set_tile_config(tile);
                     let ta = upload(&ctx, "a", &[a.len()], &a_stored);
                     let tw = upload(&ctx, "w", &[w.len()], &w_stored);
@@ -1200,6 +1199,32 @@ fn every_tile_shape_matches_reference() {
     });
 }
 
+/// Every shape with 4×4 blocks (the default among them).
+#[test]
+fn every_tile_shape_with_4x4_blocks_matches_reference() {
+    let tiles: Vec<TileConfig> = TileConfig::CANDIDATES
+        .into_iter()
+        .filter(|t| t.rb == 4)
+        .collect();
+    assert_eq!(tiles[0], TileConfig::DEFAULT);
+    check_tile_shapes(&tiles);
+}
+
+/// Every shape with 8×8 blocks, after the default shape, whose bits they must give too.
+#[test]
+fn every_tile_shape_with_8x8_blocks_matches_reference() {
+    let tiles: Vec<TileConfig> = std::iter::once(TileConfig::DEFAULT)
+        .chain(TileConfig::CANDIDATES.into_iter().filter(|t| t.rb == 8))
+        .collect();
+    assert!(
+        tiles.len() > 1
+            && TileConfig::CANDIDATES
+                .iter()
+                .all(|t| t.rb == 4 || t.rb == 8)
+    );
+    check_tile_shapes(&tiles);
+}
+
 /// On adapters with the subgroup family, its kernels — the narrow one and, for blocks of
 /// more than 16 rows and 64 columns on CPU adapters, the wide one with w read element by
 /// element or as vec4 — give the tiled kernel's bits in every form: each output is one
@@ -1221,8 +1246,8 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
         // (M, K, N): wide with vec4 w in both layouts (K and N multiples of 4) and tails
         // in M, N and K's last slice; the same with M a multiple of 4, so the TRANS_A forms
         // read a as vec4 too (a last block of 4 rows); wide element-wise (N and K odd);
-        // narrow (N ≤ 64).
-        for (m, k, n) in [(70, 132, 200), (68, 132, 200), (45, 37, 131), (40, 36, 60)] {
+        // narrow (M ≤ 32, for every subgroup size).
+        for (m, k, n) in [(70, 132, 200), (68, 132, 200), (45, 37, 131), (30, 36, 60)] {
             let a = gelu_inputs(&mut rng, m * k);
             let w = rng.vec_uniform(k * n, -1.0, 1.0);
             let bias = rng.vec_uniform(n, -0.5, 0.5);
