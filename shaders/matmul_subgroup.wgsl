@@ -199,12 +199,12 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
 // K add 0: one copy of the unrolled slice, where a step-by-step path for it made each form
 // take 1.4x as long to compile on lavapipe. With SG ≠ 8 every slice runs step by step.
 // GPUs keep the kernel above (attention's batched products on GPUs with subgroups): there
-// 1024 sums an invocation would spill to local memory. Two entry points: element-wise loads of w (any shape), and
-// `matmul_forward_subgroup_wide_vec4`, which loads w as vec4 along its contiguous
-// dimension where the launcher finds its stride, offset and the block's extent along that
-// dimension multiples of 4 (as matmul_forward_vec4 does; an entry point may not use two
-// views of one binding). Every output is the same FMA chain over k in order in all these
-// kernels, so they give the same bits.
+// 1024 sums an invocation would spill to local memory. Two entry points: element-wise
+// loads of w (any shape), and `matmul_forward_subgroup_wide_vec4`, which loads w as vec4
+// along its contiguous dimension where the launcher finds its stride, offset and the
+// block's extent along that dimension multiples of 4 (as matmul_forward_vec4 does; an
+// entry point may not use two views of one binding). Every output is the same FMA chain
+// over k in order in all these kernels, so they give the same bits.
 
 const WR: u32 = 64u;  // rows of out per workgroup; SUBGROUP_WIDE_ROWS in src/kernels/matmul.rs
 const WQ: u32 = 4u;   // column quads per lane
