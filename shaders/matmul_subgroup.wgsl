@@ -4,7 +4,7 @@
 // products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
 // bindings and override constants, A_GELU included; see that file's header) and are kept
 // apart because only devices with the `subgroup` feature may compile them. The wide kernel
-// (at the end of the file) takes the CPU adapters' blocks of more than 32 rows and 64
+// (at the end of the file) takes the CPU adapters' blocks of more than 16 rows and 64
 // columns.
 //
 // Why it is fast there: a CPU adapter turns every storage load whose address differs

@@ -1246,8 +1246,16 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
         // (M, K, N): wide with vec4 w in both layouts (K and N multiples of 4) and tails
         // in M, N and K's last slice; the same with M a multiple of 4, so the TRANS_A forms
         // read a as vec4 too (a last block of 4 rows); wide element-wise (N and K odd);
-        // narrow (M ≤ 32, for every subgroup size).
-        for (m, k, n) in [(70, 132, 200), (68, 132, 200), (45, 37, 131), (30, 36, 60)] {
+        // wide with 20 of its 64 rows; narrow (N ≤ 64 at 8 lanes; M ≤ 16 at every subgroup
+        // size).
+        for (m, k, n) in [
+            (70, 132, 200),
+            (68, 132, 200),
+            (45, 37, 131),
+            (20, 36, 132),
+            (40, 36, 60),
+            (12, 36, 60),
+        ] {
             let a = gelu_inputs(&mut rng, m * k);
             let w = rng.vec_uniform(k * n, -1.0, 1.0);
             let bias = rng.vec_uniform(n, -0.5, 0.5);

@@ -169,10 +169,13 @@ const SUBGROUP_WIDE_QUADS: usize = 4;
 
 /// Whether a block of `m` × `n` of out runs on `matmul_forward_subgroup_wide` rather than
 /// `matmul_forward_subgroup`: on CPU adapters (GPUs would spill its 1024 sums an
-/// invocation), where at least half its 64 rows and 128 columns hold results (attention's
-/// per-head products at T = 64, 64 × 64, keep the narrow kernel).
+/// invocation), where more than a quarter of its 64 rows and half its 128 columns hold
+/// results (attention's per-head products at T = 64, 64 × 64, keep the narrow kernel).
+/// Blocks of 17–32 rows (prefills of that many tokens) ran about 1.5x as fast on the wide
+/// kernel as on the narrow one, even with most of its rows wasted (lavapipe, 2026-11-30,
+/// BENCHMARKS.md).
 fn subgroup_wide(ctx: &GpuContext, sg: u32, m: usize, n: usize) -> bool {
-    ctx.is_cpu() && m > SUBGROUP_WIDE_ROWS / 2 && n > 2 * SUBGROUP_WIDE_QUADS * sg as usize
+    ctx.is_cpu() && m > SUBGROUP_WIDE_ROWS / 4 && n > 2 * SUBGROUP_WIDE_QUADS * sg as usize
 }
 
 /// The wide subgroup kernel for a block whose w can (`vec_w`) or cannot be read as vec4,
