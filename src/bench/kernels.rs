@@ -160,8 +160,8 @@ pub fn peak_gflops(ctx: &GpuContext) -> Result<f64> {
 /// A short measure of the FMA ceiling for CPU adapters, taken right before each
 /// compute-bound case: a shared host's speed can swing 2x within minutes, the ceiling's
 /// with it, so a fraction against the ceiling at the start of a run moves with the host
-/// as much as with the kernel. 2^16 invocations of 16 chains, the fastest of 2 replays
-/// (about a tenth of a second on lavapipe).
+/// as much as with the kernel. 2^16 invocations of 16 chains (4.3 GFLOP), the fastest of
+/// 2 replays after a warm-up: about half a second a case on lavapipe.
 struct CeilingBeside {
     schedule: Schedule,
     flops: u64,
