@@ -2,8 +2,9 @@
 // the matmuls for CPU adapters that have subgroups (Mesa lavapipe exposes them: a subgroup
 // is the 8 lanes of one AVX2 register); GPUs with subgroups run attention's batched
 // products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
-// bindings and override constants, A_GELU included; see that file's header) and are kept
-// apart because only devices with the `subgroup` feature may compile them. The wide kernel
+// bindings and override constants, A_GELU included, but for HAS_BIAS and ACCUMULATE, which
+// are the params' flags here: see sg_store4; see that file's header) and are kept apart
+// because only devices with the `subgroup` feature may compile them. The wide kernel
 // (at the end of the file) takes the CPU adapters' blocks of more than 16 rows and 64
 // columns.
 //
@@ -40,12 +41,11 @@ struct SubgroupParams {
     sa2: u32,    // a: stride per inner batch index
     sw1: u32,    // w: stride per outer batch index
     sw2: u32,    // w: stride per inner batch index
+    flags: u32,  // what a store adds to v: bias[n] if bit 0 (HAS_BIAS), out[m, n] if bit 1 (ACCUMULATE)
 }
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-override ACCUMULATE: bool = false;
 override A_GELU: bool = false;  // op(a) is gelu_new (shaders/common.wgsl) of what a holds
 override SG: u32 = 8u;  // the device's subgroup size (min = max); lanes per workgroup
 
@@ -54,7 +54,7 @@ const SR: u32 = 16u;  // rows of out per workgroup; SUBGROUP_ROWS in src/kernels
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (M, N) block at off_o, stride ldo
 @group(0) @binding(1) var<storage, read> a: array<A_T>;          // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(2) var<storage, read> w: array<W_T>;          // (K, N), or (N, K) if TRANS_B
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only if HAS_BIAS
+@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N); read only with p.flags bit 0
 @group(0) @binding(4) var<uniform> p: SubgroupParams;
 
 // op(a)[m, k]: rows past the block re-read its last row (their results are not stored),
@@ -84,16 +84,21 @@ fn sg_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(f32(w[r + n0]), f32(w[r + n1]), f32(w[r + n2]), f32(w[r + n3]));
 }
 
-// out[m, n .. n + 4] = v (+ bias) (+ out), each column only if inside the block.
+// out[m, n .. n + 4] = v (+ bias) (+ out), each column only if inside the block. Bias and
+// accumulation are the params' flags, not override constants as in shaders/matmul.wgsl:
+// they touch only this epilogue, and as constants they doubled the forms that lavapipe
+// compiles for 8–11 s each (a forward with bias and a dx added into are one form here).
 fn sg_store4(oo: u32, m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
+    let has_bias = (p.flags & 1u) != 0u;
+    let accumulate = (p.flags & 2u) != 0u;
     for (var j = 0u; j < 4u; j++) {
         let col = n + j;
         if (col < p.n) {
             let i = oo + m * p.ldo + col;
             var r = v[j];
-            if (HAS_BIAS) { r += bias[p.off_b + col]; }
-            if (ACCUMULATE) { r += out[i]; }
+            if (has_bias) { r += bias[p.off_b + col]; }
+            if (accumulate) { r += out[i]; }
             out[i] = r;
         }
     }
@@ -387,7 +392,7 @@ fn rows4_store(oo: u32, m: u32, n: u32, b: Rows4) {
 
 // The block's rows, 4 at a time: a loop, whose switch picks the rows' sums, rather than
 // 16 copies of the stores, which made lavapipe 22.3 take 5x as long to compile the kernel
-// with ACCUMULATE (each store is a loop over the lanes; a probe, 2026-11-30).
+// when it accumulated (each store is a loop over the lanes; a probe, 2026-11-30).
 fn wide_store(oo: u32, m0: u32, n: u32) {
     for (var g = 0u; g < WR / 4u; g++) {
         var b = b0;

@@ -58,16 +58,44 @@ struct BatchParams {
     sa2: u32, // a: stride per inner batch index
     sw1: u32, // w: stride per outer batch index
     sw2: u32, // w: stride per inner batch index
+    /// HAS_BIAS (bit 0) and ACCUMULATE (bit 1): override constants in shaders/matmul.wgsl,
+    /// these flags in shaders/matmul_subgroup.wgsl ([`store_flags`]).
+    flags: u32,
 }
 
 impl BatchParams {
-    fn single(base: MatmulParams) -> Self {
+    fn single(base: MatmulParams, flags: u32) -> Self {
         BatchParams {
             base,
             zh: 1,
+            flags,
             ..Zeroable::zeroed()
         }
     }
+}
+
+/// `BatchParams::flags` for a launch that adds the bias and/or into out.
+fn store_flags(has_bias: bool, accumulate: bool) -> u32 {
+    u32::from(has_bias) | (u32::from(accumulate) << 1)
+}
+
+/// The override constants of a form for the kernel family that runs it: the subgroup
+/// kernels take bias and accumulation as `BatchParams::flags` instead (each of their forms
+/// costs lavapipe 8–11 s to compile, and those two only change the epilogue).
+fn form_constants(
+    subgroup: bool,
+    trans_a: bool,
+    trans_b: bool,
+    has_bias: bool,
+    accumulate: bool,
+) -> Vec<(&'static str, f64)> {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut c = vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))];
+    if !subgroup {
+        c.push(("HAS_BIAS", flag(has_bias)));
+        c.push(("ACCUMULATE", flag(accumulate)));
+    }
+    c
 }
 
 /// Mirrors `BiasParams` in shaders/matmul.wgsl.
@@ -530,7 +558,6 @@ impl Gemm {
             Some(sg) if !gemv && ctx.matmul_kernel() == MatmulKernel::Subgroup => Some(sg),
             _ => None,
         };
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let chunked = ranges.iter().any(|r| r.len() > 1);
         for mr in &ranges[M] {
             for nr in &ranges[N] {
@@ -538,12 +565,14 @@ impl Gemm {
                     // Later K blocks add into what the first one wrote.
                     let first = ki == 0;
                     let has_bias = bias.is_some() && first;
-                    let mut constants = vec![
-                        ("TRANS_A", flag(self.trans_a)),
-                        ("TRANS_B", flag(self.trans_b)),
-                        ("HAS_BIAS", flag(has_bias)),
-                        ("ACCUMULATE", flag(self.accumulate || !first)),
-                    ];
+                    let accumulate = self.accumulate || !first;
+                    let mut constants = form_constants(
+                        subgroup.is_some(),
+                        self.trans_a,
+                        self.trans_b,
+                        has_bias,
+                        accumulate,
+                    );
                     // Named only when set, so the plain forms keep their pipeline keys.
                     if self.a_gelu {
                         constants.push(("A_GELU", 1.0));
@@ -677,7 +706,7 @@ impl Gemm {
                     } else {
                         desc
                     };
-                    let p = BatchParams::single(p);
+                    let p = BatchParams::single(p, store_flags(has_bias, accumulate));
                     s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups)?;
                 }
             }
@@ -1096,13 +1125,13 @@ pub fn matmul_batched(
             )));
         }
     }
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let mut constants = vec![
-        ("TRANS_A", flag(gemm.trans_a)),
-        ("TRANS_B", flag(gemm.trans_b)),
-        ("HAS_BIAS", 0.0),
-        ("ACCUMULATE", flag(gemm.accumulate)),
-    ];
+    let mut constants = form_constants(
+        sg.is_some(),
+        gemm.trans_a,
+        gemm.trans_b,
+        false,
+        gemm.accumulate,
+    );
     if gemm.a_gelu {
         constants.push(("A_GELU", 1.0));
     }
@@ -1127,6 +1156,7 @@ pub fn matmul_batched(
         sa2: u(a.s2),
         sw1: u(w.s1),
         sw2: u(w.s2),
+        flags: store_flags(false, gemm.accumulate),
     };
     let label = format!(
         "matmul_batched {} <- {} · {} [{}×{}]",
