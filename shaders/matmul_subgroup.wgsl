@@ -2,9 +2,9 @@
 // the matmuls for CPU adapters that have subgroups (Mesa lavapipe exposes them: a subgroup
 // is the 8 lanes of one AVX2 register); GPUs with subgroups run attention's batched
 // products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
-// bindings and override constants, A_GELU included, but for HAS_BIAS and ACCUMULATE, which
-// are the params' flags here: see sg_store4; see that file's header) and are kept apart
-// because only devices with the `subgroup` feature may compile them. The wide kernel
+// bindings and override constants, A_GELU included, but that the wide kernel takes HAS_BIAS
+// and ACCUMULATE as the params' flags: see sg_store4; see that file's header) and are kept
+// apart because only devices with the `subgroup` feature may compile them. The wide kernel
 // (at the end of the file) takes the CPU adapters' blocks of more than 16 rows and 64
 // columns.
 //
@@ -46,6 +46,9 @@ struct SubgroupParams {
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// The narrow kernel's; the wide kernel reads p.flags instead (see sg_store4).
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
 override A_GELU: bool = false;  // op(a) is gelu_new (shaders/common.wgsl) of what a holds
 override SG: u32 = 8u;  // the device's subgroup size (min = max); lanes per workgroup
 
@@ -84,14 +87,14 @@ fn sg_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(f32(w[r + n0]), f32(w[r + n1]), f32(w[r + n2]), f32(w[r + n3]));
 }
 
-// out[m, n .. n + 4] = v (+ bias) (+ out), each column only if inside the block. Bias and
-// accumulation are the params' flags, not override constants as in shaders/matmul.wgsl:
-// they touch only this epilogue, and as constants they doubled the forms that lavapipe
-// compiles for 8–11 s each (a forward with bias and a dx added into are one form here).
-fn sg_store4(oo: u32, m: u32, n: u32, v: vec4<f32>) {
+// out[m, n .. n + 4] = v (+ bias if has_bias) (+ out if accumulate), each column only if
+// inside the block. The narrow kernel passes the override constants HAS_BIAS and
+// ACCUMULATE, which compile away; the wide kernel passes p.flags' bits: as constants they
+// doubled the wide forms, which lavapipe compiles for 8–11 s each (a forward with bias and
+// a dx added into are one form), where the narrow kernel's short products (attention's, K
+// = 32 to 64) made a baby GPT step about 5 % slower with the flags read in the epilogue.
+fn sg_store4(oo: u32, m: u32, n: u32, v: vec4<f32>, has_bias: bool, accumulate: bool) {
     if (m >= p.m) { return; }
-    let has_bias = (p.flags & 1u) != 0u;
-    let accumulate = (p.flags & 2u) != 0u;
     for (var j = 0u; j < 4u; j++) {
         let col = n + j;
         if (col < p.n) {
@@ -171,22 +174,22 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
             c15 = fma(vec4<f32>(subgroupShuffle(a15, kk)), wv, c15);
         }
     }
-    sg_store4(oo, m0 + 0u, n, c0);
-    sg_store4(oo, m0 + 1u, n, c1);
-    sg_store4(oo, m0 + 2u, n, c2);
-    sg_store4(oo, m0 + 3u, n, c3);
-    sg_store4(oo, m0 + 4u, n, c4);
-    sg_store4(oo, m0 + 5u, n, c5);
-    sg_store4(oo, m0 + 6u, n, c6);
-    sg_store4(oo, m0 + 7u, n, c7);
-    sg_store4(oo, m0 + 8u, n, c8);
-    sg_store4(oo, m0 + 9u, n, c9);
-    sg_store4(oo, m0 + 10u, n, c10);
-    sg_store4(oo, m0 + 11u, n, c11);
-    sg_store4(oo, m0 + 12u, n, c12);
-    sg_store4(oo, m0 + 13u, n, c13);
-    sg_store4(oo, m0 + 14u, n, c14);
-    sg_store4(oo, m0 + 15u, n, c15);
+    sg_store4(oo, m0 + 0u, n, c0, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 1u, n, c1, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 2u, n, c2, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 3u, n, c3, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 4u, n, c4, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 5u, n, c5, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 6u, n, c6, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 7u, n, c7, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 8u, n, c8, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 9u, n, c9, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 10u, n, c10, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 11u, n, c11, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 12u, n, c12, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 13u, n, c13, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 14u, n, c14, HAS_BIAS, ACCUMULATE);
+    sg_store4(oo, m0 + 15u, n, c15, HAS_BIAS, ACCUMULATE);
 }
 
 // ---- matmul_forward_subgroup_wide: the same products on CPU adapters, 64×128 a workgroup --
@@ -377,10 +380,12 @@ fn wide_k(k: u32) -> u32 {
 }
 
 fn quad_store(oo: u32, m: u32, n: u32, q: Quad) {
-    sg_store4(oo, m, n, q.c0);
-    sg_store4(oo, m, n + 4u * SG, q.c1);
-    sg_store4(oo, m, n + 8u * SG, q.c2);
-    sg_store4(oo, m, n + 12u * SG, q.c3);
+    let with_bias = (p.flags & 1u) != 0u;
+    let add_out = (p.flags & 2u) != 0u;
+    sg_store4(oo, m, n, q.c0, with_bias, add_out);
+    sg_store4(oo, m, n + 4u * SG, q.c1, with_bias, add_out);
+    sg_store4(oo, m, n + 8u * SG, q.c2, with_bias, add_out);
+    sg_store4(oo, m, n + 12u * SG, q.c3, with_bias, add_out);
 }
 
 fn rows4_store(oo: u32, m: u32, n: u32, b: Rows4) {

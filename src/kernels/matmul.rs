@@ -58,8 +58,8 @@ struct BatchParams {
     sa2: u32, // a: stride per inner batch index
     sw1: u32, // w: stride per outer batch index
     sw2: u32, // w: stride per inner batch index
-    /// HAS_BIAS (bit 0) and ACCUMULATE (bit 1): override constants in shaders/matmul.wgsl,
-    /// these flags in shaders/matmul_subgroup.wgsl ([`store_flags`]).
+    /// HAS_BIAS (bit 0) and ACCUMULATE (bit 1) ([`store_flags`]): override constants of
+    /// every kernel but the wide subgroup one, which reads these flags instead.
     flags: u32,
 }
 
@@ -79,11 +79,12 @@ fn store_flags(has_bias: bool, accumulate: bool) -> u32 {
     u32::from(has_bias) | (u32::from(accumulate) << 1)
 }
 
-/// The override constants of a form for the kernel family that runs it: the subgroup
-/// kernels take bias and accumulation as `BatchParams::flags` instead (each of their forms
-/// costs lavapipe 8–11 s to compile, and those two only change the epilogue).
+/// The override constants of a form for the kernel that runs it: the wide subgroup kernel
+/// takes bias and accumulation as `BatchParams::flags` instead (each of its forms costs
+/// lavapipe 8–11 s to compile, and those two only change the epilogue; the narrow one keeps
+/// the constants, which its short products' epilogues need: see sg_store4).
 fn form_constants(
-    subgroup: bool,
+    flags_in_params: bool,
     trans_a: bool,
     trans_b: bool,
     has_bias: bool,
@@ -91,7 +92,7 @@ fn form_constants(
 ) -> Vec<(&'static str, f64)> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut c = vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))];
-    if !subgroup {
+    if !flags_in_params {
         c.push(("HAS_BIAS", flag(has_bias)));
         c.push(("ACCUMULATE", flag(accumulate)));
     }
@@ -566,17 +567,6 @@ impl Gemm {
                     let first = ki == 0;
                     let has_bias = bias.is_some() && first;
                     let accumulate = self.accumulate || !first;
-                    let mut constants = form_constants(
-                        subgroup.is_some(),
-                        self.trans_a,
-                        self.trans_b,
-                        has_bias,
-                        accumulate,
-                    );
-                    // Named only when set, so the plain forms keep their pipeline keys.
-                    if self.a_gelu {
-                        constants.push(("A_GELU", 1.0));
-                    }
                     let pos = [mr.start, nr.start, kr.start];
                     let (so, off_o) = o.bind(pos);
                     let (sa, off_a) = oa.bind(pos);
@@ -598,6 +588,17 @@ impl Gemm {
                         .map(|sg| {
                             subgroup_wide_launch(vec_w, self.trans_a && vec_a, sg, bm, bn, 1)
                         });
+                    let mut constants = form_constants(
+                        wide.is_some(),
+                        self.trans_a,
+                        self.trans_b,
+                        has_bias,
+                        accumulate,
+                    );
+                    // Named only when set, so the plain forms keep their pipeline keys.
+                    if self.a_gelu {
+                        constants.push(("A_GELU", 1.0));
+                    }
                     // The row kernel reads w as vec4 along its rows: along N, or along K
                     // when w is stored (N, K).
                     let rows = prefer_rows && vec_w;
@@ -1125,13 +1126,8 @@ pub fn matmul_batched(
             )));
         }
     }
-    let mut constants = form_constants(
-        sg.is_some(),
-        gemm.trans_a,
-        gemm.trans_b,
-        false,
-        gemm.accumulate,
-    );
+    let wide = sg.is_some_and(|sg| subgroup_wide(ctx, sg, m, n));
+    let mut constants = form_constants(wide, gemm.trans_a, gemm.trans_b, false, gemm.accumulate);
     if gemm.a_gelu {
         constants.push(("A_GELU", 1.0));
     }
@@ -1191,7 +1187,7 @@ pub fn matmul_batched(
         return s.dispatch(ctx, desc, &constants, &label, &slots, Some(&p), groups);
     };
     constants.push(("SG", sg as f64));
-    let (desc, groups) = if subgroup_wide(ctx, sg, m, n) {
+    let (desc, groups) = if wide {
         let vec_w = quads(&w, if gemm.trans_b { k } else { n });
         let vec_a_ta = gemm.trans_a && quads(&a, m);
         let (desc, _, groups) = subgroup_wide_launch(vec_w, vec_a_ta, sg, m, n, z);
