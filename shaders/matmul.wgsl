@@ -57,7 +57,7 @@ struct MatmulParams {
     sa2: u32,    // a: stride per inner batch index
     sw1: u32,    // w: stride per outer batch index
     sw2: u32,    // w: stride per inner batch index
-    flags: u32,  // HAS_BIAS (bit 0) and ACCUMULATE (bit 1) again, read by matmul_subgroup.wgsl only
+    flags: u32,  // HAS_BIAS (bit 0), ACCUMULATE (bit 1) for matmul_subgroup.wgsl's wide kernel
 }
 
 override TRANS_A: bool = false;

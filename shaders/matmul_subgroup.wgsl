@@ -88,11 +88,11 @@ fn sg_w4(ow: u32, k: u32, n: u32) -> vec4<f32> {
 }
 
 // out[m, n .. n + 4] = v (+ bias if has_bias) (+ out if accumulate), each column only if
-// inside the block. The narrow kernel passes the override constants HAS_BIAS and
-// ACCUMULATE, which compile away; the wide kernel passes p.flags' bits: as constants they
-// doubled the wide forms, which lavapipe compiles for 8–11 s each (a forward with bias and
-// a dx added into are one form), where the narrow kernel's short products (attention's, K
-// = 32 to 64) made a baby GPT step about 5 % slower with the flags read in the epilogue.
+// inside the block. The wide kernel passes p.flags' bits: as override constants they
+// doubled its forms, which lavapipe compiles for 8–11 s each (a forward with bias and a dx
+// added into are one form now). The narrow kernel passes the constants HAS_BIAS and
+// ACCUMULATE, which fold away: it compiles in a second or two, and its short products
+// (attention's, K = 32 to 64) are where an epilogue weighs most.
 fn sg_store4(oo: u32, m: u32, n: u32, v: vec4<f32>, has_bias: bool, accumulate: bool) {
     if (m >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {

@@ -82,7 +82,8 @@ fn store_flags(has_bias: bool, accumulate: bool) -> u32 {
 /// The override constants of a form for the kernel that runs it: the wide subgroup kernel
 /// takes bias and accumulation as `BatchParams::flags` instead (each of its forms costs
 /// lavapipe 8–11 s to compile, and those two only change the epilogue; the narrow one keeps
-/// the constants, which its short products' epilogues need: see sg_store4).
+/// the constants: it compiles in a second or two, and its short products are where an
+/// epilogue weighs most; see sg_store4).
 fn form_constants(
     flags_in_params: bool,
     trans_a: bool,
