@@ -1,12 +1,12 @@
 // matmul_subgroup.wgsl: matmul_forward_subgroup and matmul_forward_subgroup_wide(_vec4, _vec4_ta),
 // the matmuls for CPU adapters that have subgroups (Mesa lavapipe exposes them: a subgroup
 // is the 8 lanes of one AVX2 register); GPUs with subgroups run attention's batched
-// products on the first. They compute the same forms as shaders/matmul.wgsl (same params,
-// bindings and override constants, A_GELU included, but that the wide kernel takes HAS_BIAS
-// and ACCUMULATE as the params' flags: see sg_store4; see that file's header) and are kept
-// apart because only devices with the `subgroup` feature may compile them. The wide kernel
-// (at the end of the file) takes the CPU adapters' blocks of more than 16 rows and 64
-// columns.
+// products on the first. They compute the same forms as shaders/matmul.wgsl (see that
+// file's header), with the same params, bindings and override constants, A_GELU included,
+// except that the wide kernel reads HAS_BIAS and ACCUMULATE from the params' flags (see
+// sg_store4). They are kept apart because only devices with the `subgroup` feature may
+// compile them. The wide kernel (at the end of the file) takes the CPU adapters' blocks of
+// more than 16 rows and 64 columns.
 //
 // Why it is fast there: a CPU adapter turns every storage load whose address differs
 // between lanes into a loop over the lanes, so loads, not FMAs, bound a matmul. Here a
