@@ -11,6 +11,7 @@ use wgformer::gpu::GpuContext;
 use wgformer::kernels::classifier::{ClassifierChunk, CLASSIFIER_CHUNK_THRESHOLD};
 use wgformer::kernels::crossentropy::IGNORE_INDEX;
 use wgformer::model::gpt2::{generate_greedy, Gpt2, OptimConfig, StepConfig, Trainer};
+use wgformer::model::params::TENSORS_PER_LAYER;
 use wgformer::model::Gpt2Config;
 use wgformer::parity::{parity_gpt2, parity_gpt2_with};
 use wgformer::rng::Rng;
@@ -122,6 +123,79 @@ fn parity_with_transformers_chunked_classifier() {
         // loss, 28 gradients, the AdamW losses and greedy decoding.
         assert_eq!(report.len(), 1 + 28 + 2);
         assert_report(&ctx.adapter_name(), &report);
+    });
+}
+
+/// The gradient activations are one set that every block reuses (and two that carry the
+/// residual's gradient, by parity), zeroed by the backward before each reuse. The
+/// fixture's two blocks put in a six-block model as [block 0, id, id, block 1, id, id],
+/// where "id" is block 0 with both output projections zero, so the block adds nothing to
+/// the residual stream, compute the same function: the loss and the gradients of wte,
+/// wpe, ln_f and the two real blocks must be the fixture's, bit for bit. A set not zeroed
+/// before its reuse would add an earlier block's gradients into a later one's; and the
+/// six blocks need no more gradient memory than two.
+#[test]
+fn blocks_share_their_gradient_activations() {
+    on_each_adapter(|ctx| {
+        let two = Gpt2::load(ctx, &fixture()).unwrap();
+        let values = ctx.block_on(two.params.read_all(ctx)).unwrap();
+        let per = TENSORS_PER_LAYER;
+        let block = |l: usize| &values[2 + per * l..2 + per * (l + 1)];
+        // attn.c_proj and mlp.c_proj, weight and bias (`gpt2_param_specs`' order)
+        let id: Vec<Vec<f32>> = block(0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match i {
+                4 | 5 | 10 | 11 => vec![0.0; v.len()],
+                _ => v.clone(),
+            })
+            .collect();
+        let order = [Some(0), None, None, Some(1), None, None];
+        let mut six_values = values[..2].to_vec();
+        for o in order {
+            six_values.extend_from_slice(o.map_or(&id[..], block));
+        }
+        six_values.extend_from_slice(&values[2 + per * 2..]);
+        let cfg = Gpt2Config {
+            n_layer: order.len(),
+            ..two.config.clone()
+        };
+        let six = Gpt2::from_values(ctx, cfg, &six_values).unwrap();
+        let (b, t) = (2, 17);
+        let (x, y) = batch(&mut Rng::new(11), b * t);
+        let run = |model: Gpt2| {
+            let trainer = Trainer::new(ctx, model, b, t, OptimConfig::default()).unwrap();
+            let loss = ctx.block_on(trainer.forward_backward(ctx, &x, &y)).unwrap();
+            let grads = ctx.block_on(trainer.gradients(ctx)).unwrap();
+            let bytes: u64 = trainer.dacts.all().iter().map(|t| t.size_bytes()).sum();
+            (loss, grads, bytes)
+        };
+        let (loss2, g2, bytes2) = run(two);
+        let (loss6, g6, bytes6) = run(six);
+        assert_eq!(loss6.to_bits(), loss2.to_bits(), "loss {loss6} vs {loss2}");
+        let bits = |g: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            g.iter()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let pairs = [
+            ("wte, wpe", 0..2, 0..2),
+            ("block 0", 2..2 + per, 2..2 + per),
+            (
+                "block 1 (at 3)",
+                2 + per..2 + 2 * per,
+                2 + 3 * per..2 + 4 * per,
+            ),
+            ("ln_f", g2.len() - 2..g2.len(), g6.len() - 2..g6.len()),
+        ];
+        for (what, i2, i6) in pairs {
+            assert!(
+                bits(&g6[i6]) == bits(&g2[i2]),
+                "{}: the gradients of {what} differ between two blocks and six",
+                ctx.adapter_name()
+            );
+        }
+        assert_eq!(bytes6, bytes2, "six blocks' gradient activations");
     });
 }
 

@@ -448,56 +448,110 @@ fn check_batch(
     Ok(())
 }
 
-/// Gradients of the activations the backward pass needs, for a fixed (B, T).
-pub struct LayerGrads {
-    pub dln1: Tensor,       // (B, T, C)
-    pub dqkv: Tensor,       // (B, T, 3C)
-    pub datty: Tensor,      // (B, T, C)
-    pub dattproj: Tensor,   // (B, T, C)
+/// The gradients of the activations used only inside one block's backward: one set,
+/// shared by every block, zeroed by [`record_backward_with`] before each block.
+pub struct BlockGrads {
+    pub dln1: Tensor,      // (B, T, C)
+    pub dqkv: Tensor,      // (B, T, 3C)
+    pub datty: Tensor,     // (B, T, C)
+    pub dattproj: Tensor,  // (B, T, C)
+    pub dln2: Tensor,      // (B, T, C)
+    pub dfch: Tensor,      // (B, T, 4C)
+    pub dfch_gelu: Tensor, // (B, T, 4C): the gradient of gelu(fch)
+}
+
+/// The gradients that carry the residual stream's gradient from block l + 1's backward
+/// into block l's: written while block l + 1 runs, read while block l runs. Two sets,
+/// used by blocks of even and of odd index in turn.
+pub struct CarryGrads {
     pub dresidual2: Tensor, // (B, T, C)
-    pub dln2: Tensor,       // (B, T, C)
-    pub dfch: Tensor,       // (B, T, 4C)
-    pub dfch_gelu: Tensor,  // (B, T, 4C): the gradient of gelu(fch)
     pub dfcproj: Tensor,    // (B, T, C)
     pub dresidual3: Tensor, // (B, T, C)
 }
 
+/// Block l's view of [`GradActivations`]: the shared [`BlockGrads`] and the
+/// [`CarryGrads`] of l's parity.
+pub struct LayerGrads<'a> {
+    pub dln1: &'a Tensor,       // (B, T, C)
+    pub dqkv: &'a Tensor,       // (B, T, 3C)
+    pub datty: &'a Tensor,      // (B, T, C)
+    pub dattproj: &'a Tensor,   // (B, T, C)
+    pub dresidual2: &'a Tensor, // (B, T, C)
+    pub dln2: &'a Tensor,       // (B, T, C)
+    pub dfch: &'a Tensor,       // (B, T, 4C)
+    pub dfch_gelu: &'a Tensor,  // (B, T, 4C)
+    pub dfcproj: &'a Tensor,    // (B, T, C)
+    pub dresidual3: &'a Tensor, // (B, T, C)
+}
+
+/// Gradients of the activations the backward pass needs, for a fixed (B, T).
+///
+/// Their size does not grow with the number of blocks: the backward runs the blocks one
+/// after another, so a block's gradients are one set that every block reuses
+/// ([`BlockGrads`]), and only the three that carry the residual's gradient into the block
+/// below alternate between two sets ([`CarryGrads`]). GPT-2 124M at B = 4, T = 1024
+/// keeps 23 of them the size of a (B, T, C) tensor (289 MB) where a set per block took 218
+/// (2.7 GB).
+/// The backward ([`record_backward_with`]) zeroes each set before the block that adds
+/// into it, so the values left after a pass are those of block 0 (and block 1's carry).
 pub struct GradActivations {
     pub dencoded: Tensor, // (B, T, C)
-    pub layers: Vec<LayerGrads>,
+    pub block: BlockGrads,
+    /// [even blocks, odd blocks]
+    pub carry: [CarryGrads; 2],
     pub dlnf: Tensor, // (B, T, C)
-    /// The mixed path ([`GradActivations::add_half`]): each block's f16 copies of the
-    /// output gradients its matmuls' backward reads.
-    pub half: Option<Vec<HalfLayerGrads>>,
+    /// The mixed path ([`GradActivations::add_half`]): the f16 copies of the output
+    /// gradients a block's matmuls' backward reads, one set shared by every block (each
+    /// is overwritten whole by its cast before it is read).
+    pub half: Option<HalfLayerGrads>,
 }
 
 impl GradActivations {
     pub fn new(ctx: &GpuContext, cfg: &Gpt2Config, b: usize, t: usize) -> Result<Self> {
         let (c, f) = (cfg.n_embd, cfg.mlp_width());
         let btc = [b, t, c];
-        let layers = (0..cfg.n_layer)
-            .map(|l| {
-                let n = |s: &str| format!("grad.h.{l}.{s}");
-                Ok(LayerGrads {
-                    dln1: f32t(ctx, n("ln1"), &btc)?,
-                    dqkv: f32t(ctx, n("qkv"), &[b, t, 3 * c])?,
-                    datty: f32t(ctx, n("atty"), &btc)?,
-                    dattproj: f32t(ctx, n("attproj"), &btc)?,
-                    dresidual2: f32t(ctx, n("residual2"), &btc)?,
-                    dln2: f32t(ctx, n("ln2"), &btc)?,
-                    dfch: f32t(ctx, n("fch"), &[b, t, f])?,
-                    dfch_gelu: f32t(ctx, n("fch_gelu"), &[b, t, f])?,
-                    dfcproj: f32t(ctx, n("fcproj"), &btc)?,
-                    dresidual3: f32t(ctx, n("residual3"), &btc)?,
-                })
+        let n = |s: &str| format!("grad.block.{s}");
+        let block = BlockGrads {
+            dln1: f32t(ctx, n("ln1"), &btc)?,
+            dqkv: f32t(ctx, n("qkv"), &[b, t, 3 * c])?,
+            datty: f32t(ctx, n("atty"), &btc)?,
+            dattproj: f32t(ctx, n("attproj"), &btc)?,
+            dln2: f32t(ctx, n("ln2"), &btc)?,
+            dfch: f32t(ctx, n("fch"), &[b, t, f])?,
+            dfch_gelu: f32t(ctx, n("fch_gelu"), &[b, t, f])?,
+        };
+        let carry = |parity: &str| {
+            let n = |s: &str| format!("grad.block.{parity}.{s}");
+            Ok::<_, Error>(CarryGrads {
+                dresidual2: f32t(ctx, n("residual2"), &btc)?,
+                dfcproj: f32t(ctx, n("fcproj"), &btc)?,
+                dresidual3: f32t(ctx, n("residual3"), &btc)?,
             })
-            .collect::<Result<Vec<_>>>()?;
+        };
         Ok(GradActivations {
             dencoded: f32t(ctx, "grad.encoded".into(), &btc)?,
-            layers,
+            block,
+            carry: [carry("even")?, carry("odd")?],
             dlnf: f32t(ctx, "grad.lnf".into(), &btc)?,
             half: None,
         })
+    }
+
+    /// Block l's gradients.
+    pub fn layer(&self, l: usize) -> LayerGrads<'_> {
+        let (k, r) = (&self.block, &self.carry[l % 2]);
+        LayerGrads {
+            dln1: &k.dln1,
+            dqkv: &k.dqkv,
+            datty: &k.datty,
+            dattproj: &k.dattproj,
+            dresidual2: &r.dresidual2,
+            dln2: &k.dln2,
+            dfch: &k.dfch,
+            dfch_gelu: &k.dfch_gelu,
+            dfcproj: &r.dfcproj,
+            dresidual3: &r.dresidual3,
+        }
     }
 
     /// Add the f16 copies of the matmul output gradients the mixed path reads.
@@ -509,41 +563,44 @@ impl GradActivations {
         t: usize,
     ) -> Result<()> {
         let dims = (b, t, cfg.n_embd, cfg.mlp_width());
-        let layers = (0..cfg.n_layer)
-            .map(|l| HalfLayerGrads::new(ctx, l, dims))
-            .collect::<Result<Vec<_>>>()?;
-        self.half = Some(layers);
+        self.half = Some(HalfLayerGrads::new(ctx, dims)?);
         Ok(())
     }
 
-    /// Every tensor: [`accumulated`](Self::accumulated) and the f16 copies.
+    /// Every tensor, each once: [`accumulated`](Self::accumulated) and the f16 copies.
     pub fn all(&self) -> Vec<&Tensor> {
         let mut v = self.accumulated();
-        for h in self.half.iter().flatten() {
-            v.extend(h.all());
-        }
+        v.extend(self.half.iter().flat_map(|h| h.all()));
         v
     }
 
-    /// The f32 gradients the backward adds into, which each micro-step zeroes first (the
-    /// f16 copies are overwritten whole by their casts).
+    /// The f32 gradients the backward adds into, each once (the f16 copies are
+    /// overwritten whole by their casts).
     pub fn accumulated(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.dencoded, &self.dlnf];
-        for l in &self.layers {
-            v.extend([
-                &l.dln1,
-                &l.dqkv,
-                &l.datty,
-                &l.dattproj,
-                &l.dresidual2,
-                &l.dln2,
-                &l.dfch,
-                &l.dfch_gelu,
-                &l.dfcproj,
-                &l.dresidual3,
-            ]);
-        }
+        v.extend(self.block.all());
+        v.extend(self.carry.iter().flat_map(|r| r.all()));
         v
+    }
+}
+
+impl BlockGrads {
+    pub fn all(&self) -> [&Tensor; 7] {
+        [
+            &self.dln1,
+            &self.dqkv,
+            &self.datty,
+            &self.dattproj,
+            &self.dln2,
+            &self.dfch,
+            &self.dfch_gelu,
+        ]
+    }
+}
+
+impl CarryGrads {
+    pub fn all(&self) -> [&Tensor; 3] {
+        [&self.dresidual2, &self.dfcproj, &self.dresidual3]
     }
 }
 
@@ -759,9 +816,10 @@ pub fn record_loss(
     crossentropy_mean(s, ctx, &a.loss_stats, &a.losses, &a.targets, bt)
 }
 
-/// Record the backward pass, the forward in reverse. Adds into `grads` and `d`, which
-/// the caller zeroes first; overwrites the logits with dlogits (chunked: recomputes
-/// each chunk of logits, then overwrites it).
+/// Record the backward pass, the forward in reverse. Adds into `grads`, which the
+/// caller zeroes first; zeroes each of `d`'s sets itself before the blocks that add into
+/// it (they are shared between blocks, see [`GradActivations`]); overwrites the logits
+/// with dlogits (chunked: recomputes each chunk of logits, then overwrites it).
 pub fn record_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -799,7 +857,7 @@ pub fn record_backward_with(
     );
     let bt = b * t;
     let half = half_inputs(model, a.half.as_deref(), "backward")?;
-    let half_grads = match (half, d.half.as_deref()) {
+    let half_grads = match (half, d.half.as_ref()) {
         (None, _) => None,
         (Some(_), Some(hd)) => Some(hd),
         (Some(_), None) => {
@@ -817,6 +875,11 @@ pub fn record_backward_with(
         Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
         None => Ok(()),
     };
+    // Every gradient activation starts at zero; the sets shared between blocks are
+    // zeroed again in the loop below, before each block that reuses them.
+    for g in d.accumulated() {
+        s.clear(g);
+    }
     match &a.classifier {
         None => {
             crossentropy_backward_inplace(
@@ -871,13 +934,13 @@ pub fn record_backward_with(
                          weight: &Tensor,
                          (mean, rstd): (&Tensor, &Tensor)| match l {
         Some(l) => {
-            let (x, dx) = (&a.layers[l], &d.layers[l]);
+            let (x, dx) = (&a.layers[l], d.layer(l));
             residual_layernorm_backward(
                 s,
                 ctx,
-                &dx.dresidual2,
-                &dx.dfcproj,
-                &dx.dresidual3,
+                dx.dresidual2,
+                dx.dfcproj,
+                dx.dresidual3,
                 dweight,
                 dbias,
                 dout,
@@ -915,22 +978,34 @@ pub fn record_backward_with(
         (&a.lnf_mean, &a.lnf_rstd),
     )?;
     for l in (0..cfg.n_layer).rev() {
-        let (w, g, x, dx) = (&p.layers[l], &grads.layers[l], &a.layers[l], &d.layers[l]);
+        let (w, g, x, dx) = (&p.layers[l], &grads.layers[l], &a.layers[l], d.layer(l));
+        // Block l + 1 has finished with the shared set, and with the carry set of l's
+        // other parity, which block l fills for block l − 1 (block l + 1 read it).
+        if l + 1 < cfg.n_layer {
+            for t in d.block.all() {
+                s.clear(t);
+            }
+            if l > 0 {
+                for t in d.carry[(l - 1) % 2].all() {
+                    s.clear(t);
+                }
+            }
+        }
         let dresidual = if l == 0 {
             &d.dencoded
         } else {
-            &d.layers[l - 1].dresidual3
+            d.layer(l - 1).dresidual3
         };
-        undrop(s, &dx.dfcproj, dropout_site_mlp(l))?;
+        undrop(s, dx.dfcproj, dropout_site_mlp(l))?;
         // The matmuls' inputs as the forward read them (f16 copies on the mixed path),
         // and their output gradients likewise.
-        let (hx, hd) = (half.map(|h| &h[l]), half_grads.map(|h| &h[l]));
-        let dfcproj = matmul_input(s, ctx, &dx.dfcproj, hd.map(|h| &h.dfcproj))?;
+        let (hx, hd) = (half.map(|h| &h[l]), half_grads);
+        let dfcproj = matmul_input(s, ctx, dx.dfcproj, hd.map(|h| &h.dfcproj))?;
         // dW_proj += gelu(fch)ᵀ · dfcproj, the GELU recomputed as fch is loaded.
         matmul_backward_gelu_in(
             s,
             ctx,
-            &dx.dfch_gelu,
+            dx.dfch_gelu,
             &g.mlp_proj_w,
             None,
             dfcproj,
@@ -940,13 +1015,13 @@ pub fn record_backward_with(
             f,
             c,
         )?;
-        matmul_backward_bias(s, ctx, &g.mlp_proj_b, &dx.dfcproj, bt, c)?;
-        gelu_backward(s, ctx, &dx.dfch, &x.fch, &dx.dfch_gelu, bt * f)?;
-        let dfch = matmul_input(s, ctx, &dx.dfch, hd.map(|h| &h.dfch))?;
+        matmul_backward_bias(s, ctx, &g.mlp_proj_b, dx.dfcproj, bt, c)?;
+        gelu_backward(s, ctx, dx.dfch, &x.fch, dx.dfch_gelu, bt * f)?;
+        let dfch = matmul_input(s, ctx, dx.dfch, hd.map(|h| &h.dfch))?;
         matmul_backward(
             s,
             ctx,
-            &dx.dln2,
+            dx.dln2,
             &g.c_fc_w,
             None,
             dfch,
@@ -956,16 +1031,16 @@ pub fn record_backward_with(
             c,
             f,
         )?;
-        matmul_backward_bias(s, ctx, &g.c_fc_b, &dx.dfch, bt, f)?;
+        matmul_backward_bias(s, ctx, &g.c_fc_b, dx.dfch, bt, f)?;
         residual_layernorm_backward(
             s,
             ctx,
             dresidual,
-            &dx.dattproj,
-            &dx.dresidual2,
+            dx.dattproj,
+            dx.dresidual2,
             &g.ln_2_w,
             &g.ln_2_b,
-            &dx.dln2,
+            dx.dln2,
             &x.residual2,
             &w.ln_2_w,
             &x.ln2_mean,
@@ -974,12 +1049,12 @@ pub fn record_backward_with(
             t,
             c,
         )?;
-        undrop(s, &dx.dattproj, dropout_site_attn(l))?;
-        let dattproj = matmul_input(s, ctx, &dx.dattproj, hd.map(|h| &h.dattproj))?;
+        undrop(s, dx.dattproj, dropout_site_attn(l))?;
+        let dattproj = matmul_input(s, ctx, dx.dattproj, hd.map(|h| &h.dattproj))?;
         matmul_backward(
             s,
             ctx,
-            &dx.datty,
+            dx.datty,
             &g.c_proj_w,
             None,
             dattproj,
@@ -989,12 +1064,12 @@ pub fn record_backward_with(
             c,
             c,
         )?;
-        matmul_backward_bias(s, ctx, &g.c_proj_b, &dx.dattproj, bt, c)?;
+        matmul_backward_bias(s, ctx, &g.c_proj_b, dx.dattproj, bt, c)?;
         attention_backward(
             s,
             ctx,
-            &dx.dqkv,
-            &dx.datty,
+            dx.dqkv,
+            dx.datty,
             &x.qkv,
             &x.atty,
             &x.att_stats,
@@ -1003,11 +1078,11 @@ pub fn record_backward_with(
             c,
             nh,
         )?;
-        let dqkv = matmul_input(s, ctx, &dx.dqkv, hd.map(|h| &h.dqkv))?;
+        let dqkv = matmul_input(s, ctx, dx.dqkv, hd.map(|h| &h.dqkv))?;
         matmul_backward(
             s,
             ctx,
-            &dx.dln1,
+            dx.dln1,
             &g.c_attn_w,
             None,
             dqkv,
@@ -1017,12 +1092,12 @@ pub fn record_backward_with(
             c,
             3 * c,
         )?;
-        matmul_backward_bias(s, ctx, &g.c_attn_b, &dx.dqkv, bt, 3 * c)?;
+        matmul_backward_bias(s, ctx, &g.c_attn_b, dx.dqkv, bt, 3 * c)?;
         norm_backward(
             s,
             l.checked_sub(1),
             (&g.ln_1_w, &g.ln_1_b),
-            &dx.dln1,
+            dx.dln1,
             &w.ln_1_w,
             (&x.ln1_mean, &x.ln1_rstd),
         )?;
@@ -1255,9 +1330,7 @@ impl Trainer {
         }
         let record_micro = |label: &str, dropout: Option<&Dropout>, scale: f32| {
             let mut s = Schedule::new(label);
-            for g in dacts.accumulated() {
-                s.clear(g);
-            }
+            // (The backward zeroes the gradient activations itself.)
             record_forward_dropout(&mut s, ctx, &model, &acts, dropout)?;
             record_loss(&mut s, ctx, &cfg, &acts)?;
             // The mixed path's gradients carry the loss scale from dlogits on.

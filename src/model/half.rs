@@ -165,7 +165,8 @@ pub struct HalfLayerActs {
     pub fch: Tensor,  // (B, T, 4C) f16: the MLP projection's input (before its GELU)
 }
 
-/// One block's f16 copies of the output gradients its matmuls' backward reads.
+/// The f16 copies of the output gradients a block's matmuls' backward reads: one set,
+/// which every block reuses (`GradActivations` in src/model/gpt2.rs).
 #[derive(Clone)]
 pub struct HalfLayerGrads {
     pub dqkv: Tensor,     // (B, T, 3C) f16
@@ -196,9 +197,9 @@ impl HalfLayerActs {
 }
 
 impl HalfLayerGrads {
-    /// Layer `l`'s copies for (B, T), width C and MLP width F.
-    pub fn new(ctx: &GpuContext, l: usize, (b, t, c, f): Dims) -> Result<Self> {
-        let n = |s: &str| format!("grad.h.{l}.{s} (f16)");
+    /// The copies for (B, T), width C and MLP width F.
+    pub fn new(ctx: &GpuContext, (b, t, c, f): Dims) -> Result<Self> {
+        let n = |s: &str| format!("grad.block.{s} (f16)");
         Ok(HalfLayerGrads {
             dqkv: f16t(ctx, n("qkv"), &[b, t, 3 * c])?,
             dattproj: f16t(ctx, n("attproj"), &[b, t, c])?,
