@@ -134,8 +134,10 @@ fn minilm_checkpoint_round_trips_in_hugging_face_layout() {
 }
 
 fn small_config() -> BertConfig {
-    // C 36 with 3 heads (HS 12), 2 layers, F 50, V 41, 9 positions, 2 token types.
-    let mut c = BertConfig::new(41, 36, 2, 3, 9);
+    // C 36 with 3 heads (HS 12), F 50, V 41, 9 positions, 2 token types; 3 layers, so
+    // that the backward's shared block gradients are reused by a block whose output
+    // gradient was zeroed for it (`zero_block_grads`).
+    let mut c = BertConfig::new(41, 36, 3, 3, 9);
     c.intermediate_size = 50;
     c
 }

@@ -223,7 +223,8 @@ pub struct EncoderLayerTensors {
 }
 
 /// One encoder block's activations at (B, T). Also used for their gradients, where the
-/// mean, rstd and stats fields are unused.
+/// mean, rstd and stats fields are unused (see [`shared_block_grads`]).
+#[derive(Clone)]
 pub struct EncoderLayerActs {
     pub qkv: Tensor,       // (B, T, 3C)
     pub att: Tensor,       // (B, T, C)
@@ -291,6 +292,92 @@ impl EncoderLayerActs {
             &self.x2_rstd,
         ]
     }
+}
+
+impl BlockGrads for EncoderLayerActs {
+    fn accumulated(&self) -> Vec<&Tensor> {
+        vec![
+            &self.qkv,
+            &self.att,
+            &self.attproj,
+            &self.res1,
+            &self.x1,
+            &self.ff1,
+            &self.ff1_act,
+            &self.ff2,
+            &self.res2,
+            &self.x2,
+        ]
+    }
+    fn output(&self) -> &Tensor {
+        &self.x2
+    }
+    fn output_mut(&mut self) -> &mut Tensor {
+        &mut self.x2
+    }
+}
+
+/// A block's activations struct used for the gradients of its activations.
+pub trait BlockGrads: Clone {
+    /// The gradients the block's backward adds into (not the unused means, rstds and
+    /// stats).
+    fn accumulated(&self) -> Vec<&Tensor>;
+    /// The gradient of the block's output: the block above's backward adds into it (its
+    /// input's gradient), this block's backward reads it.
+    fn output(&self) -> &Tensor;
+    fn output_mut(&mut self) -> &mut Tensor;
+}
+
+/// The activation gradients of `n` blocks whose backward runs them last to first, made
+/// from `one` block's set and a second output gradient `odd_output`. Each block's
+/// gradients are dead once the block below starts, so every block gets `one`'s tensors
+/// (clones share the buffer), except the output gradient, which the block above writes
+/// while this block's are still in use: blocks of even index get `one`'s, odd ones
+/// `odd_output`. The set then costs one block's memory whatever `n`; the backward must
+/// zero each block's tensors before it adds into them ([`zero_block_grads`]), and a
+/// tensor list built from the blocks must be deduplicated ([`unique_tensors`]).
+pub fn shared_block_grads<A: BlockGrads>(one: A, odd_output: Tensor, n: usize) -> Vec<A> {
+    (0..n)
+        .map(|l| {
+            let mut a = one.clone();
+            if l % 2 == 1 {
+                *a.output_mut() = odd_output.clone();
+            }
+            a
+        })
+        .collect()
+}
+
+/// Record, before block l's backward (blocks run last to first), the zeroing of what it
+/// adds into that a block above may have used: its own tensors but the output gradient
+/// (which holds its input), and block l − 1's output gradient (block l's input gradient,
+/// which block l + 1 read when the sets are [`shared_block_grads`]). The topmost block
+/// needs none: the caller zeroes every gradient before the backward. With a set per
+/// block this zeroes tensors nothing has written yet, which is harmless.
+pub fn zero_block_grads<A: BlockGrads>(s: &mut Schedule, d: &[A], l: usize) {
+    if l + 1 >= d.len() {
+        return;
+    }
+    let out = &d[l].output().buffer;
+    for t in d[l].accumulated() {
+        if &t.buffer != out {
+            s.clear(t);
+        }
+    }
+    if l > 0 {
+        s.clear(d[l - 1].output());
+    }
+}
+
+/// `v` with each buffer once (block gradient sets share tensors).
+pub fn unique_tensors(v: Vec<&Tensor>) -> Vec<&Tensor> {
+    let mut out: Vec<&Tensor> = Vec::with_capacity(v.len());
+    for t in v {
+        if !out.iter().any(|u| u.buffer == t.buffer) {
+            out.push(t);
+        }
+    }
+    out
 }
 
 /// One encoder block over x (B, T, C), bidirectional attention with the key padding

@@ -31,7 +31,8 @@ use crate::kernels::tanh::{tanh_backward, tanh_forward};
 use crate::model::bert::params::BertTensors;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::blocks::{
-    encoder_layer_backward, encoder_layer_forward, Activation, EncoderLayerActs,
+    encoder_layer_backward, encoder_layer_forward, shared_block_grads, unique_tensors,
+    zero_block_grads, Activation, EncoderLayerActs,
 };
 
 /// The masked-LM head's activations.
@@ -99,6 +100,31 @@ impl BertActs {
         prefix: &str,
         chunk: ClassifierChunk,
     ) -> Result<Self> {
+        Self::build(ctx, model, b, t, prefix, chunk, false)
+    }
+
+    /// The gradients of [`with_classifier`](Self::with_classifier)'s activations, labelled
+    /// `grad.`: the blocks share one set ([`shared_block_grads`]), which
+    /// [`record_encoder_backward`] zeroes before each block.
+    pub fn gradients(
+        ctx: &GpuContext,
+        model: &Bert,
+        b: usize,
+        t: usize,
+        chunk: ClassifierChunk,
+    ) -> Result<Self> {
+        Self::build(ctx, model, b, t, "grad.", chunk, true)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        model: &Bert,
+        b: usize,
+        t: usize,
+        prefix: &str,
+        chunk: ClassifierChunk,
+        shared_blocks: bool,
+    ) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || t == 0 {
             return Err(Error::Invalid(format!(
@@ -123,9 +149,15 @@ impl BertActs {
             Tensor::zeros(ctx, &format!("{prefix}{n}"), shape, DType::I32)
         };
         let (btc, bt) = ([b, t, c], [b, t]);
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}layer.{l}."), (b, t, c, nh, f)))
-            .collect::<Result<Vec<_>>>()?;
+        let (dims, n) = ((b, t, c, nh, f), cfg.num_hidden_layers);
+        let layers = if shared_blocks {
+            let one = EncoderLayerActs::new(ctx, &format!("{prefix}layer."), dims)?;
+            shared_block_grads(one, f32t("layer.odd.x2".into(), &btc)?, n)
+        } else {
+            (0..n)
+                .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}layer.{l}."), dims))
+                .collect::<Result<Vec<_>>>()?
+        };
         let mlm = match model.params.mlm {
             Some(_) => {
                 let v = cfg.vocab_size;
@@ -189,7 +221,7 @@ impl BertActs {
         })
     }
 
-    /// The float tensors (what a gradient copy zeroes).
+    /// The float tensors, each once (what a gradient copy zeroes).
     pub fn floats(&self) -> Vec<&Tensor> {
         let mut v = vec![
             &self.emb_wp,
@@ -228,7 +260,7 @@ impl BertActs {
             ]);
         }
         v.extend([&self.pooled_mean, &self.embedding]);
-        v
+        unique_tensors(v)
     }
 
     pub fn all(&self) -> Vec<&Tensor> {
@@ -376,7 +408,9 @@ pub fn record_encoder(
     Ok(())
 }
 
-/// Backward of [`record_encoder`] from the gradient in `d.last()`.
+/// Backward of [`record_encoder`] from the gradient in `d.last()`. Zeroes each block's
+/// gradients before the block (they may be one set, [`BertActs::gradients`]); the caller
+/// zeroes the rest first.
 pub fn record_encoder_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -402,6 +436,7 @@ pub fn record_encoder_backward(
         }
     };
     for l in (0..cfg.num_hidden_layers).rev() {
+        zero_block_grads(s, &d.layers, l);
         let (w, gl, x, dx) = (&p.layers[l], &g.layers[l], &a.layers[l], &d.layers[l]);
         let (inp, dinp) = input(l);
         encoder_layer_backward(

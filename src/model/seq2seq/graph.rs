@@ -4,7 +4,8 @@
 //! new is the order: post-LN blocks (x = norm(x + sublayer(x))), ReLU feed-forward,
 //! sinusoidal positions, and cross-attention whose keys and values every decoder block
 //! projects from the one encoder output. Gradients are added into, so the caller zeroes
-//! the gradient activations and the parameter gradients before each backward pass.
+//! the gradient activations and the parameter gradients before each backward pass (and
+//! the backward zeroes each block's again before the block: the blocks share one set).
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
@@ -23,12 +24,14 @@ use crate::kernels::matmul::{
 use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
 use crate::model::blocks::{
     add_norm_backward, add_norm_forward, encoder_layer_backward, encoder_layer_forward,
-    ffn_backward, ffn_forward, self_attn_backward, self_attn_forward, Activation, EncoderLayerActs,
+    ffn_backward, ffn_forward, self_attn_backward, self_attn_forward, shared_block_grads,
+    unique_tensors, zero_block_grads, Activation, BlockGrads, EncoderLayerActs,
 };
 use crate::model::seq2seq::params::Seq2seqTensors;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
 
 /// One decoder block's activations at (B, T) (cross-attention's kv at (B, S)).
+#[derive(Clone)]
 pub struct DecoderLayerActs {
     pub qkv: Tensor,      // (B, T, 3C)
     pub sa: Tensor,       // (B, T, C)
@@ -56,8 +59,108 @@ pub struct DecoderLayerActs {
     pub x3_rstd: Tensor,  // (B, T)
 }
 
+impl DecoderLayerActs {
+    /// Zeroed activations of one block labelled `<prefix><name>`, at (B, S, T), width C,
+    /// NH heads, feed-forward width F.
+    fn new(
+        ctx: &GpuContext,
+        prefix: &str,
+        (b, s, t, c, nh, f): (usize, usize, usize, usize, usize, usize),
+    ) -> Result<Self> {
+        let z = |n: &str, shape: &[usize]| {
+            Tensor::zeros(ctx, &format!("{prefix}{n}"), shape, DType::F32)
+        };
+        let (btc, bt, bht) = ([b, t, c], [b, t], [b, nh, t]);
+        Ok(DecoderLayerActs {
+            qkv: z("qkv", &[b, t, 3 * c])?,
+            sa: z("sa", &btc)?,
+            sa_stats: z("sa_stats", &bht)?,
+            saproj: z("saproj", &btc)?,
+            res1: z("res1", &btc)?,
+            x1: z("x1", &btc)?,
+            x1_mean: z("x1_mean", &bt)?,
+            x1_rstd: z("x1_rstd", &bt)?,
+            cq: z("cq", &btc)?,
+            ckv: z("ckv", &[b, s, 2 * c])?,
+            ca: z("ca", &btc)?,
+            ca_stats: z("ca_stats", &bht)?,
+            caproj: z("caproj", &btc)?,
+            res2: z("res2", &btc)?,
+            x2: z("x2", &btc)?,
+            x2_mean: z("x2_mean", &bt)?,
+            x2_rstd: z("x2_rstd", &bt)?,
+            ff1: z("ff1", &[b, t, f])?,
+            ff1_act: z("ff1_act", &[b, t, f])?,
+            ff2: z("ff2", &btc)?,
+            res3: z("res3", &btc)?,
+            x3: z("x3", &btc)?,
+            x3_mean: z("x3_mean", &bt)?,
+            x3_rstd: z("x3_rstd", &bt)?,
+        })
+    }
+
+    pub fn all(&self) -> [&Tensor; 24] {
+        [
+            &self.qkv,
+            &self.sa,
+            &self.sa_stats,
+            &self.saproj,
+            &self.res1,
+            &self.x1,
+            &self.x1_mean,
+            &self.x1_rstd,
+            &self.cq,
+            &self.ckv,
+            &self.ca,
+            &self.ca_stats,
+            &self.caproj,
+            &self.res2,
+            &self.x2,
+            &self.x2_mean,
+            &self.x2_rstd,
+            &self.ff1,
+            &self.ff1_act,
+            &self.ff2,
+            &self.res3,
+            &self.x3,
+            &self.x3_mean,
+            &self.x3_rstd,
+        ]
+    }
+}
+
+impl BlockGrads for DecoderLayerActs {
+    fn accumulated(&self) -> Vec<&Tensor> {
+        vec![
+            &self.qkv,
+            &self.sa,
+            &self.saproj,
+            &self.res1,
+            &self.x1,
+            &self.cq,
+            &self.ckv,
+            &self.ca,
+            &self.caproj,
+            &self.res2,
+            &self.x2,
+            &self.ff1,
+            &self.ff1_act,
+            &self.ff2,
+            &self.res3,
+            &self.x3,
+        ]
+    }
+    fn output(&self) -> &Tensor {
+        &self.x3
+    }
+    fn output_mut(&mut self) -> &mut Tensor {
+        &mut self.x3
+    }
+}
+
 /// Every activation of a forward pass at (B, S, T), allocated once. The same struct
-/// holds the gradients of the activations (inputs, means, rstds, stats and loss unused).
+/// holds the gradients of the activations ([`Seq2seqActs::gradients`]: inputs, means,
+/// rstds, stats and loss unused).
 pub struct Seq2seqActs {
     pub b: usize,
     pub s: usize,
@@ -110,6 +213,29 @@ impl Seq2seqActs {
         prefix: &str,
         chunk: ClassifierChunk,
     ) -> Result<Self> {
+        Self::build(ctx, cfg, (b, s, t), prefix, chunk, false)
+    }
+
+    /// The gradients of [`with_classifier`](Self::with_classifier)'s activations, labelled
+    /// `grad.`: the encoder's blocks share one set and the decoder's another
+    /// ([`shared_block_grads`]), which [`record_backward`] zeroes before each block.
+    pub fn gradients(
+        ctx: &GpuContext,
+        cfg: &Seq2seqConfig,
+        (b, s, t): (usize, usize, usize),
+        chunk: ClassifierChunk,
+    ) -> Result<Self> {
+        Self::build(ctx, cfg, (b, s, t), "grad.", chunk, true)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        cfg: &Seq2seqConfig,
+        (b, s, t): (usize, usize, usize),
+        prefix: &str,
+        chunk: ClassifierChunk,
+        shared_blocks: bool,
+    ) -> Result<Self> {
         if b == 0 || s == 0 || t == 0 {
             return Err(Error::Invalid(format!(
                 "batch {b}, source length {s}, target length {t}: all must be positive"
@@ -129,40 +255,32 @@ impl Seq2seqActs {
             Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::I32)
         };
         let vc = chunk.columns(b * t, cfg.tgt_vocab)?;
-        let enc = (0..cfg.encoder_layers)
-            .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}enc.{l}."), (b, s, c, nh, f)))
-            .collect::<Result<Vec<_>>>()?;
-        let dec = (0..cfg.decoder_layers)
-            .map(|l| {
-                let n = |x: &str| format!("dec.{l}.{x}");
-                Ok(DecoderLayerActs {
-                    qkv: f32t(n("qkv"), &[b, t, 3 * c])?,
-                    sa: f32t(n("sa"), &[b, t, c])?,
-                    sa_stats: f32t(n("sa_stats"), &[b, nh, t])?,
-                    saproj: f32t(n("saproj"), &[b, t, c])?,
-                    res1: f32t(n("res1"), &[b, t, c])?,
-                    x1: f32t(n("x1"), &[b, t, c])?,
-                    x1_mean: f32t(n("x1_mean"), &[b, t])?,
-                    x1_rstd: f32t(n("x1_rstd"), &[b, t])?,
-                    cq: f32t(n("cq"), &[b, t, c])?,
-                    ckv: f32t(n("ckv"), &[b, s, 2 * c])?,
-                    ca: f32t(n("ca"), &[b, t, c])?,
-                    ca_stats: f32t(n("ca_stats"), &[b, nh, t])?,
-                    caproj: f32t(n("caproj"), &[b, t, c])?,
-                    res2: f32t(n("res2"), &[b, t, c])?,
-                    x2: f32t(n("x2"), &[b, t, c])?,
-                    x2_mean: f32t(n("x2_mean"), &[b, t])?,
-                    x2_rstd: f32t(n("x2_rstd"), &[b, t])?,
-                    ff1: f32t(n("ff1"), &[b, t, f])?,
-                    ff1_act: f32t(n("ff1_act"), &[b, t, f])?,
-                    ff2: f32t(n("ff2"), &[b, t, c])?,
-                    res3: f32t(n("res3"), &[b, t, c])?,
-                    x3: f32t(n("x3"), &[b, t, c])?,
-                    x3_mean: f32t(n("x3_mean"), &[b, t])?,
-                    x3_rstd: f32t(n("x3_rstd"), &[b, t])?,
+        let (enc, dec) = if shared_blocks {
+            let enc = EncoderLayerActs::new(ctx, &format!("{prefix}enc."), (b, s, c, nh, f))?;
+            let dec = DecoderLayerActs::new(ctx, &format!("{prefix}dec."), (b, s, t, c, nh, f))?;
+            (
+                shared_block_grads(
+                    enc,
+                    f32t("enc.odd.x2".into(), &[b, s, c])?,
+                    cfg.encoder_layers,
+                ),
+                shared_block_grads(
+                    dec,
+                    f32t("dec.odd.x3".into(), &[b, t, c])?,
+                    cfg.decoder_layers,
+                ),
+            )
+        } else {
+            let enc = (0..cfg.encoder_layers)
+                .map(|l| EncoderLayerActs::new(ctx, &format!("{prefix}enc.{l}."), (b, s, c, nh, f)))
+                .collect::<Result<Vec<_>>>()?;
+            let dec = (0..cfg.decoder_layers)
+                .map(|l| {
+                    DecoderLayerActs::new(ctx, &format!("{prefix}dec.{l}."), (b, s, t, c, nh, f))
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?;
+            (enc, dec)
+        };
         Ok(Seq2seqActs {
             b,
             s,
@@ -198,32 +316,7 @@ impl Seq2seqActs {
         }
         v.extend([&self.memory, &self.mem_mean, &self.mem_rstd, &self.tgt_x]);
         for l in &self.dec {
-            v.extend([
-                &l.qkv,
-                &l.sa,
-                &l.sa_stats,
-                &l.saproj,
-                &l.res1,
-                &l.x1,
-                &l.x1_mean,
-                &l.x1_rstd,
-                &l.cq,
-                &l.ckv,
-                &l.ca,
-                &l.ca_stats,
-                &l.caproj,
-                &l.res2,
-                &l.x2,
-                &l.x2_mean,
-                &l.x2_rstd,
-                &l.ff1,
-                &l.ff1_act,
-                &l.ff2,
-                &l.res3,
-                &l.x3,
-                &l.x3_mean,
-                &l.x3_rstd,
-            ]);
+            v.extend(l.all());
         }
         v.extend([
             &self.y,
@@ -233,7 +326,7 @@ impl Seq2seqActs {
             &self.losses,
             &self.loss_stats,
         ]);
-        v
+        unique_tensors(v)
     }
 
     /// Every tensor (memory reports).
@@ -555,7 +648,9 @@ pub fn record_loss(
 }
 
 /// Record the backward pass of forward + loss, adding into `grads` and `d` (zeroed by the
-/// caller); the loss is weighted by `grad_scale`. Overwrites the logits with dlogits.
+/// caller; each block's gradients are zeroed again here before the block, since they may
+/// be one set, [`Seq2seqActs::gradients`]); the loss is weighted by `grad_scale`.
+/// Overwrites the logits with dlogits.
 pub fn record_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -647,6 +742,7 @@ pub fn record_backward(
         c,
     )?;
     for l in (0..cfg.decoder_layers).rev() {
+        zero_block_grads(s, &d.dec, l);
         let (w, g, x, dx) = (&p.dec[l], &grads.dec[l], &a.dec[l], &d.dec[l]);
         let (inp, dinp) = dec_in(l);
         let btc = (b, t, c);
@@ -805,6 +901,7 @@ pub fn record_backward(
         c,
     )?;
     for l in (0..cfg.encoder_layers).rev() {
+        zero_block_grads(s, &d.enc, l);
         let (w, g, x, dx) = (&p.enc[l], &grads.enc[l], &a.enc[l], &d.enc[l]);
         let (inp, dinp) = enc_in(l);
         let dims = (b, sl, c, nh, f);
