@@ -42,12 +42,12 @@ pub struct MlmActs {
     pub hn: Tensor,         // (B, T, C): LayerNorm
     pub hn_mean: Tensor,    // (B, T)
     pub hn_rstd: Tensor,    // (B, T)
-    pub logits: Tensor,     // (B, T, V), or (B·T, Vc) chunked; dlogits after backward
-    pub targets: Tensor,    // (B, T) i32: original ids at masked positions, -100 elsewhere
-    pub losses: Tensor,     // (B, T)
+    pub logits: Tensor, // (B, T, V), or (B·T, Vc) chunked; dlogits after backward; (1) in gradients
+    pub targets: Tensor, // (B, T) i32: original ids at masked positions, -100 elsewhere
+    pub losses: Tensor, // (B, T)
     pub loss_stats: Tensor, // (4)
     /// The decoder fused with the loss over chunks of Vc vocabulary columns
-    /// (`kernels::classifier`); `None`: whole logits.
+    /// (`kernels::classifier`); `None`: whole logits, and in gradients.
     pub classifier: Option<ClassifierChunks>,
 }
 
@@ -105,7 +105,9 @@ impl BertActs {
 
     /// The gradients of [`with_classifier`](Self::with_classifier)'s activations, labelled
     /// `grad.`: the blocks share one set ([`shared_block_grads`]), which
-    /// [`record_encoder_backward`] zeroes before each block.
+    /// [`record_encoder_backward`] zeroes before each block. The masked-LM logits, which
+    /// the backward never reads (the activations' own hold dlogits), are one float and
+    /// have no chunk scratch.
     pub fn gradients(
         ctx: &GpuContext,
         model: &Bert,
@@ -123,7 +125,7 @@ impl BertActs {
         t: usize,
         prefix: &str,
         chunk: ClassifierChunk,
-        shared_blocks: bool,
+        gradients: bool,
     ) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || t == 0 {
@@ -150,7 +152,7 @@ impl BertActs {
         };
         let (btc, bt) = ([b, t, c], [b, t]);
         let (dims, n) = ((b, t, c, nh, f), cfg.num_hidden_layers);
-        let layers = if shared_blocks {
+        let layers = if gradients {
             let one = EncoderLayerActs::new(ctx, &format!("{prefix}layer."), dims)?;
             shared_block_grads(one, f32t("layer.odd.x2".into(), &btc)?, n)
         } else {
@@ -162,20 +164,23 @@ impl BertActs {
             Some(_) => {
                 let v = cfg.vocab_size;
                 let vc = chunk.columns(b * t, v)?;
+                let (logits_name, logits_shape) = match vc {
+                    _ if gradients => ("mlm.logits", vec![1]),
+                    Some(vc) => ("mlm.logits chunk", vec![b * t, vc]),
+                    None => ("mlm.logits", vec![b, t, v]),
+                };
                 Some(MlmActs {
                     h: f32t("mlm.h".into(), &btc)?,
                     h_act: f32t("mlm.h_act".into(), &btc)?,
                     hn: f32t("mlm.hn".into(), &btc)?,
                     hn_mean: f32t("mlm.hn_mean".into(), &bt)?,
                     hn_rstd: f32t("mlm.hn_rstd".into(), &bt)?,
-                    logits: match vc {
-                        Some(vc) => f32t("mlm.logits chunk".into(), &[b * t, vc])?,
-                        None => f32t("mlm.logits".into(), &[b, t, v])?,
-                    },
+                    logits: f32t(logits_name.into(), &logits_shape)?,
                     targets: i32t("mlm.targets", &bt)?,
                     losses: f32t("mlm.losses".into(), &bt)?,
                     loss_stats: f32t("mlm.loss_stats".into(), &[STATS_LEN])?,
                     classifier: vc
+                        .filter(|_| !gradients)
                         .map(|vc| {
                             let prefix = format!("{prefix}mlm.");
                             ClassifierChunks::with_bias(ctx, &prefix, b * t, c, vc)

@@ -104,7 +104,6 @@ impl BertTrainer {
         }
         let cfg = model.config.clone();
         let acts = BertActs::with_classifier(ctx, &model, b, t, "act.", chunk)?;
-        // The gradient twin's logits are never read: sized like the activations' ones.
         let dacts = BertActs::gradients(ctx, &model, b, t, chunk)?;
         let grads = BertTensors::new(ctx, &cfg, model.head, "grad", None)?;
         let m = BertTensors::new(ctx, &cfg, model.head, "adam.m", None)?;

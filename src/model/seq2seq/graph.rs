@@ -180,12 +180,13 @@ pub struct Seq2seqActs {
     pub y_mean: Tensor, // (B, T)
     pub y_rstd: Tensor, // (B, T)
     /// (B, T, Vt), or (B, T, Vc) with `classifier`: one chunk of target-vocabulary
-    /// columns at a time; the backward pass overwrites it with dlogits
+    /// columns at a time; the backward pass overwrites it with dlogits. (1) in
+    /// gradients, which never read it.
     pub logits: Tensor,
     pub losses: Tensor,     // (B, T)
     pub loss_stats: Tensor, // (4): [mean, count, 1/count, sum]
     /// The tied output projection fused with the loss over chunks of Vc columns
-    /// (`kernels::classifier`); `None`: whole logits.
+    /// (`kernels::classifier`); `None`: whole logits, and in gradients.
     pub classifier: Option<ClassifierChunks>,
 }
 
@@ -218,7 +219,9 @@ impl Seq2seqActs {
 
     /// The gradients of [`with_classifier`](Self::with_classifier)'s activations, labelled
     /// `grad.`: the encoder's blocks share one set and the decoder's another
-    /// ([`shared_block_grads`]), which [`record_backward`] zeroes before each block.
+    /// ([`shared_block_grads`]), which [`record_backward`] zeroes before each block. The
+    /// logits, which the backward never reads (the activations' own hold dlogits), are
+    /// one float and have no chunk scratch.
     pub fn gradients(
         ctx: &GpuContext,
         cfg: &Seq2seqConfig,
@@ -234,7 +237,7 @@ impl Seq2seqActs {
         (b, s, t): (usize, usize, usize),
         prefix: &str,
         chunk: ClassifierChunk,
-        shared_blocks: bool,
+        gradients: bool,
     ) -> Result<Self> {
         if b == 0 || s == 0 || t == 0 {
             return Err(Error::Invalid(format!(
@@ -255,7 +258,12 @@ impl Seq2seqActs {
             Tensor::zeros(ctx, &format!("{prefix}{name}"), shape, DType::I32)
         };
         let vc = chunk.columns(b * t, cfg.tgt_vocab)?;
-        let (enc, dec) = if shared_blocks {
+        let logits_shape = match vc {
+            _ if gradients => vec![1],
+            Some(vc) => vec![b, t, vc],
+            None => vec![b, t, cfg.tgt_vocab],
+        };
+        let (enc, dec) = if gradients {
             let enc = EncoderLayerActs::new(ctx, &format!("{prefix}enc."), (b, s, c, nh, f))?;
             let dec = DecoderLayerActs::new(ctx, &format!("{prefix}dec."), (b, s, t, c, nh, f))?;
             (
@@ -299,10 +307,11 @@ impl Seq2seqActs {
             y: f32t("y".into(), &[b, t, c])?,
             y_mean: f32t("y_mean".into(), &[b, t])?,
             y_rstd: f32t("y_rstd".into(), &[b, t])?,
-            logits: f32t("logits".into(), &[b, t, vc.unwrap_or(cfg.tgt_vocab)])?,
+            logits: f32t("logits".into(), &logits_shape)?,
             losses: f32t("losses".into(), &[b, t])?,
             loss_stats: f32t("loss_stats".into(), &[STATS_LEN])?,
             classifier: vc
+                .filter(|_| !gradients)
                 .map(|vc| ClassifierChunks::new(ctx, prefix, b * t, c, vc))
                 .transpose()?,
         })

@@ -80,7 +80,6 @@ impl Seq2seqTrainer {
         }
         let cfg = model.config.clone();
         let acts = Seq2seqActs::with_classifier(ctx, &cfg, b, s, t, "act.", chunk)?;
-        // The gradient twin's logits are never read: sized like the activations' ones.
         let dacts = Seq2seqActs::gradients(ctx, &cfg, (b, s, t), chunk)?;
         let grads = Seq2seqTensors::new(ctx, &cfg, "grad", None)?;
         let m = Seq2seqTensors::new(ctx, &cfg, "adam.m", None)?;
