@@ -363,3 +363,128 @@ fn chunked_masked_lm_matches_whole_logits() {
         }
     });
 }
+
+/// Dropout (hidden dropout after the embeddings and in every block, and the classifier's
+/// on the pooled vector). Its masks follow from the seed and the step number, so a step
+/// at lr 0 with the step counter wound back is one loss under fixed masks, and the
+/// gradients that step leaves must agree with central differences of that loss. Also:
+/// the same seed draws the same masks and another seed others, evaluation never drops,
+/// and a rate of 0 is the plain step bit for bit.
+#[test]
+fn dropout_is_seeded_and_its_gradients_match_finite_differences() {
+    use wgformer::model::gpt2::StepConfig;
+    let (b, t) = (3, 7);
+    on_each_adapter(|ctx| {
+        for head in [Head::Mlm, Head::Classify(3)] {
+            let mut cfg = small_config();
+            let (ids, types, mask) = inputs(b, t, cfg.vocab_size, 21);
+            let mut rng = Rng::new(22);
+            let targets: Vec<i32> = match head {
+                Head::Mlm => (0..b * t)
+                    .map(|i| match i % 3 {
+                        0 => rng.below(cfg.vocab_size as u64) as i32,
+                        _ => -100,
+                    })
+                    .collect(),
+                _ => {
+                    cfg.labels = Some(vec!["a".into(), "b".into(), "c".into()]);
+                    vec![2, 0, 1]
+                }
+            };
+            let batch = BertBatchRef {
+                ids: &ids,
+                types: &types,
+                mask: &mask,
+                targets: &targets,
+            };
+            let v = values(&cfg, head, 23);
+            let trainer = |rate: f32, seed: u64| {
+                let model = Bert::from_values(ctx, cfg.clone(), head, &v).unwrap();
+                let opt = OptimConfig {
+                    grad_clip: None,
+                    ..OptimConfig::default()
+                };
+                let sc = StepConfig {
+                    dropout: rate,
+                    seed,
+                    ..StepConfig::default()
+                };
+                BertTrainer::with_config(ctx, model, (b, t), opt, sc).unwrap()
+            };
+            // Step 0's masks, at lr 0: the weights stay as they are.
+            let masked_loss = |tr: &mut BertTrainer| {
+                tr.step = 0;
+                ctx.block_on(tr.step(ctx, &batch, 0.0)).unwrap()
+            };
+            let what = format!("{}, {head:?}", ctx.adapter_name());
+            let mut tr = trainer(0.3, 7);
+            let eval = ctx.block_on(tr.eval_loss(ctx, &batch)).unwrap();
+            let loss = masked_loss(&mut tr);
+            let grads = ctx.block_on(tr.grads.read_all(ctx)).unwrap();
+            let again = masked_loss(&mut trainer(0.3, 7));
+            let other = masked_loss(&mut trainer(0.3, 8));
+            let mut plain_tr = trainer(0.0, 7);
+            let plain_eval = ctx.block_on(plain_tr.eval_loss(ctx, &batch)).unwrap();
+            let plain = masked_loss(&mut plain_tr);
+            let model = Bert::from_values(ctx, cfg.clone(), head, &v).unwrap();
+            let opt = OptimConfig {
+                grad_clip: None,
+                ..OptimConfig::default()
+            };
+            let mut default_tr = BertTrainer::new(ctx, model, (b, t), opt, 1).unwrap();
+            let default = masked_loss(&mut default_tr);
+            assert_eq!(loss.to_bits(), again.to_bits(), "{what}: same seed");
+            assert_ne!(loss.to_bits(), other.to_bits(), "{what}: another seed");
+            assert_ne!(
+                loss.to_bits(),
+                plain.to_bits(),
+                "{what}: dropout changes the loss"
+            );
+            assert_eq!(
+                eval.to_bits(),
+                plain_eval.to_bits(),
+                "{what}: evaluation drops"
+            );
+            assert_eq!(
+                plain.to_bits(),
+                default.to_bits(),
+                "{what}: rate 0 is no dropout"
+            );
+
+            let mut rng = Rng::new(24);
+            let dir: Vec<Vec<f32>> = v.iter().map(|x| rng.vec_normal(x.len(), 1.0)).collect();
+            let norm = dir
+                .iter()
+                .flatten()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let dot: f64 = grads
+                .iter()
+                .flatten()
+                .zip(dir.iter().flatten())
+                .map(|(&g, &d)| g as f64 * d as f64 / norm)
+                .sum();
+            let eps = 1e-2;
+            let mut at = |sign: f64| {
+                let moved: Vec<Vec<f32>> = v
+                    .iter()
+                    .zip(&dir)
+                    .map(|(v, d)| {
+                        v.iter()
+                            .zip(d)
+                            .map(|(&a, &b)| (a as f64 + sign * eps * b as f64 / norm) as f32)
+                            .collect()
+                    })
+                    .collect();
+                tr.model.params.write_all(ctx, &moved).unwrap();
+                masked_loss(&mut tr) as f64
+            };
+            let fd = (at(1.0) - at(-1.0)) / (2.0 * eps);
+            assert!(
+                (dot - fd).abs() <= 2e-3 + 2e-2 * dot.abs(),
+                "{what}: {dot} from the dropout step's gradients, {fd} by differences"
+            );
+        }
+    });
+}

@@ -197,6 +197,8 @@ fn masked_lm_resume_is_bit_exact() {
                 "2",
                 "--eval-batches",
                 "2",
+                "--dropout",
+                "0.1",
             ]
             .map(String::from)
             .to_vec()

@@ -8,6 +8,7 @@
 
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
 use crate::kernels::layernorm::{residual_layernorm_backward, residual_layernorm_forward};
 use crate::kernels::matmul::{matmul_backward, matmul_forward};
@@ -380,8 +381,21 @@ pub fn unique_tensors(v: Vec<&Tensor>) -> Vec<&Tensor> {
     out
 }
 
+/// Dropout of a block's two sublayer outputs (BERT's hidden dropout): at `rate`, with
+/// the [`DropoutStep`](crate::kernels::dropout::DropoutStep) in `step`, the attention
+/// output's mask drawn at site `sites[0]`, the feed-forward output's at `sites[1]`.
+#[derive(Clone, Copy)]
+pub struct BlockDropout<'a> {
+    pub rate: f32,
+    pub step: &'a Tensor,
+    pub sites: [u32; 2],
+}
+
 /// One encoder block over x (B, T, C), bidirectional attention with the key padding
-/// `mask` (B, T) (nonzero = padding): the output is `a.x2`.
+/// `mask` (B, T) (nonzero = padding): the output is `a.x2`. With `drop`, the attention
+/// and feed-forward outputs are dropped in place before their residual adds (as
+/// Hugging Face's BertSelfOutput and BertOutput do), so `a.attproj` and `a.ff2` hold
+/// the dropped values.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_layer_forward(
     s: &mut Schedule,
@@ -393,7 +407,12 @@ pub fn encoder_layer_forward(
     (b, t, c, nh, f): (usize, usize, usize, usize, usize),
     eps: f32,
     act: Activation,
+    drop: Option<BlockDropout>,
 ) -> Result<()> {
+    let drop = |s: &mut Schedule, x: &Tensor, i: usize| match drop {
+        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.rate, d.sites[i]),
+        None => Ok(()),
+    };
     self_attn_forward(
         s,
         ctx,
@@ -404,6 +423,7 @@ pub fn encoder_layer_forward(
         (b, t, c, nh),
         false,
     )?;
+    drop(s, &a.attproj, 0)?;
     add_norm_forward(
         s,
         ctx,
@@ -423,6 +443,7 @@ pub fn encoder_layer_forward(
         (b * t, c, f),
         act,
     )?;
+    drop(s, &a.ff2, 1)?;
     add_norm_forward(
         s,
         ctx,
@@ -435,8 +456,8 @@ pub fn encoder_layer_forward(
     )
 }
 
-/// Backward of [`encoder_layer_forward`] from the gradient in `d.x2`: dx += the input's
-/// gradient, `g` += the parameters'.
+/// Backward of [`encoder_layer_forward`] (with the same `drop`) from the gradient in
+/// `d.x2`: dx += the input's gradient, `g` += the parameters'.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_layer_backward(
     s: &mut Schedule,
@@ -450,7 +471,12 @@ pub fn encoder_layer_backward(
     mask: Option<&Tensor>,
     (b, t, c, nh, f): (usize, usize, usize, usize, usize),
     act: Activation,
+    drop: Option<BlockDropout>,
 ) -> Result<()> {
+    let undrop = |s: &mut Schedule, dx: &Tensor, i: usize| match drop {
+        Some(d) => dropout_backward(s, ctx, dx, d.step, dx.numel(), d.rate, d.sites[i]),
+        None => Ok(()),
+    };
     let btc = (b, t, c);
     add_norm_backward(
         s,
@@ -462,6 +488,7 @@ pub fn encoder_layer_backward(
         &w.norm2,
         btc,
     )?;
+    undrop(s, &d.ff2, 1)?;
     ffn_backward(
         s,
         ctx,
@@ -484,6 +511,7 @@ pub fn encoder_layer_backward(
         &w.norm1,
         btc,
     )?;
+    undrop(s, &d.attproj, 0)?;
     self_attn_backward(
         s,
         ctx,

@@ -26,12 +26,13 @@ use crate::model::bert::params::bert_params;
 use crate::model::bert::trainer::{BertBatchRef, BertTrainer};
 use crate::model::bert::{Bert, BertConfig, Head};
 use crate::model::checkpoint::write_atomic;
+use crate::model::gpt2::StepConfig;
 use crate::train::classify::{label_set, read_labeled, tokenize_labeled, ClassBatch, ClassBatches};
 use crate::train::data::{stream_seed, Corpus};
 use crate::train::driver::{drive, Steps};
 use crate::train::mlm::{bert_specials, BertBatch, MlmBatches, CLS, MASK, PAD, SEP, UNK};
 use crate::train::run::{
-    check_val_fraction, file_fingerprint, fresh_run_dir, Observer, TrainSettings,
+    check_val_fraction, file_fingerprint, fresh_run_dir, Observer, TrainSettings, STREAM_DROPOUT,
 };
 use crate::train::state::{
     begin_checkpoint, commit_checkpoint, find_checkpoint, optimizer_bytes, read_optimizer,
@@ -304,11 +305,6 @@ fn class_batches(
 /// Plan a new BERT run.
 pub fn plan_bert(opts: &BertOptions) -> Result<BertPlan> {
     check_val_fraction(opts.val_fraction)?;
-    if opts.train.dropout > 0.0 {
-        return Err(Error::Invalid(
-            "--dropout: wgformer's BERT has no dropout yet; use --dropout 0".into(),
-        ));
-    }
     let init = opts
         .init_from
         .as_deref()
@@ -717,7 +713,14 @@ pub async fn train_bert(
             ts.precision
         )));
     }
-    let mut trainer = BertTrainer::new(ctx, model, (ts.batch_size, t), ts.optim(), ts.grad_accum)?;
+    let step_config = StepConfig {
+        grad_accum: ts.grad_accum,
+        dropout: ts.dropout,
+        seed: stream_seed(ts.seed, STREAM_DROPOUT, 0),
+        ..StepConfig::default()
+    };
+    let mut trainer =
+        BertTrainer::with_config(ctx, model, (ts.batch_size, t), ts.optim(), step_config)?;
     let mut state = match &start {
         BertStart::Resume(dir) => {
             let state = TrainerState::read(&dir.join("trainer.json"))?;

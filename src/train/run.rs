@@ -45,7 +45,7 @@ pub const DEFAULT_N_HEAD: usize = 4;
 pub const DEFAULT_N_EMBD: usize = 64;
 pub const DEFAULT_BLOCK_SIZE: usize = 32;
 
-const STREAM_DROPOUT: u64 = 10;
+pub(crate) const STREAM_DROPOUT: u64 = 10;
 const STREAM_SPLIT: u64 = 11;
 
 /// How a run optimizes and evaluates (part of `run.json`).

@@ -20,6 +20,7 @@ use crate::kernels::classifier::{
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::encoder::{embed_backward, embed_forward};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
 use crate::kernels::layernorm::{
@@ -32,8 +33,9 @@ use crate::model::bert::params::BertTensors;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::blocks::{
     encoder_layer_backward, encoder_layer_forward, shared_block_grads, unique_tensors,
-    zero_block_grads, Activation, EncoderLayerActs,
+    zero_block_grads, Activation, BlockDropout, EncoderLayerActs,
 };
+use crate::model::gpt2::Dropout;
 
 /// The masked-LM head's activations.
 pub struct MlmActs {
@@ -56,6 +58,7 @@ pub struct ClassActs {
     pub cls: Tensor,        // (B, C): the [CLS] rows of the last layer
     pub pre: Tensor,        // (B, C): pooler dense
     pub pooled: Tensor,     // (B, C): tanh
+    pub dropped: Tensor,    // (B, C): pooled after dropout (training with dropout only)
     pub logits: Tensor,     // (B, NL); overwritten by dlogits in backward
     pub labels: Tensor,     // (B) i32, -100 = not counted
     pub losses: Tensor,     // (B)
@@ -197,6 +200,7 @@ impl BertActs {
                     cls: f32t("cls".into(), &[b, c])?,
                     pre: f32t("pooler_pre".into(), &[b, c])?,
                     pooled: f32t("pooled".into(), &[b, c])?,
+                    dropped: f32t("pooled_dropped".into(), &[b, c])?,
                     logits: f32t("class.logits".into(), &[b, nl])?,
                     labels: i32t("class.labels", &[b])?,
                     losses: f32t("class.losses".into(), &[b])?,
@@ -259,6 +263,7 @@ impl BertActs {
                 &c.cls,
                 &c.pre,
                 &c.pooled,
+                &c.dropped,
                 &c.logits,
                 &c.losses,
                 &c.loss_stats,
@@ -345,12 +350,37 @@ pub fn check_inputs(
     Ok(mask.iter().map(|&m| (m == 0) as i32).collect())
 }
 
-/// Record the encoder: ids → the last layer's output (B, T, C).
+/// Dropout site of the embeddings' output; block l's attention output is `1 + 2l`, its
+/// feed-forward output `2 + 2l`, and the pooled [CLS] row (the classifier's input)
+/// `1 + 2L` (see shaders/dropout.wgsl).
+const DROPOUT_SITE_EMBEDDINGS: u32 = 0;
+
+fn dropout_sites(l: usize) -> [u32; 2] {
+    [1 + 2 * l as u32, 2 + 2 * l as u32]
+}
+
+fn dropout_site_pooled(cfg: &BertConfig) -> u32 {
+    1 + 2 * cfg.num_hidden_layers as u32
+}
+
+fn block_dropout<'a>(dropout: Option<&Dropout<'a>>, l: usize) -> Option<BlockDropout<'a>> {
+    dropout.map(|d| BlockDropout {
+        rate: d.p,
+        step: d.step,
+        sites: dropout_sites(l),
+    })
+}
+
+/// Record the encoder: ids → the last layer's output (B, T, C). With `dropout`
+/// (training), Hugging Face's hidden dropout: the embeddings' output and each block's
+/// attention and feed-forward outputs, in place. Attention probabilities are not
+/// dropped: the fused attention kernels never materialise them.
 pub fn record_encoder(
     s: &mut Schedule,
     ctx: &GpuContext,
     model: &Bert,
     a: &BertActs,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
@@ -395,8 +425,12 @@ pub fn record_encoder(
         s, ctx, &a.emb_sum, &a.x0, &a.x0_mean, &a.x0_rstd, &a.emb_wp, &a.emb_t, &n.w, &n.b, b, t,
         c, eps,
     )?;
+    if let Some(d) = dropout {
+        let n = a.x0.numel();
+        dropout_forward(s, ctx, &a.x0, d.step, n, d.p, DROPOUT_SITE_EMBEDDINGS)?;
+    }
     let mut x = &a.x0;
-    for (w, l) in p.layers.iter().zip(&a.layers) {
+    for (i, (w, l)) in p.layers.iter().zip(&a.layers).enumerate() {
         encoder_layer_forward(
             s,
             ctx,
@@ -407,15 +441,16 @@ pub fn record_encoder(
             (b, t, c, nh, f),
             eps,
             Activation::GeluErf,
+            block_dropout(dropout, i),
         )?;
         x = &l.x2;
     }
     Ok(())
 }
 
-/// Backward of [`record_encoder`] from the gradient in `d.last()`. Zeroes each block's
-/// gradients before the block (they may be one set, [`BertActs::gradients`]); the caller
-/// zeroes the rest first.
+/// Backward of [`record_encoder`] (with the same `dropout`) from the gradient in
+/// `d.last()`. Zeroes each block's gradients before the block (they may be one set,
+/// [`BertActs::gradients`]); the caller zeroes the rest first.
 pub fn record_encoder_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -423,6 +458,7 @@ pub fn record_encoder_backward(
     g: &BertTensors,
     a: &BertActs,
     d: &BertActs,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
@@ -456,7 +492,12 @@ pub fn record_encoder_backward(
             Some(&a.pad),
             (b, t, c, nh, f),
             Activation::GeluErf,
+            block_dropout(dropout, l),
         )?;
+    }
+    if let Some(dr) = dropout {
+        let n = d.x0.numel();
+        dropout_backward(s, ctx, &d.x0, dr.step, n, dr.p, DROPOUT_SITE_EMBEDDINGS)?;
     }
     let n = &p.emb_norm;
     residual_layernorm_backward(
@@ -692,12 +733,15 @@ fn class_parts<'a>(
 }
 
 /// Record the pooler (tanh of a dense over each row's [CLS] vector), the classifier and
-/// the loss against the labels.
+/// the loss against the labels. With `dropout` (training), the classifier reads the
+/// pooled vectors dropped (Hugging Face's BertForSequenceClassification), a copy in
+/// `dropped`: the backward's tanh needs `pooled` itself.
 pub fn record_class_forward(
     s: &mut Schedule,
     ctx: &GpuContext,
     model: &Bert,
     a: &BertActs,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let p = &model.params;
     let (w, k) = class_parts(model, a)?;
@@ -722,13 +766,27 @@ pub fn record_class_forward(
         c,
     )?;
     tanh_forward(s, ctx, &k.pooled, &k.pre, b * c)?;
-    matmul_forward(s, ctx, &k.logits, &k.pooled, &w.w, Some(&w.b), b, c, nl)?;
+    let input = match dropout {
+        Some(d) => {
+            s.copy(
+                (&k.pooled).into(),
+                (&k.dropped).into(),
+                k.pooled.size_bytes(),
+            );
+            let site = dropout_site_pooled(&model.config);
+            dropout_forward(s, ctx, &k.dropped, d.step, b * c, d.p, site)?;
+            &k.dropped
+        }
+        None => &k.pooled,
+    };
+    matmul_forward(s, ctx, &k.logits, input, &w.w, Some(&w.b), b, c, nl)?;
     crossentropy_forward(s, ctx, &k.losses, &k.logits, &k.labels, b, nl)?;
     crossentropy_mean(s, ctx, &k.loss_stats, &k.losses, &k.labels, b)
 }
 
-/// Backward of [`record_class_forward`]: the [CLS] rows' gradient lands in `d.last()`,
-/// which nothing else writes (it must be zero before).
+/// Backward of [`record_class_forward`] (with the same `dropout`): the [CLS] rows'
+/// gradient lands in `d.last()`, which nothing else writes (it must be zero before).
+#[allow(clippy::too_many_arguments)]
 pub fn record_class_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -737,6 +795,7 @@ pub fn record_class_backward(
     a: &BertActs,
     d: &BertActs,
     grad_scale: f32,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let p = &model.params;
     let (w, k) = class_parts(model, a)?;
@@ -755,6 +814,11 @@ pub fn record_class_backward(
         nl,
         grad_scale,
     )?;
+    let input = if dropout.is_some() {
+        &k.dropped
+    } else {
+        &k.pooled
+    };
     matmul_backward(
         s,
         ctx,
@@ -762,12 +826,16 @@ pub fn record_class_backward(
         &gw.w,
         Some(&gw.b),
         &k.logits,
-        &k.pooled,
+        input,
         &w.w,
         b,
         c,
         nl,
     )?;
+    if let Some(dr) = dropout {
+        let site = dropout_site_pooled(&model.config);
+        dropout_backward(s, ctx, &dk.pooled, dr.step, b * c, dr.p, site)?;
+    }
     tanh_backward(s, ctx, &dk.pre, &k.pooled, &dk.pooled, b * c)?;
     matmul_backward(
         s,

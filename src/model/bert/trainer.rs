@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::classifier::ClassifierChunk;
+use crate::kernels::dropout::{check_rate, DropoutStep, DROPOUT_STEP_WORDS};
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::bert::graph::{
     check_inputs, record_class_backward, record_class_forward, record_embedding, record_encoder,
@@ -14,7 +15,7 @@ use crate::model::bert::graph::{
 };
 use crate::model::bert::params::{bert_params, BertTensors};
 use crate::model::bert::{Bert, Head};
-use crate::model::gpt2::{MemoryReport, OptimConfig};
+use crate::model::gpt2::{Dropout, MemoryReport, OptimConfig, StepConfig};
 use crate::model::optim::{record_update, slots};
 use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
 
@@ -39,14 +40,18 @@ pub struct BertTrainer {
     pub grad_accum: usize,
     /// The global gradient norm and clip scale of the last step.
     pub gradnorm: GradNorm,
-    micro_ids: Tensor,   // (K, B, T) i32
-    micro_types: Tensor, // (K, B, T) i32
-    micro_mask: Tensor,  // (K, B, T) i32
-    micro_pad: Tensor,   // (K, B, T) i32: 1 - mask
-    micro_tgt: Tensor,   // (K, B, T) or (K, B) i32
-    /// forward + head loss, zero grads, micro-batch (1/K), its unscaled twin when K > 1,
-    /// clip + AdamW; replayed by `model::step`
+    micro_ids: Tensor,     // (K, B, T) i32
+    micro_types: Tensor,   // (K, B, T) i32
+    micro_mask: Tensor,    // (K, B, T) i32
+    micro_pad: Tensor,     // (K, B, T) i32: 1 - mask
+    micro_tgt: Tensor,     // (K, B, T) or (K, B) i32
+    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
+    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    /// forward + head loss, zero grads, micro-batch (dropout, 1/K), its exact twin
+    /// (without either) when it has one, clip + AdamW; replayed by `model::step`
     replay: StepReplay,
+    /// Dropout rate and the seed of its masks.
+    dropout: (f32, u64),
     /// AdamW steps taken.
     pub step: u32,
 }
@@ -85,12 +90,33 @@ impl BertTrainer {
     pub fn with_classifier(
         ctx: &GpuContext,
         model: Bert,
-        (b, t): (usize, usize),
+        bt: (usize, usize),
         opt: OptimConfig,
         grad_accum: usize,
         chunk: ClassifierChunk,
     ) -> Result<Self> {
-        let k = grad_accum;
+        let config = StepConfig {
+            grad_accum,
+            classifier_chunk: chunk,
+            ..StepConfig::default()
+        };
+        Self::with_config(ctx, model, bt, opt, config)
+    }
+
+    /// A trainer with accumulation, dropout and the masked-LM decoder as `config` says
+    /// (its loss scaler is unused: BERT trains in f32). Dropout is Hugging Face's hidden
+    /// dropout ([`record_encoder`]) and the classifier's on the pooled vector, never at
+    /// evaluation; its masks follow from `config.seed` and the micro-step, so a resumed
+    /// run draws the masks of one that never stopped.
+    pub fn with_config(
+        ctx: &GpuContext,
+        model: Bert,
+        (b, t): (usize, usize),
+        opt: OptimConfig,
+        config: StepConfig,
+    ) -> Result<Self> {
+        let (k, chunk) = (config.grad_accum, config.classifier_chunk);
+        check_rate(config.dropout)?;
         if k == 0 {
             return Err(Error::Invalid(
                 "gradient accumulation needs at least one micro-batch per step".into(),
@@ -121,36 +147,45 @@ impl BertTrainer {
         let micro_mask = i32t("micro mask", &[k, b, t])?;
         let micro_pad = i32t("micro pad", &[k, b, t])?;
         let micro_tgt = i32t("micro targets", &tgt_shape)?;
-        let head_forward = |s: &mut Schedule| match model.head {
+        let dropout_table =
+            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
+        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
+        let head_forward = |s: &mut Schedule, dropout: Option<&Dropout>| match model.head {
             Head::Mlm => record_mlm_forward(s, ctx, &model, &acts),
-            _ => record_class_forward(s, ctx, &model, &acts),
+            _ => record_class_forward(s, ctx, &model, &acts, dropout),
         };
         let mut forward = Schedule::new("bert forward");
-        record_encoder(&mut forward, ctx, &model, &acts)?;
-        head_forward(&mut forward)?;
+        record_encoder(&mut forward, ctx, &model, &acts, None)?;
+        head_forward(&mut forward, None)?;
         let mut zero_grads = Schedule::new("zero grads");
         for g in grads.all() {
             zero_grads.clear(g);
         }
-        let record_micro = |label: &str, scale: f32| {
+        let record_micro = |label: &str, scale: f32, dropout: Option<&Dropout>| {
             let mut s = Schedule::new(label);
             for g in dacts.floats() {
                 s.clear(g);
             }
-            record_encoder(&mut s, ctx, &model, &acts)?;
-            head_forward(&mut s)?;
+            record_encoder(&mut s, ctx, &model, &acts, dropout)?;
+            head_forward(&mut s, dropout)?;
             match model.head {
                 Head::Mlm => {
                     record_mlm_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?
                 }
-                _ => record_class_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?,
+                _ => record_class_backward(
+                    &mut s, ctx, &model, &grads, &acts, &dacts, scale, dropout,
+                )?,
             }
-            record_encoder_backward(&mut s, ctx, &model, &grads, &acts, &dacts)?;
+            record_encoder_backward(&mut s, ctx, &model, &grads, &acts, &dacts, dropout)?;
             Ok::<_, Error>(s)
         };
-        let micro = record_micro("bert micro-batch", 1.0 / k as f32)?;
-        let exact = if k > 1 {
-            Some(record_micro("bert forward+backward", 1.0)?)
+        let dropout = (config.dropout > 0.0).then_some(Dropout {
+            p: config.dropout,
+            step: &dropout_step,
+        });
+        let micro = record_micro("bert micro-batch", 1.0 / k as f32, dropout.as_ref())?;
+        let exact = if k > 1 || dropout.is_some() {
+            Some(record_micro("bert forward+backward", 1.0, None)?)
         } else {
             None
         };
@@ -182,7 +217,10 @@ impl BertTrainer {
             micro_mask,
             micro_pad,
             micro_tgt,
+            dropout_table,
+            dropout_step,
             replay,
+            dropout: (config.dropout, config.seed),
             step: 0,
         })
     }
@@ -203,6 +241,8 @@ impl BertTrainer {
             &self.micro_mask,
             &self.micro_pad,
             &self.micro_tgt,
+            &self.dropout_table,
+            &self.dropout_step,
         ]);
         let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
         report.activations += self.replay.bytes();
@@ -296,10 +336,22 @@ impl BertTrainer {
         self.micro_mask.write(ctx, batch.mask)?;
         self.micro_pad.write(ctx, &pad)?;
         self.micro_tgt.write(ctx, batch.targets)?;
+        let (rate, seed) = self.dropout;
+        if rate > 0.0 {
+            // Micro-step counter step·K + k, as GPT-2's trainer: a resumed run draws the
+            // masks of one that never stopped.
+            let table: Vec<u32> = (0..k)
+                .flat_map(|i| {
+                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
+                    DropoutStep::new(seed, counter).words()
+                })
+                .collect();
+            self.dropout_table.write(ctx, &table)?;
+        }
         let row = (b * t * 4) as u64;
         let a = &self.acts;
         let copy = |from, to, bytes| MicroCopy { from, to, bytes };
-        let copies = [
+        let mut copies = vec![
             copy(&self.micro_ids, &a.ids, row),
             copy(&self.micro_types, &a.types, row),
             copy(&self.micro_mask, &a.mask, row),
@@ -310,6 +362,10 @@ impl BertTrainer {
                 self.micro_tgt.size_bytes() / k as u64,
             ),
         ];
+        if rate > 0.0 {
+            let words = (DROPOUT_STEP_WORDS * 4) as u64;
+            copies.push(copy(&self.dropout_table, &self.dropout_step, words));
+        }
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)
@@ -333,7 +389,7 @@ impl<'m> Embedder<'m> {
     pub fn new(ctx: &GpuContext, model: &'m Bert, b: usize, t: usize) -> Result<Self> {
         let acts = BertActs::new(ctx, model, b, t, "embed.")?;
         let mut schedule = Schedule::new("bert embed");
-        record_encoder(&mut schedule, ctx, model, &acts)?;
+        record_encoder(&mut schedule, ctx, model, &acts, None)?;
         record_embedding(&mut schedule, ctx, model, &acts)?;
         let readback = Readback::new(ctx, "embeddings", acts.embedding.size_bytes());
         Ok(Embedder {

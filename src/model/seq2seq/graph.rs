@@ -459,6 +459,7 @@ pub fn record_encoder(
             dims,
             eps,
             Activation::Relu,
+            None,
         )?;
         x = &l.x2;
     }
@@ -926,6 +927,7 @@ pub fn record_backward(
             Some(&a.src_pad),
             dims,
             Activation::Relu,
+            None,
         )?;
     }
     embed_backward(
