@@ -691,3 +691,119 @@ fn chunked_classifier_matches_whole_logits() {
         }
     });
 }
+
+/// Dropout (the embedded source and target, and every block's sublayer outputs). Its
+/// masks follow from the seed and the step number, so a step at lr 0 with the step
+/// counter wound back is one loss under fixed masks, and the gradients that step leaves
+/// must agree with central differences of that loss. Also: the same seed draws the same
+/// masks and another seed others, evaluation never drops, and a rate of 0 is the plain
+/// step bit for bit.
+#[test]
+fn dropout_is_seeded_and_its_gradients_match_finite_differences() {
+    use wgformer::model::gpt2::StepConfig;
+    let cfg = odd_config();
+    let values = odd_values(&cfg, 17);
+    let (b, s, t, x) = odd_batch(&cfg, 18);
+    on_each_adapter(|ctx| {
+        let opt = OptimConfig {
+            grad_clip: None,
+            ..OptimConfig::default()
+        };
+        let trainer = |rate: f32, seed: u64| {
+            let model = Seq2seq::from_values(ctx, cfg.clone(), &values).unwrap();
+            let sc = StepConfig {
+                dropout: rate,
+                seed,
+                ..StepConfig::default()
+            };
+            Seq2seqTrainer::with_config(ctx, model, (b, s, t), opt.clone(), sc).unwrap()
+        };
+        // Step 0's masks, at lr 0: the weights stay as they are.
+        let masked_loss = |tr: &mut Seq2seqTrainer| {
+            tr.step = 0;
+            ctx.block_on(tr.step(ctx, &batch_ref(&x), 0.0)).unwrap()
+        };
+        let what = ctx.adapter_name();
+        let mut tr = trainer(0.3, 7);
+        let eval = ctx.block_on(tr.eval_loss(ctx, &batch_ref(&x))).unwrap();
+        let loss = masked_loss(&mut tr);
+        let grads = ctx.block_on(tr.grads.read_all(ctx)).unwrap();
+        let again = masked_loss(&mut trainer(0.3, 7));
+        let other = masked_loss(&mut trainer(0.3, 8));
+        let mut plain_tr = trainer(0.0, 7);
+        let plain_eval = ctx
+            .block_on(plain_tr.eval_loss(ctx, &batch_ref(&x)))
+            .unwrap();
+        let plain = masked_loss(&mut plain_tr);
+        let model = Seq2seq::from_values(ctx, cfg.clone(), &values).unwrap();
+        let mut default_tr = Seq2seqTrainer::new(ctx, model, (b, s, t), opt.clone(), 1).unwrap();
+        let default = masked_loss(&mut default_tr);
+        assert_eq!(loss.to_bits(), again.to_bits(), "{what}: same seed");
+        assert_ne!(loss.to_bits(), other.to_bits(), "{what}: another seed");
+        assert_ne!(
+            loss.to_bits(),
+            plain.to_bits(),
+            "{what}: dropout changes the loss"
+        );
+        assert_eq!(
+            eval.to_bits(),
+            plain_eval.to_bits(),
+            "{what}: evaluation drops"
+        );
+        assert_eq!(
+            plain.to_bits(),
+            default.to_bits(),
+            "{what}: rate 0 is no dropout"
+        );
+
+        // Along a random direction over every parameter, and over the two embedding
+        // tables alone (whose share of the first is too small to show their dropout).
+        let names = seq2seq_params(&cfg);
+        let mut rng = Rng::new(19);
+        for only_embeddings in [false, true] {
+            let dir: Vec<Vec<f32>> = values
+                .iter()
+                .zip(&names)
+                .map(
+                    |(v, p)| match only_embeddings && !p.spec.name.contains("emb") {
+                        true => vec![0.0; v.len()],
+                        false => rng.vec_normal(v.len(), 1.0),
+                    },
+                )
+                .collect();
+            let norm = dir
+                .iter()
+                .flatten()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let dot: f64 = grads
+                .iter()
+                .flatten()
+                .zip(dir.iter().flatten())
+                .map(|(&g, &d)| g as f64 * d as f64 / norm)
+                .sum();
+            let eps = 1e-2;
+            let mut at = |sign: f64| {
+                let moved: Vec<Vec<f32>> = values
+                    .iter()
+                    .zip(&dir)
+                    .map(|(v, d)| {
+                        v.iter()
+                            .zip(d)
+                            .map(|(&a, &b)| (a as f64 + sign * eps * b as f64 / norm) as f32)
+                            .collect()
+                    })
+                    .collect();
+                tr.model.params.write_all(ctx, &moved).unwrap();
+                masked_loss(&mut tr) as f64
+            };
+            let fd = (at(1.0) - at(-1.0)) / (2.0 * eps);
+            assert!(
+                (fd - dot).abs() <= 1e-3 + 2e-2 * dot.abs(),
+                "{what} (embeddings only: {only_embeddings}): {dot} from the dropout \
+                 step's gradients, {fd} by differences"
+            );
+        }
+    });
+}

@@ -145,6 +145,8 @@ fn resume_is_bit_exact_with_accumulation_and_separate_tokenizers() {
                 "4".into(),
                 "--grad-accum".into(),
                 "2".into(),
+                "--dropout".into(),
+                "0.1".into(),
                 "--steps".into(),
                 "6".into(),
                 "--eval-every".into(),
@@ -306,7 +308,7 @@ fn bad_flags_and_data_are_refused_with_their_names() {
         "--out",
         &o("b"),
         "--dropout",
-        "0.1"
+        "1.5"
     ])
     .contains("--dropout"));
     assert!(plan_error(&[

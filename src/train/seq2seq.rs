@@ -18,15 +18,17 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Needs};
 use crate::infer::translate::{translate, TranslateOptions};
 use crate::model::checkpoint::write_atomic;
+use crate::model::gpt2::StepConfig;
 use crate::model::seq2seq::params::seq2seq_params;
 use crate::model::seq2seq::trainer::Seq2seqBatchRef;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig, Seq2seqTrainer};
+use crate::train::data::stream_seed;
 use crate::train::driver::{drive, Steps};
 use crate::train::pairs::{
     self, read_pairs, special_ids, tokenize_pairs, Pair, PairBatches, Seq2seqBatch,
 };
 use crate::train::run::{
-    check_val_fraction, file_fingerprint, fresh_run_dir, Observer, TrainSettings,
+    check_val_fraction, file_fingerprint, fresh_run_dir, Observer, TrainSettings, STREAM_DROPOUT,
 };
 use crate::train::state::{
     begin_checkpoint, commit_checkpoint, find_checkpoint, optimizer_bytes, read_optimizer,
@@ -171,11 +173,6 @@ fn pair_batches(
 /// Plan a new seq2seq run.
 pub fn plan_seq2seq(opts: &Seq2seqOptions) -> Result<Seq2seqPlan> {
     check_val_fraction(opts.val_fraction)?;
-    if opts.train.dropout > 0.0 {
-        return Err(Error::Invalid(
-            "--dropout: the encoder–decoder has no dropout yet; train it with --dropout 0".into(),
-        ));
-    }
     let run = fresh_run_dir(&opts.out, opts.overwrite)?;
     let texts = read_pairs(&opts.data)?;
     let sources: Vec<String> = texts.iter().map(|p| p.source.clone()).collect();
@@ -489,7 +486,13 @@ pub async fn train_seq2seq(
             ts.precision
         )));
     }
-    let mut trainer = Seq2seqTrainer::new(ctx, model, (b, s, t), ts.optim(), ts.grad_accum)?;
+    let step_config = StepConfig {
+        grad_accum: ts.grad_accum,
+        dropout: ts.dropout,
+        seed: stream_seed(ts.seed, STREAM_DROPOUT, 0),
+        ..StepConfig::default()
+    };
+    let mut trainer = Seq2seqTrainer::with_config(ctx, model, (b, s, t), ts.optim(), step_config)?;
     let mut state = match &resume {
         None => TrainerState::fresh(ts.seed),
         Some(dir) => {

@@ -16,6 +16,7 @@ use crate::kernels::classifier::{
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::encoder::{embed_backward, embed_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::kernels::matmul::{
@@ -25,8 +26,9 @@ use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
 use crate::model::blocks::{
     add_norm_backward, add_norm_forward, encoder_layer_backward, encoder_layer_forward,
     ffn_backward, ffn_forward, self_attn_backward, self_attn_forward, shared_block_grads,
-    unique_tensors, zero_block_grads, Activation, BlockGrads, EncoderLayerActs,
+    unique_tensors, zero_block_grads, Activation, BlockDropout, BlockGrads, EncoderLayerActs,
 };
+use crate::model::gpt2::Dropout;
 use crate::model::seq2seq::params::Seq2seqTensors;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
 
@@ -421,12 +423,72 @@ pub fn check_batch(
     Ok(())
 }
 
+/// Dropout sites (shaders/dropout.wgsl): the source embeddings 0, encoder block l's
+/// attention and feed-forward outputs 1 + 2l and 2 + 2l; then, with E encoder blocks,
+/// the target embeddings 1 + 2E and decoder block l's self-attention, cross-attention and
+/// feed-forward outputs 2 + 2E + 3l + (0, 1, 2).
+fn enc_sites(l: usize) -> [u32; 2] {
+    [1 + 2 * l as u32, 2 + 2 * l as u32]
+}
+
+fn tgt_site(cfg: &Seq2seqConfig) -> u32 {
+    1 + 2 * cfg.encoder_layers as u32
+}
+
+fn dec_sites(cfg: &Seq2seqConfig, l: usize) -> [u32; 3] {
+    let base = 2 + 2 * cfg.encoder_layers as u32 + 3 * l as u32;
+    [base, base + 1, base + 2]
+}
+
+/// `x` dropped in place at `site` (nothing without `dropout`).
+fn drop_at(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dropout: Option<&Dropout>,
+    x: &Tensor,
+    site: u32,
+) -> Result<()> {
+    match dropout {
+        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
+        None => Ok(()),
+    }
+}
+
+/// The gradient `dx` of a tensor [`drop_at`] dropped, taken back through its mask.
+fn undrop_at(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dropout: Option<&Dropout>,
+    dx: &Tensor,
+    site: u32,
+) -> Result<()> {
+    match dropout {
+        Some(d) => dropout_backward(s, ctx, dx, d.step, dx.numel(), d.p, site),
+        None => Ok(()),
+    }
+}
+
 /// Record the encoder: src → memory (B, S, C).
 pub fn record_encoder(
     s: &mut Schedule,
     ctx: &GpuContext,
     model: &Seq2seq,
     a: &Seq2seqActs,
+) -> Result<()> {
+    record_encoder_dropout(s, ctx, model, a, None)
+}
+
+/// [`record_encoder`] with `dropout` (training): the embedded source (after its
+/// positions are added) and each block's attention and feed-forward outputs before their
+/// residual adds, in place, as torch.nn.Transformer's dropout1/dropout2 and the usual
+/// positional-encoding dropout. Attention probabilities and the feed-forward's hidden
+/// layer are not dropped.
+fn record_encoder_dropout(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
@@ -446,8 +508,9 @@ pub fn record_encoder(
         cfg.src_vocab,
         scale,
     )?;
+    drop_at(s, ctx, dropout, &a.src_x, 0)?;
     let mut x = &a.src_x;
-    for (w, l) in p.enc.iter().zip(&a.enc) {
+    for (i, (w, l)) in p.enc.iter().zip(&a.enc).enumerate() {
         let dims = (b, sl, c, nh, f);
         encoder_layer_forward(
             s,
@@ -459,7 +522,11 @@ pub fn record_encoder(
             dims,
             eps,
             Activation::Relu,
-            None,
+            dropout.map(|d| BlockDropout {
+                rate: d.p,
+                step: d.step,
+                sites: enc_sites(i),
+            }),
         )?;
         x = &l.x2;
     }
@@ -487,6 +554,18 @@ pub fn record_decoder(
     model: &Seq2seq,
     a: &Seq2seqActs,
 ) -> Result<()> {
+    record_decoder_dropout(s, ctx, model, a, None)
+}
+
+/// [`record_decoder`] with `dropout` (training): the embedded target and each block's
+/// self-attention, cross-attention and feed-forward outputs, in place.
+fn record_decoder_dropout(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+    dropout: Option<&Dropout>,
+) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
     let (b, sl, t, c, nh, f) = (a.b, a.s, a.t, cfg.d_model, cfg.heads, cfg.ffn);
@@ -505,8 +584,10 @@ pub fn record_decoder(
         cfg.tgt_vocab,
         scale,
     )?;
+    drop_at(s, ctx, dropout, &a.tgt_x, tgt_site(cfg))?;
     let mut x = &a.tgt_x;
-    for (w, l) in p.dec.iter().zip(&a.dec) {
+    for (i, (w, l)) in p.dec.iter().zip(&a.dec).enumerate() {
+        let sites = dec_sites(cfg, i);
         self_attn_forward(
             s,
             ctx,
@@ -517,6 +598,7 @@ pub fn record_decoder(
             (b, t, c, nh),
             true,
         )?;
+        drop_at(s, ctx, dropout, &l.saproj, sites[0])?;
         add_norm_forward(
             s,
             ctx,
@@ -568,6 +650,7 @@ pub fn record_decoder(
             c,
             c,
         )?;
+        drop_at(s, ctx, dropout, &l.caproj, sites[1])?;
         add_norm_forward(
             s,
             ctx,
@@ -587,6 +670,7 @@ pub fn record_decoder(
             (b * t, c, f),
             Activation::Relu,
         )?;
+        drop_at(s, ctx, dropout, &l.ff2, sites[2])?;
         add_norm_forward(
             s,
             ctx,
@@ -628,8 +712,20 @@ pub fn record_forward(
     model: &Seq2seq,
     a: &Seq2seqActs,
 ) -> Result<()> {
-    record_encoder(s, ctx, model, a)?;
-    record_decoder(s, ctx, model, a)
+    record_forward_dropout(s, ctx, model, a, None)
+}
+
+/// [`record_forward`] with `dropout` (training; see [`record_encoder_dropout`] and
+/// [`record_decoder_dropout`]).
+pub fn record_forward_dropout(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    model: &Seq2seq,
+    a: &Seq2seqActs,
+    dropout: Option<&Dropout>,
+) -> Result<()> {
+    record_encoder_dropout(s, ctx, model, a, dropout)?;
+    record_decoder_dropout(s, ctx, model, a, dropout)
 }
 
 /// Record the loss: per-position cross-entropy against tgt_out and its mean over the
@@ -659,8 +755,10 @@ pub fn record_loss(
 
 /// Record the backward pass of forward + loss, adding into `grads` and `d` (zeroed by the
 /// caller; each block's gradients are zeroed again here before the block, since they may
-/// be one set, [`Seq2seqActs::gradients`]); the loss is weighted by `grad_scale`.
+/// be one set, [`Seq2seqActs::gradients`]); the loss is weighted by `grad_scale`. With
+/// the `dropout` the forward was recorded with ([`record_forward_dropout`]).
 /// Overwrites the logits with dlogits.
+#[allow(clippy::too_many_arguments)]
 pub fn record_backward(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -669,6 +767,7 @@ pub fn record_backward(
     a: &Seq2seqActs,
     d: &Seq2seqActs,
     grad_scale: f32,
+    dropout: Option<&Dropout>,
 ) -> Result<()> {
     let cfg = &model.config;
     let p = &model.params;
@@ -756,6 +855,7 @@ pub fn record_backward(
         let (w, g, x, dx) = (&p.dec[l], &grads.dec[l], &a.dec[l], &d.dec[l]);
         let (inp, dinp) = dec_in(l);
         let btc = (b, t, c);
+        let sites = dec_sites(cfg, l);
         add_norm_backward(
             s,
             ctx,
@@ -766,6 +866,7 @@ pub fn record_backward(
             &w.norm3,
             btc,
         )?;
+        undrop_at(s, ctx, dropout, &dx.ff2, sites[2])?;
         ffn_backward(
             s,
             ctx,
@@ -788,6 +889,7 @@ pub fn record_backward(
             &w.norm2,
             btc,
         )?;
+        undrop_at(s, ctx, dropout, &dx.caproj, sites[1])?;
         let (ca, gca) = (&w.ca, &g.ca);
         matmul_backward(
             s,
@@ -858,6 +960,7 @@ pub fn record_backward(
             &w.norm1,
             btc,
         )?;
+        undrop_at(s, ctx, dropout, &dx.saproj, sites[0])?;
         self_attn_backward(
             s,
             ctx,
@@ -872,6 +975,7 @@ pub fn record_backward(
             true,
         )?;
     }
+    undrop_at(s, ctx, dropout, &d.tgt_x, tgt_site(cfg))?;
     embed_backward(
         s,
         ctx,
@@ -927,9 +1031,14 @@ pub fn record_backward(
             Some(&a.src_pad),
             dims,
             Activation::Relu,
-            None,
+            dropout.map(|dr| BlockDropout {
+                rate: dr.p,
+                step: dr.step,
+                sites: enc_sites(l),
+            }),
         )?;
     }
+    undrop_at(s, ctx, dropout, &d.src_x, 0)?;
     embed_backward(
         s,
         ctx,

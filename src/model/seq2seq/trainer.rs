@@ -2,17 +2,19 @@
 //! micro-batches of a step are uploaded together; the encoder replays, for each, buffer
 //! copies of its slice into the activations' inputs, the recorded zero → forward → loss →
 //! backward (scaled 1/K), and a copy of its loss stats; then clipping and AdamW once.
-//! Only the K loss stats are read back. Dropout is not implemented for this model.
+//! Only the K loss stats are read back. Dropout as `graph::record_forward_dropout` says,
+//! its masks fixed by the seed and the micro-step, as GPT-2's.
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::classifier::ClassifierChunk;
+use crate::kernels::dropout::{check_rate, DropoutStep, DROPOUT_STEP_WORDS};
 use crate::kernels::gradnorm::GradNorm;
-use crate::model::gpt2::{MemoryReport, OptimConfig};
+use crate::model::gpt2::{Dropout, MemoryReport, OptimConfig, StepConfig};
 use crate::model::optim::{record_update, slots};
 use crate::model::seq2seq::graph::{
-    check_batch, record_backward, record_forward, record_loss, Seq2seqActs,
+    check_batch, record_backward, record_forward, record_forward_dropout, record_loss, Seq2seqActs,
 };
 use crate::model::seq2seq::params::{seq2seq_params, Seq2seqTensors};
 use crate::model::seq2seq::Seq2seq;
@@ -37,13 +39,17 @@ pub struct Seq2seqTrainer {
     pub gradnorm: GradNorm,
     pub opt: OptimConfig,
     pub grad_accum: usize,
-    micro_src: Tensor, // (K, B, S) i32
-    micro_pad: Tensor, // (K, B, S) i32
-    micro_in: Tensor,  // (K, B, T) i32
-    micro_out: Tensor, // (K, B, T) i32
-    /// forward + loss, zero grads, micro-batch (1/K), its unscaled twin when K > 1, clip
-    /// + AdamW; replayed by `model::step`
+    micro_src: Tensor,     // (K, B, S) i32
+    micro_pad: Tensor,     // (K, B, S) i32
+    micro_in: Tensor,      // (K, B, T) i32
+    micro_out: Tensor,     // (K, B, T) i32
+    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
+    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    /// forward + loss, zero grads, micro-batch (dropout, 1/K), its exact twin (without
+    /// either) when it has one, clip + AdamW; replayed by `model::step`
     replay: StepReplay,
+    /// Dropout rate and the seed of its masks.
+    dropout: (f32, u64),
     /// AdamW steps taken.
     pub step: u32,
 }
@@ -67,12 +73,32 @@ impl Seq2seqTrainer {
     pub fn with_classifier(
         ctx: &GpuContext,
         model: Seq2seq,
-        (b, s, t): (usize, usize, usize),
+        bst: (usize, usize, usize),
         opt: OptimConfig,
         grad_accum: usize,
         chunk: ClassifierChunk,
     ) -> Result<Self> {
-        let k = grad_accum;
+        let config = StepConfig {
+            grad_accum,
+            classifier_chunk: chunk,
+            ..StepConfig::default()
+        };
+        Self::with_config(ctx, model, bst, opt, config)
+    }
+
+    /// A trainer with accumulation, dropout and the output projection as `config` says
+    /// (its loss scaler is unused: this model trains in f32). Dropout is never applied
+    /// at evaluation; its masks follow from `config.seed` and the micro-step, so a
+    /// resumed run draws the masks of one that never stopped.
+    pub fn with_config(
+        ctx: &GpuContext,
+        model: Seq2seq,
+        (b, s, t): (usize, usize, usize),
+        opt: OptimConfig,
+        config: StepConfig,
+    ) -> Result<Self> {
+        let (k, chunk) = (config.grad_accum, config.classifier_chunk);
+        check_rate(config.dropout)?;
         if k == 0 {
             return Err(Error::Invalid(
                 "gradient accumulation needs at least one micro-batch per step".into(),
@@ -91,6 +117,9 @@ impl Seq2seqTrainer {
         let micro_pad = i32t("micro src_pad", s)?;
         let micro_in = i32t("micro tgt_in", t)?;
         let micro_out = i32t("micro tgt_out", t)?;
+        let dropout_table =
+            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
+        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
 
         let mut forward = Schedule::new("seq2seq forward");
         record_forward(&mut forward, ctx, &model, &acts)?;
@@ -99,19 +128,23 @@ impl Seq2seqTrainer {
         for g in grads.all() {
             zero_grads.clear(g);
         }
-        let record_micro = |label: &str, scale: f32| {
+        let record_micro = |label: &str, scale: f32, dropout: Option<&Dropout>| {
             let mut s = Schedule::new(label);
             for g in dacts.floats() {
                 s.clear(g);
             }
-            record_forward(&mut s, ctx, &model, &acts)?;
+            record_forward_dropout(&mut s, ctx, &model, &acts, dropout)?;
             record_loss(&mut s, ctx, &cfg, &acts)?;
-            record_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale)?;
+            record_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale, dropout)?;
             Ok::<_, Error>(s)
         };
-        let micro = record_micro("seq2seq micro-batch", 1.0 / k as f32)?;
-        let exact = if k > 1 {
-            Some(record_micro("seq2seq forward+backward", 1.0)?)
+        let dropout = (config.dropout > 0.0).then_some(Dropout {
+            p: config.dropout,
+            step: &dropout_step,
+        });
+        let micro = record_micro("seq2seq micro-batch", 1.0 / k as f32, dropout.as_ref())?;
+        let exact = if k > 1 || dropout.is_some() {
+            Some(record_micro("seq2seq forward+backward", 1.0, None)?)
         } else {
             None
         };
@@ -140,7 +173,10 @@ impl Seq2seqTrainer {
             micro_pad,
             micro_in,
             micro_out,
+            dropout_table,
+            dropout_step,
             replay,
+            dropout: (config.dropout, config.seed),
             step: 0,
         })
     }
@@ -161,6 +197,8 @@ impl Seq2seqTrainer {
             &self.micro_pad,
             &self.micro_in,
             &self.micro_out,
+            &self.dropout_table,
+            &self.dropout_step,
         ]);
         let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
         report.activations += self.replay.bytes();
@@ -221,14 +259,29 @@ impl Seq2seqTrainer {
         self.micro_pad.write(ctx, batch.src_pad)?;
         self.micro_in.write(ctx, batch.tgt_in)?;
         self.micro_out.write(ctx, batch.tgt_out)?;
+        let (rate, seed) = self.dropout;
+        if rate > 0.0 {
+            // Micro-step counter step·K + k, as GPT-2's trainer.
+            let table: Vec<u32> = (0..k)
+                .flat_map(|i| {
+                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
+                    DropoutStep::new(seed, counter).words()
+                })
+                .collect();
+            self.dropout_table.write(ctx, &table)?;
+        }
         let (src_row, tgt_row) = ((b * s * 4) as u64, (b * t * 4) as u64);
         let copy = |from, to, bytes| MicroCopy { from, to, bytes };
-        let copies = [
+        let mut copies = vec![
             copy(&self.micro_src, &self.acts.src, src_row),
             copy(&self.micro_pad, &self.acts.src_pad, src_row),
             copy(&self.micro_in, &self.acts.tgt_in, tgt_row),
             copy(&self.micro_out, &self.acts.tgt_out, tgt_row),
         ];
+        if rate > 0.0 {
+            let words = (DROPOUT_STEP_WORDS * 4) as u64;
+            copies.push(copy(&self.dropout_table, &self.dropout_step, words));
+        }
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)
