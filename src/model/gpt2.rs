@@ -1202,7 +1202,8 @@ impl std::fmt::Display for MemoryReport {
     }
 }
 
-/// How a training step runs beyond AdamW: gradient accumulation and dropout.
+/// How a training step runs beyond AdamW: gradient accumulation and dropout (for GPT-2's
+/// [`Trainer`], and BERT's and the encoder–decoder's `with_config`).
 /// `StepConfig::default()` (one micro-batch, no dropout) records exactly the step the
 /// parity test checks against PyTorch.
 #[derive(Clone, Debug, PartialEq)]
