@@ -102,6 +102,57 @@ pub fn check_gradient(
     Ok(())
 }
 
+/// A whole model's gradients along one direction: a random unit direction (drawn from
+/// `seed`, one tensor after another) over the parameter tensors `pick` selects (by index;
+/// the others stay put), dL/dε from `grads` (every parameter's gradient at `values`), and
+/// the central difference (L(θ + εd) − L(θ − εd)) / 2ε, ε = 1e-2, of `loss_at`, which gets
+/// the moved parameters. Returns (from the gradients, by differences).
+pub fn directional_derivative(
+    values: &[Vec<f32>],
+    grads: &[Vec<f32>],
+    seed: u64,
+    pick: impl Fn(usize) -> bool,
+    mut loss_at: impl FnMut(&[Vec<f32>]) -> f64,
+) -> (f64, f64) {
+    let mut rng = crate::rng::Rng::new(seed);
+    let dir: Vec<Vec<f32>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match pick(i) {
+            true => rng.vec_normal(v.len(), 1.0),
+            false => vec![0.0; v.len()],
+        })
+        .collect();
+    let norm = dir
+        .iter()
+        .flatten()
+        .map(|&x| (x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let dot: f64 = grads
+        .iter()
+        .flatten()
+        .zip(dir.iter().flatten())
+        .map(|(&g, &d)| g as f64 * d as f64 / norm)
+        .sum();
+    let eps = 1e-2;
+    let mut at = |sign: f64| {
+        let moved: Vec<Vec<f32>> = values
+            .iter()
+            .zip(&dir)
+            .map(|(v, d)| {
+                v.iter()
+                    .zip(d)
+                    .map(|(&a, &b)| (a as f64 + sign * eps * b as f64 / norm) as f32)
+                    .collect()
+            })
+            .collect();
+        loss_at(&moved)
+    };
+    let fd = (at(1.0) - at(-1.0)) / (2.0 * eps);
+    (dot, fd)
+}
+
 /// [`check_gradient`], panicking with its message on failure.
 #[track_caller]
 pub fn assert_gradient(

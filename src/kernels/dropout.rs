@@ -44,6 +44,18 @@ impl DropoutStep {
         [self.seed_lo, self.seed_hi, self.counter, 0]
     }
 
+    /// The (K, 4) table of a training step's K micro-steps: micro-step k of optimizer
+    /// step `step` (counted from 0) draws with counter step·K + k, so a given seed draws
+    /// the same masks in a run that never stopped and in a resumed one.
+    pub fn table(seed: u64, step: u32, k: usize) -> Vec<u32> {
+        (0..k)
+            .flat_map(|i| {
+                let counter = (step as u64 * k as u64 + i as u64) as u32;
+                DropoutStep::new(seed, counter).words()
+            })
+            .collect()
+    }
+
     /// A step buffer (4 words, zeroed): allocate once, [`write`](Self::write) before
     /// every submit, pass to every dropout launch of the schedule.
     pub fn tensor(ctx: &GpuContext, label: &str) -> Result<Tensor> {

@@ -1492,14 +1492,7 @@ impl Trainer {
         self.micro_tokens.write(ctx, x)?;
         self.micro_targets.write(ctx, y)?;
         if self.step_config.dropout > 0.0 {
-            // Micro-step counter step·K + k (the step counted from 0), so a given seed
-            // draws the same masks in a run that never stopped and in a resumed one.
-            let table: Vec<u32> = (0..k)
-                .flat_map(|i| {
-                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
-                    DropoutStep::new(self.step_config.seed, counter).words()
-                })
-                .collect();
+            let table = DropoutStep::table(self.step_config.seed, self.step, k);
             self.dropout_table.write(ctx, &table)?;
         }
         let row = (b * t * 4) as u64;

@@ -338,14 +338,7 @@ impl BertTrainer {
         self.micro_tgt.write(ctx, batch.targets)?;
         let (rate, seed) = self.dropout;
         if rate > 0.0 {
-            // Micro-step counter step·K + k, as GPT-2's trainer: a resumed run draws the
-            // masks of one that never stopped.
-            let table: Vec<u32> = (0..k)
-                .flat_map(|i| {
-                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
-                    DropoutStep::new(seed, counter).words()
-                })
-                .collect();
+            let table = DropoutStep::table(seed, self.step, k);
             self.dropout_table.write(ctx, &table)?;
         }
         let row = (b * t * 4) as u64;

@@ -261,13 +261,7 @@ impl Seq2seqTrainer {
         self.micro_out.write(ctx, batch.tgt_out)?;
         let (rate, seed) = self.dropout;
         if rate > 0.0 {
-            // Micro-step counter step·K + k, as GPT-2's trainer.
-            let table: Vec<u32> = (0..k)
-                .flat_map(|i| {
-                    let counter = (self.step as u64 * k as u64 + i as u64) as u32;
-                    DropoutStep::new(seed, counter).words()
-                })
-                .collect();
+            let table = DropoutStep::table(seed, self.step, k);
             self.dropout_table.write(ctx, &table)?;
         }
         let (src_row, tgt_row) = ((b * s * 4) as u64, (b * t * 4) as u64);
