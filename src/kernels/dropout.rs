@@ -44,18 +44,6 @@ impl DropoutStep {
         [self.seed_lo, self.seed_hi, self.counter, 0]
     }
 
-    /// The (K, 4) table of a training step's K micro-steps: micro-step k of optimizer
-    /// step `step` (counted from 0) draws with counter step·K + k, so a given seed draws
-    /// the same masks in a run that never stopped and in a resumed one.
-    pub fn table(seed: u64, step: u32, k: usize) -> Vec<u32> {
-        (0..k)
-            .flat_map(|i| {
-                let counter = (step as u64 * k as u64 + i as u64) as u32;
-                DropoutStep::new(seed, counter).words()
-            })
-            .collect()
-    }
-
     /// A step buffer (4 words, zeroed): allocate once, [`write`](Self::write) before
     /// every submit, pass to every dropout launch of the schedule.
     pub fn tensor(ctx: &GpuContext, label: &str) -> Result<Tensor> {
@@ -191,4 +179,45 @@ pub fn dropout_backward(
     site: u32,
 ) -> Result<()> {
     launch(s, ctx, &DROPOUT_BACKWARD, dx, step, n, p, site)
+}
+
+/// Dropout of a training pass, as a model's forward and backward record it: the rate and
+/// the [`DropoutStep`] buffer its launches read. Each model picks where it drops and
+/// numbers those sites (`model::gpt2`, `model::bert`, `model::seq2seq`).
+#[derive(Clone, Copy)]
+pub struct Dropout<'a> {
+    /// Rate in [0, 1).
+    pub p: f32,
+    /// (4) u32: a [`DropoutStep`], rewritten before each micro-step.
+    pub step: &'a Tensor,
+}
+
+/// `x` dropped in place with the mask of `site` ([`dropout_forward`]); nothing without
+/// `dropout` (evaluation).
+pub fn drop_in_place(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dropout: Option<&Dropout>,
+    x: &Tensor,
+    site: u32,
+) -> Result<()> {
+    match dropout {
+        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
+        None => Ok(()),
+    }
+}
+
+/// The gradient `dx` of a tensor [`drop_in_place`] dropped at `site`, taken back through
+/// the same mask ([`dropout_backward`]); nothing without `dropout`.
+pub fn undrop_in_place(
+    s: &mut Schedule,
+    ctx: &GpuContext,
+    dropout: Option<&Dropout>,
+    dx: &Tensor,
+    site: u32,
+) -> Result<()> {
+    match dropout {
+        Some(d) => dropout_backward(s, ctx, dx, d.step, dx.numel(), d.p, site),
+        None => Ok(()),
+    }
 }

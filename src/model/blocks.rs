@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{drop_in_place, undrop_in_place, Dropout};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
 use crate::kernels::layernorm::{residual_layernorm_backward, residual_layernorm_forward};
 use crate::kernels::matmul::{matmul_backward, matmul_forward};
@@ -295,7 +295,7 @@ impl EncoderLayerActs {
     }
 }
 
-impl BlockGrads for EncoderLayerActs {
+impl GradTwin for EncoderLayerActs {
     fn accumulated(&self) -> Vec<&Tensor> {
         vec![
             &self.qkv,
@@ -318,8 +318,9 @@ impl BlockGrads for EncoderLayerActs {
     }
 }
 
-/// A block's activations struct used for the gradients of its activations.
-pub trait BlockGrads: Clone {
+/// A block's activations struct used for the gradients of its activations (a model's
+/// "gradient twin"; GPT-2 keeps its block gradients in structs of their own instead).
+pub trait GradTwin: Clone {
     /// The gradients the block's backward adds into (not the unused means, rstds and
     /// stats).
     fn accumulated(&self) -> Vec<&Tensor>;
@@ -337,7 +338,7 @@ pub trait BlockGrads: Clone {
 /// `odd_output`. The set then costs one block's memory whatever `n`; the backward must
 /// zero each block's tensors before it adds into them ([`zero_block_grads`]), and a
 /// tensor list built from the blocks must be deduplicated ([`unique_tensors`]).
-pub fn shared_block_grads<A: BlockGrads>(one: A, odd_output: Tensor, n: usize) -> Vec<A> {
+pub fn shared_block_grads<A: GradTwin>(one: A, odd_output: Tensor, n: usize) -> Vec<A> {
     (0..n)
         .map(|l| {
             let mut a = one.clone();
@@ -355,7 +356,7 @@ pub fn shared_block_grads<A: BlockGrads>(one: A, odd_output: Tensor, n: usize) -
 /// which block l + 1 read when the sets are [`shared_block_grads`]). The topmost block
 /// needs none: the caller zeroes every gradient before the backward. With a set per
 /// block this zeroes tensors nothing has written yet, which is harmless.
-pub fn zero_block_grads<A: BlockGrads>(s: &mut Schedule, d: &[A], l: usize) {
+pub fn zero_block_grads<A: GradTwin>(s: &mut Schedule, d: &[A], l: usize) {
     if l + 1 >= d.len() {
         return;
     }
@@ -381,21 +382,11 @@ pub fn unique_tensors(v: Vec<&Tensor>) -> Vec<&Tensor> {
     out
 }
 
-/// Dropout of a block's two sublayer outputs (BERT's hidden dropout): at `rate`, with
-/// the [`DropoutStep`](crate::kernels::dropout::DropoutStep) in `step`, the attention
-/// output's mask drawn at site `sites[0]`, the feed-forward output's at `sites[1]`.
-#[derive(Clone, Copy)]
-pub struct BlockDropout<'a> {
-    pub rate: f32,
-    pub step: &'a Tensor,
-    pub sites: [u32; 2],
-}
-
 /// One encoder block over x (B, T, C), bidirectional attention with the key padding
-/// `mask` (B, T) (nonzero = padding): the output is `a.x2`. With `drop`, the attention
-/// and feed-forward outputs are dropped in place before their residual adds (as
-/// Hugging Face's BertSelfOutput and BertOutput do), so `a.attproj` and `a.ff2` hold
-/// the dropped values.
+/// `mask` (B, T) (nonzero = padding): the output is `a.x2`. With `dropout`, the
+/// attention and feed-forward outputs are dropped in place before their residual adds
+/// (as Hugging Face's BertSelfOutput and BertOutput do) with the masks of `sites`, so
+/// `a.attproj` and `a.ff2` hold the dropped values.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_layer_forward(
     s: &mut Schedule,
@@ -407,12 +398,9 @@ pub fn encoder_layer_forward(
     (b, t, c, nh, f): (usize, usize, usize, usize, usize),
     eps: f32,
     act: Activation,
-    drop: Option<BlockDropout>,
+    (dropout, sites): (Option<&Dropout>, [u32; 2]),
 ) -> Result<()> {
-    let drop = |s: &mut Schedule, x: &Tensor, i: usize| match drop {
-        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.rate, d.sites[i]),
-        None => Ok(()),
-    };
+    let drop = |s: &mut Schedule, x: &Tensor, i: usize| drop_in_place(s, ctx, dropout, x, sites[i]);
     self_attn_forward(
         s,
         ctx,
@@ -456,7 +444,7 @@ pub fn encoder_layer_forward(
     )
 }
 
-/// Backward of [`encoder_layer_forward`] (with the same `drop`) from the gradient in
+/// Backward of [`encoder_layer_forward`] (with the same dropout) from the gradient in
 /// `d.x2`: dx += the input's gradient, `g` += the parameters'.
 #[allow(clippy::too_many_arguments)]
 pub fn encoder_layer_backward(
@@ -471,12 +459,10 @@ pub fn encoder_layer_backward(
     mask: Option<&Tensor>,
     (b, t, c, nh, f): (usize, usize, usize, usize, usize),
     act: Activation,
-    drop: Option<BlockDropout>,
+    (dropout, sites): (Option<&Dropout>, [u32; 2]),
 ) -> Result<()> {
-    let undrop = |s: &mut Schedule, dx: &Tensor, i: usize| match drop {
-        Some(d) => dropout_backward(s, ctx, dx, d.step, dx.numel(), d.rate, d.sites[i]),
-        None => Ok(()),
-    };
+    let undrop =
+        |s: &mut Schedule, dx: &Tensor, i: usize| undrop_in_place(s, ctx, dropout, dx, sites[i]);
     let btc = (b, t, c);
     add_norm_backward(
         s,

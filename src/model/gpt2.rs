@@ -20,9 +20,7 @@ use crate::kernels::classifier::{
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
-use crate::kernels::dropout::{
-    check_rate, dropout_backward, dropout_forward, DropoutStep, DROPOUT_STEP_WORDS,
-};
+use crate::kernels::dropout::{drop_in_place, undrop_in_place, Dropout};
 use crate::kernels::encoder::{encoder_backward, encoder_forward};
 use crate::kernels::gelu::gelu_backward;
 use crate::kernels::gradnorm::GradNorm;
@@ -40,7 +38,7 @@ use crate::model::config::Gpt2Config;
 use crate::model::half::{matmul_input, HalfLayerActs, HalfLayerGrads, HalfWeights, Precision};
 use crate::model::optim::{record_update, slots};
 use crate::model::params::{gpt2_param_specs, init_params};
-use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepDropout, StepReplay};
 use crate::model::tensors::ParamTensors;
 
 /// A GPT-2's weights on the GPU. A clone shares the device buffers: a generator made
@@ -604,17 +602,6 @@ impl CarryGrads {
     }
 }
 
-/// Dropout of a training pass: the rate and the [`DropoutStep`] buffer its kernels read.
-/// Applied where nanoGPT applies it: the embeddings' sum, each attention block's output
-/// projection and each MLP's output projection. Attention probabilities are not dropped
-/// (nanoGPT's `attn_dropout`): the fused attention kernel never materialises them.
-pub struct Dropout<'a> {
-    /// Rate in [0, 1).
-    pub p: f32,
-    /// (4) u32: a [`DropoutStep`], rewritten before each micro-step.
-    pub step: &'a Tensor,
-}
-
 /// Dropout site of the embeddings; layer l's attention output is `1 + 2l`, its MLP
 /// output `2 + 2l` (see shaders/dropout.wgsl).
 pub const DROPOUT_SITE_EMBEDDINGS: u32 = 0;
@@ -639,9 +626,12 @@ pub fn record_forward(
     record_forward_dropout(s, ctx, model, a, None)
 }
 
-/// Record the forward pass with optional dropout (training). Dropout works in place on
-/// `encoded`, `attproj` and `fcproj`, which then hold the dropped values the residual
-/// stream adds; no mask is stored (the backward pass redraws it).
+/// Record the forward pass with optional dropout (training), where nanoGPT applies it:
+/// the embeddings' sum, each attention block's output projection and each MLP's output
+/// projection. Attention probabilities are not dropped (nanoGPT's `attn_dropout`): the
+/// fused attention kernel never materialises them. Dropout works in place on `encoded`,
+/// `attproj` and `fcproj`, which then hold the dropped values the residual stream adds;
+/// no mask is stored (the backward pass redraws it).
 pub fn record_forward_dropout(
     s: &mut Schedule,
     ctx: &GpuContext,
@@ -663,10 +653,7 @@ pub fn record_forward_dropout(
     let eps = cfg.layer_norm_epsilon as f32;
     let bt = b * t;
     let half = half_inputs(model, a.half.as_deref(), "forward")?;
-    let drop = |s: &mut Schedule, x: &Tensor, site: u32| match dropout {
-        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
-        None => Ok(()),
-    };
+    let drop = |s: &mut Schedule, x: &Tensor, site: u32| drop_in_place(s, ctx, dropout, x, site);
     // The layernorm that reads layer l's residual3: layer l+1's ln_1, or ln_f after the
     // last layer (l = None: the embeddings, when there are no layers). Every layernorm
     // but layer 0's ln_1 is fused with the residual add before it.
@@ -871,10 +858,8 @@ pub fn record_backward_with(
     // Each block matmul's dbias is summed from the f32 dout by its own launch
     // (`matmul_backward_bias`), after the matmul's two products, which read dout or, on
     // the mixed path, its f16 copy.
-    let undrop = |s: &mut Schedule, dx: &Tensor, site: u32| match dropout {
-        Some(dr) => dropout_backward(s, ctx, dx, dr.step, dx.numel(), dr.p, site),
-        None => Ok(()),
-    };
+    let undrop =
+        |s: &mut Schedule, dx: &Tensor, site: u32| undrop_in_place(s, ctx, dropout, dx, site);
     // Every gradient activation starts at zero; the sets shared between blocks are
     // zeroed again in the loop below, before each block that reuses them.
     for g in d.accumulated() {
@@ -1256,8 +1241,7 @@ pub struct Trainer {
     pub step_config: StepConfig,
     micro_tokens: Tensor,  // (K, B, T) i32: this step's micro-batches
     micro_targets: Tensor, // (K, B, T) i32
-    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
-    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    dropout: StepDropout,
     /// forward (no dropout), zero grads, the micro-batch (dropout, 1/K), its exact twin,
     /// clip + AdamW; replayed by `model::step`
     replay: StepReplay,
@@ -1298,7 +1282,6 @@ impl Trainer {
                 "gradient accumulation needs at least one micro-batch per step".into(),
             ));
         }
-        check_rate(config.dropout)?;
         let cfg = model.config.clone();
         let mut acts =
             Activations::with_classifier(ctx, &cfg, b, t, "act.", config.classifier_chunk)?;
@@ -1317,9 +1300,7 @@ impl Trainer {
         let adam_step = AdamwStep::tensor(ctx, "adamw step")?;
         let micro_tokens = Tensor::zeros(ctx, "micro tokens", &[k, b, t], DType::I32)?;
         let micro_targets = Tensor::zeros(ctx, "micro targets", &[k, b, t], DType::I32)?;
-        let dropout_table =
-            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
-        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
+        let dropout = StepDropout::new(ctx, k, config.dropout, config.seed)?;
 
         let mut forward = Schedule::new("forward");
         record_forward(&mut forward, ctx, &model, &acts)?;
@@ -1341,12 +1322,9 @@ impl Trainer {
             record_backward_with(&mut s, ctx, &model, &grads, &acts, &dacts, dropout, scale)?;
             Ok::<_, Error>(s)
         };
-        let dropout = (config.dropout > 0.0).then_some(Dropout {
-            p: config.dropout,
-            step: &dropout_step,
-        });
-        let micro = record_micro("micro-batch", dropout.as_ref(), 1.0 / k as f32)?;
-        let exact = if dropout.is_some() || k > 1 {
+        let recorded = dropout.recorded();
+        let micro = record_micro("micro-batch", recorded.as_ref(), 1.0 / k as f32)?;
+        let exact = if recorded.is_some() || k > 1 {
             Some(record_micro("forward+backward", None, 1.0)?)
         } else {
             None
@@ -1381,8 +1359,7 @@ impl Trainer {
             step_config: config,
             micro_tokens,
             micro_targets,
-            dropout_table,
-            dropout_step,
+            dropout,
             replay,
             step: 0,
             skipped: 0,
@@ -1404,6 +1381,7 @@ impl Trainer {
         let mut acts = self.acts.all();
         acts.extend(self.dacts.all());
         acts.extend([&self.micro_tokens, &self.micro_targets]);
+        acts.extend(self.dropout.tensors());
         let mut report = MemoryReport::of(
             ctx,
             &self.model.params.all(),
@@ -1491,10 +1469,6 @@ impl Trainer {
         check_batch(self.model.config.vocab_size, x, Some(y), k, b, t)?;
         self.micro_tokens.write(ctx, x)?;
         self.micro_targets.write(ctx, y)?;
-        if self.step_config.dropout > 0.0 {
-            let table = DropoutStep::table(self.step_config.seed, self.step, k);
-            self.dropout_table.write(ctx, &table)?;
-        }
         let row = (b * t * 4) as u64;
         let mut copies = vec![
             MicroCopy {
@@ -1508,13 +1482,7 @@ impl Trainer {
                 bytes: row,
             },
         ];
-        if self.step_config.dropout > 0.0 {
-            copies.push(MicroCopy {
-                from: &self.dropout_table,
-                to: &self.dropout_step,
-                bytes: (DROPOUT_STEP_WORDS * 4) as u64,
-            });
-        }
+        copies.extend(self.dropout.prepare(ctx, self.step, k)?);
         let t = self.adamw_t();
         let out = self.replay.step(ctx, &self.opt, lr, t, &copies).await?;
         self.step += 1;

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::crossentropy::STATS_LEN;
+use crate::kernels::dropout::{check_rate, Dropout, DropoutStep, DROPOUT_STEP_WORDS};
 use crate::model::gpt2::OptimConfig;
 
 /// Before micro-batch k's replay, bytes [k·bytes, (k+1)·bytes) of `from` go to the start
@@ -19,6 +20,63 @@ pub struct MicroCopy<'a> {
     pub from: &'a Tensor,
     pub to: &'a Tensor,
     pub bytes: u64,
+}
+
+/// A trainer's dropout: its rate, the seed of its masks, and the buffers the step copies
+/// them through. Micro-batch k of optimizer step `step` (counted from 0) draws with
+/// counter step·K + k, so a given seed draws the same masks in a run that never stopped
+/// and in a resumed one; before its replay, row k of the (K, 4) table is copied into the
+/// (4) step buffer the recorded kernels read.
+pub struct StepDropout {
+    rate: f32,
+    seed: u64,
+    table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
+    step: Tensor,  // (4) u32: the DropoutStep the kernels read
+}
+
+impl StepDropout {
+    /// Dropout at `rate` (0: off) for steps of `k` micro-batches, masks from `seed`.
+    pub fn new(ctx: &GpuContext, k: usize, rate: f32, seed: u64) -> Result<Self> {
+        check_rate(rate)?;
+        Ok(StepDropout {
+            rate,
+            seed,
+            table: Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?,
+            step: DropoutStep::tensor(ctx, "dropout step")?,
+        })
+    }
+
+    /// What a training micro-batch is recorded with; `None` at rate 0.
+    pub fn recorded(&self) -> Option<Dropout<'_>> {
+        (self.rate > 0.0).then_some(Dropout {
+            p: self.rate,
+            step: &self.step,
+        })
+    }
+
+    /// Before optimizer step `step` of `k` micro-batches: stage its table and return the
+    /// copy each micro-batch needs (`None` at rate 0).
+    pub fn prepare(&self, ctx: &GpuContext, step: u32, k: usize) -> Result<Option<MicroCopy<'_>>> {
+        if self.rate == 0.0 {
+            return Ok(None);
+        }
+        let table: Vec<u32> = (0..k)
+            .flat_map(|i| {
+                let counter = (step as u64 * k as u64 + i as u64) as u32;
+                DropoutStep::new(self.seed, counter).words()
+            })
+            .collect();
+        self.table.write(ctx, &table)?;
+        Ok(Some(MicroCopy {
+            from: &self.table,
+            to: &self.step,
+            bytes: (DROPOUT_STEP_WORDS * 4) as u64,
+        }))
+    }
+
+    pub fn tensors(&self) -> [&Tensor; 2] {
+        [&self.table, &self.step]
+    }
 }
 
 /// A trainer's recorded schedules and the buffers their replay needs.

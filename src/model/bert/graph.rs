@@ -20,7 +20,7 @@ use crate::kernels::classifier::{
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{drop_in_place, undrop_in_place, Dropout};
 use crate::kernels::encoder::{embed_backward, embed_forward};
 use crate::kernels::gelu::{gelu_erf_backward, gelu_erf_forward};
 use crate::kernels::layernorm::{
@@ -33,20 +33,20 @@ use crate::model::bert::params::BertTensors;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::blocks::{
     encoder_layer_backward, encoder_layer_forward, shared_block_grads, unique_tensors,
-    zero_block_grads, Activation, BlockDropout, EncoderLayerActs,
+    zero_block_grads, Activation, EncoderLayerActs,
 };
-use crate::model::gpt2::Dropout;
 
 /// The masked-LM head's activations.
 pub struct MlmActs {
-    pub h: Tensor,          // (B, T, C): dense
-    pub h_act: Tensor,      // (B, T, C): GELU
-    pub hn: Tensor,         // (B, T, C): LayerNorm
-    pub hn_mean: Tensor,    // (B, T)
-    pub hn_rstd: Tensor,    // (B, T)
-    pub logits: Tensor, // (B, T, V), or (B·T, Vc) chunked; dlogits after backward; (1) in gradients
+    pub h: Tensor,       // (B, T, C): dense
+    pub h_act: Tensor,   // (B, T, C): GELU
+    pub hn: Tensor,      // (B, T, C): LayerNorm
+    pub hn_mean: Tensor, // (B, T)
+    pub hn_rstd: Tensor, // (B, T)
+    /// (B, T, V), or (B·T, Vc) chunked; dlogits after backward; (1) in gradients
+    pub logits: Tensor,
     pub targets: Tensor, // (B, T) i32: original ids at masked positions, -100 elsewhere
-    pub losses: Tensor, // (B, T)
+    pub losses: Tensor,  // (B, T)
     pub loss_stats: Tensor, // (4)
     /// The decoder fused with the loss over chunks of Vc vocabulary columns
     /// (`kernels::classifier`); `None`: whole logits, and in gradients.
@@ -363,14 +363,6 @@ fn dropout_site_pooled(cfg: &BertConfig) -> u32 {
     1 + 2 * cfg.num_hidden_layers as u32
 }
 
-fn block_dropout<'a>(dropout: Option<&Dropout<'a>>, l: usize) -> Option<BlockDropout<'a>> {
-    dropout.map(|d| BlockDropout {
-        rate: d.p,
-        step: d.step,
-        sites: dropout_sites(l),
-    })
-}
-
 /// Record the encoder: ids → the last layer's output (B, T, C). With `dropout`
 /// (training), Hugging Face's hidden dropout: the embeddings' output and each block's
 /// attention and feed-forward outputs, in place. Attention probabilities are not
@@ -425,10 +417,7 @@ pub fn record_encoder(
         s, ctx, &a.emb_sum, &a.x0, &a.x0_mean, &a.x0_rstd, &a.emb_wp, &a.emb_t, &n.w, &n.b, b, t,
         c, eps,
     )?;
-    if let Some(d) = dropout {
-        let n = a.x0.numel();
-        dropout_forward(s, ctx, &a.x0, d.step, n, d.p, DROPOUT_SITE_EMBEDDINGS)?;
-    }
+    drop_in_place(s, ctx, dropout, &a.x0, DROPOUT_SITE_EMBEDDINGS)?;
     let mut x = &a.x0;
     for (i, (w, l)) in p.layers.iter().zip(&a.layers).enumerate() {
         encoder_layer_forward(
@@ -441,7 +430,7 @@ pub fn record_encoder(
             (b, t, c, nh, f),
             eps,
             Activation::GeluErf,
-            block_dropout(dropout, i),
+            (dropout, dropout_sites(i)),
         )?;
         x = &l.x2;
     }
@@ -492,13 +481,10 @@ pub fn record_encoder_backward(
             Some(&a.pad),
             (b, t, c, nh, f),
             Activation::GeluErf,
-            block_dropout(dropout, l),
+            (dropout, dropout_sites(l)),
         )?;
     }
-    if let Some(dr) = dropout {
-        let n = d.x0.numel();
-        dropout_backward(s, ctx, &d.x0, dr.step, n, dr.p, DROPOUT_SITE_EMBEDDINGS)?;
-    }
+    undrop_in_place(s, ctx, dropout, &d.x0, DROPOUT_SITE_EMBEDDINGS)?;
     let n = &p.emb_norm;
     residual_layernorm_backward(
         s,
@@ -767,14 +753,14 @@ pub fn record_class_forward(
     )?;
     tanh_forward(s, ctx, &k.pooled, &k.pre, b * c)?;
     let input = match dropout {
-        Some(d) => {
+        Some(_) => {
             s.copy(
                 (&k.pooled).into(),
                 (&k.dropped).into(),
                 k.pooled.size_bytes(),
             );
             let site = dropout_site_pooled(&model.config);
-            dropout_forward(s, ctx, &k.dropped, d.step, b * c, d.p, site)?;
+            drop_in_place(s, ctx, dropout, &k.dropped, site)?;
             &k.dropped
         }
         None => &k.pooled,
@@ -832,10 +818,8 @@ pub fn record_class_backward(
         c,
         nl,
     )?;
-    if let Some(dr) = dropout {
-        let site = dropout_site_pooled(&model.config);
-        dropout_backward(s, ctx, &dk.pooled, dr.step, b * c, dr.p, site)?;
-    }
+    let site = dropout_site_pooled(&model.config);
+    undrop_in_place(s, ctx, dropout, &dk.pooled, site)?;
     tanh_backward(s, ctx, &dk.pre, &k.pooled, &dk.pooled, b * c)?;
     matmul_backward(
         s,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::classifier::ClassifierChunk;
-use crate::kernels::dropout::{check_rate, DropoutStep, DROPOUT_STEP_WORDS};
+use crate::kernels::dropout::Dropout;
 use crate::kernels::gradnorm::GradNorm;
 use crate::model::bert::graph::{
     check_inputs, record_class_backward, record_class_forward, record_embedding, record_encoder,
@@ -15,9 +15,9 @@ use crate::model::bert::graph::{
 };
 use crate::model::bert::params::{bert_params, BertTensors};
 use crate::model::bert::{Bert, Head};
-use crate::model::gpt2::{Dropout, MemoryReport, OptimConfig, StepConfig};
+use crate::model::gpt2::{MemoryReport, OptimConfig, StepConfig};
 use crate::model::optim::{record_update, slots};
-use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepDropout, StepReplay};
 
 /// K micro-batches of B rows × T positions: ids, token types, attention mask (K·B·T
 /// each), and targets: K·B·T masked-LM targets or K·B labels (-100 = not counted).
@@ -40,18 +40,15 @@ pub struct BertTrainer {
     pub grad_accum: usize,
     /// The global gradient norm and clip scale of the last step.
     pub gradnorm: GradNorm,
-    micro_ids: Tensor,     // (K, B, T) i32
-    micro_types: Tensor,   // (K, B, T) i32
-    micro_mask: Tensor,    // (K, B, T) i32
-    micro_pad: Tensor,     // (K, B, T) i32: 1 - mask
-    micro_tgt: Tensor,     // (K, B, T) or (K, B) i32
-    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
-    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    micro_ids: Tensor,   // (K, B, T) i32
+    micro_types: Tensor, // (K, B, T) i32
+    micro_mask: Tensor,  // (K, B, T) i32
+    micro_pad: Tensor,   // (K, B, T) i32: 1 - mask
+    micro_tgt: Tensor,   // (K, B, T) or (K, B) i32
     /// forward + head loss, zero grads, micro-batch (dropout, 1/K), its exact twin
     /// (without either) when it has one, clip + AdamW; replayed by `model::step`
     replay: StepReplay,
-    /// Dropout rate and the seed of its masks.
-    dropout: (f32, u64),
+    dropout: StepDropout,
     /// AdamW steps taken.
     pub step: u32,
 }
@@ -116,7 +113,6 @@ impl BertTrainer {
         config: StepConfig,
     ) -> Result<Self> {
         let (k, chunk) = (config.grad_accum, config.classifier_chunk);
-        check_rate(config.dropout)?;
         if k == 0 {
             return Err(Error::Invalid(
                 "gradient accumulation needs at least one micro-batch per step".into(),
@@ -147,9 +143,7 @@ impl BertTrainer {
         let micro_mask = i32t("micro mask", &[k, b, t])?;
         let micro_pad = i32t("micro pad", &[k, b, t])?;
         let micro_tgt = i32t("micro targets", &tgt_shape)?;
-        let dropout_table =
-            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
-        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
+        let dropout = StepDropout::new(ctx, k, config.dropout, config.seed)?;
         let head_forward = |s: &mut Schedule, dropout: Option<&Dropout>| match model.head {
             Head::Mlm => record_mlm_forward(s, ctx, &model, &acts),
             _ => record_class_forward(s, ctx, &model, &acts, dropout),
@@ -179,12 +173,9 @@ impl BertTrainer {
             record_encoder_backward(&mut s, ctx, &model, &grads, &acts, &dacts, dropout)?;
             Ok::<_, Error>(s)
         };
-        let dropout = (config.dropout > 0.0).then_some(Dropout {
-            p: config.dropout,
-            step: &dropout_step,
-        });
-        let micro = record_micro("bert micro-batch", 1.0 / k as f32, dropout.as_ref())?;
-        let exact = if k > 1 || dropout.is_some() {
+        let recorded = dropout.recorded();
+        let micro = record_micro("bert micro-batch", 1.0 / k as f32, recorded.as_ref())?;
+        let exact = if k > 1 || recorded.is_some() {
             Some(record_micro("bert forward+backward", 1.0, None)?)
         } else {
             None
@@ -217,10 +208,8 @@ impl BertTrainer {
             micro_mask,
             micro_pad,
             micro_tgt,
-            dropout_table,
-            dropout_step,
             replay,
-            dropout: (config.dropout, config.seed),
+            dropout,
             step: 0,
         })
     }
@@ -241,9 +230,8 @@ impl BertTrainer {
             &self.micro_mask,
             &self.micro_pad,
             &self.micro_tgt,
-            &self.dropout_table,
-            &self.dropout_step,
         ]);
+        acts.extend(self.dropout.tensors());
         let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
         report.activations += self.replay.bytes();
         report
@@ -336,11 +324,6 @@ impl BertTrainer {
         self.micro_mask.write(ctx, batch.mask)?;
         self.micro_pad.write(ctx, &pad)?;
         self.micro_tgt.write(ctx, batch.targets)?;
-        let (rate, seed) = self.dropout;
-        if rate > 0.0 {
-            let table = DropoutStep::table(seed, self.step, k);
-            self.dropout_table.write(ctx, &table)?;
-        }
         let row = (b * t * 4) as u64;
         let a = &self.acts;
         let copy = |from, to, bytes| MicroCopy { from, to, bytes };
@@ -355,10 +338,7 @@ impl BertTrainer {
                 self.micro_tgt.size_bytes() / k as u64,
             ),
         ];
-        if rate > 0.0 {
-            let words = (DROPOUT_STEP_WORDS * 4) as u64;
-            copies.push(copy(&self.dropout_table, &self.dropout_step, words));
-        }
+        copies.extend(self.dropout.prepare(ctx, self.step, k)?);
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)

@@ -16,7 +16,7 @@ use crate::kernels::classifier::{
 use crate::kernels::crossentropy::{
     crossentropy_backward_inplace, crossentropy_forward, crossentropy_mean, STATS_LEN,
 };
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{drop_in_place, undrop_in_place, Dropout};
 use crate::kernels::encoder::{embed_backward, embed_forward};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::kernels::matmul::{
@@ -26,9 +26,8 @@ use crate::kernels::mha::{mha_backward, mha_forward, MhaLayout};
 use crate::model::blocks::{
     add_norm_backward, add_norm_forward, encoder_layer_backward, encoder_layer_forward,
     ffn_backward, ffn_forward, self_attn_backward, self_attn_forward, shared_block_grads,
-    unique_tensors, zero_block_grads, Activation, BlockDropout, BlockGrads, EncoderLayerActs,
+    unique_tensors, zero_block_grads, Activation, EncoderLayerActs, GradTwin,
 };
-use crate::model::gpt2::Dropout;
 use crate::model::seq2seq::params::Seq2seqTensors;
 use crate::model::seq2seq::{Seq2seq, Seq2seqConfig};
 
@@ -131,7 +130,7 @@ impl DecoderLayerActs {
     }
 }
 
-impl BlockGrads for DecoderLayerActs {
+impl GradTwin for DecoderLayerActs {
     fn accumulated(&self) -> Vec<&Tensor> {
         vec![
             &self.qkv,
@@ -440,34 +439,6 @@ fn dec_sites(cfg: &Seq2seqConfig, l: usize) -> [u32; 3] {
     [base, base + 1, base + 2]
 }
 
-/// `x` dropped in place at `site` (nothing without `dropout`).
-fn drop_at(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    dropout: Option<&Dropout>,
-    x: &Tensor,
-    site: u32,
-) -> Result<()> {
-    match dropout {
-        Some(d) => dropout_forward(s, ctx, x, d.step, x.numel(), d.p, site),
-        None => Ok(()),
-    }
-}
-
-/// The gradient `dx` of a tensor [`drop_at`] dropped, taken back through its mask.
-fn undrop_at(
-    s: &mut Schedule,
-    ctx: &GpuContext,
-    dropout: Option<&Dropout>,
-    dx: &Tensor,
-    site: u32,
-) -> Result<()> {
-    match dropout {
-        Some(d) => dropout_backward(s, ctx, dx, d.step, dx.numel(), d.p, site),
-        None => Ok(()),
-    }
-}
-
 /// Record the encoder: src → memory (B, S, C).
 pub fn record_encoder(
     s: &mut Schedule,
@@ -508,7 +479,7 @@ fn record_encoder_dropout(
         cfg.src_vocab,
         scale,
     )?;
-    drop_at(s, ctx, dropout, &a.src_x, 0)?;
+    drop_in_place(s, ctx, dropout, &a.src_x, 0)?;
     let mut x = &a.src_x;
     for (i, (w, l)) in p.enc.iter().zip(&a.enc).enumerate() {
         let dims = (b, sl, c, nh, f);
@@ -522,11 +493,7 @@ fn record_encoder_dropout(
             dims,
             eps,
             Activation::Relu,
-            dropout.map(|d| BlockDropout {
-                rate: d.p,
-                step: d.step,
-                sites: enc_sites(i),
-            }),
+            (dropout, enc_sites(i)),
         )?;
         x = &l.x2;
     }
@@ -584,7 +551,7 @@ fn record_decoder_dropout(
         cfg.tgt_vocab,
         scale,
     )?;
-    drop_at(s, ctx, dropout, &a.tgt_x, tgt_site(cfg))?;
+    drop_in_place(s, ctx, dropout, &a.tgt_x, tgt_site(cfg))?;
     let mut x = &a.tgt_x;
     for (i, (w, l)) in p.dec.iter().zip(&a.dec).enumerate() {
         let sites = dec_sites(cfg, i);
@@ -598,7 +565,7 @@ fn record_decoder_dropout(
             (b, t, c, nh),
             true,
         )?;
-        drop_at(s, ctx, dropout, &l.saproj, sites[0])?;
+        drop_in_place(s, ctx, dropout, &l.saproj, sites[0])?;
         add_norm_forward(
             s,
             ctx,
@@ -650,7 +617,7 @@ fn record_decoder_dropout(
             c,
             c,
         )?;
-        drop_at(s, ctx, dropout, &l.caproj, sites[1])?;
+        drop_in_place(s, ctx, dropout, &l.caproj, sites[1])?;
         add_norm_forward(
             s,
             ctx,
@@ -670,7 +637,7 @@ fn record_decoder_dropout(
             (b * t, c, f),
             Activation::Relu,
         )?;
-        drop_at(s, ctx, dropout, &l.ff2, sites[2])?;
+        drop_in_place(s, ctx, dropout, &l.ff2, sites[2])?;
         add_norm_forward(
             s,
             ctx,
@@ -866,7 +833,7 @@ pub fn record_backward(
             &w.norm3,
             btc,
         )?;
-        undrop_at(s, ctx, dropout, &dx.ff2, sites[2])?;
+        undrop_in_place(s, ctx, dropout, &dx.ff2, sites[2])?;
         ffn_backward(
             s,
             ctx,
@@ -889,7 +856,7 @@ pub fn record_backward(
             &w.norm2,
             btc,
         )?;
-        undrop_at(s, ctx, dropout, &dx.caproj, sites[1])?;
+        undrop_in_place(s, ctx, dropout, &dx.caproj, sites[1])?;
         let (ca, gca) = (&w.ca, &g.ca);
         matmul_backward(
             s,
@@ -960,7 +927,7 @@ pub fn record_backward(
             &w.norm1,
             btc,
         )?;
-        undrop_at(s, ctx, dropout, &dx.saproj, sites[0])?;
+        undrop_in_place(s, ctx, dropout, &dx.saproj, sites[0])?;
         self_attn_backward(
             s,
             ctx,
@@ -975,7 +942,7 @@ pub fn record_backward(
             true,
         )?;
     }
-    undrop_at(s, ctx, dropout, &d.tgt_x, tgt_site(cfg))?;
+    undrop_in_place(s, ctx, dropout, &d.tgt_x, tgt_site(cfg))?;
     embed_backward(
         s,
         ctx,
@@ -1031,14 +998,10 @@ pub fn record_backward(
             Some(&a.src_pad),
             dims,
             Activation::Relu,
-            dropout.map(|dr| BlockDropout {
-                rate: dr.p,
-                step: dr.step,
-                sites: enc_sites(l),
-            }),
+            (dropout, enc_sites(l)),
         )?;
     }
-    undrop_at(s, ctx, dropout, &d.src_x, 0)?;
+    undrop_in_place(s, ctx, dropout, &d.src_x, 0)?;
     embed_backward(
         s,
         ctx,

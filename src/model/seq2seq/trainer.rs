@@ -9,16 +9,16 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Schedule, Tensor};
 use crate::kernels::adamw::AdamwStep;
 use crate::kernels::classifier::ClassifierChunk;
-use crate::kernels::dropout::{check_rate, DropoutStep, DROPOUT_STEP_WORDS};
+use crate::kernels::dropout::Dropout;
 use crate::kernels::gradnorm::GradNorm;
-use crate::model::gpt2::{Dropout, MemoryReport, OptimConfig, StepConfig};
+use crate::model::gpt2::{MemoryReport, OptimConfig, StepConfig};
 use crate::model::optim::{record_update, slots};
 use crate::model::seq2seq::graph::{
     check_batch, record_backward, record_forward, record_forward_dropout, record_loss, Seq2seqActs,
 };
 use crate::model::seq2seq::params::{seq2seq_params, Seq2seqTensors};
 use crate::model::seq2seq::Seq2seq;
-use crate::model::step::{mean_loss, MicroCopy, Recorded, StepReplay};
+use crate::model::step::{mean_loss, MicroCopy, Recorded, StepDropout, StepReplay};
 
 /// One batch of K·B rows: sources (K·B·S) with their padding flags, targets (K·B·T).
 pub struct Seq2seqBatchRef<'a> {
@@ -39,17 +39,14 @@ pub struct Seq2seqTrainer {
     pub gradnorm: GradNorm,
     pub opt: OptimConfig,
     pub grad_accum: usize,
-    micro_src: Tensor,     // (K, B, S) i32
-    micro_pad: Tensor,     // (K, B, S) i32
-    micro_in: Tensor,      // (K, B, T) i32
-    micro_out: Tensor,     // (K, B, T) i32
-    dropout_table: Tensor, // (K, 4) u32: a DropoutStep per micro-batch
-    dropout_step: Tensor,  // (4) u32: the DropoutStep the kernels read
+    micro_src: Tensor, // (K, B, S) i32
+    micro_pad: Tensor, // (K, B, S) i32
+    micro_in: Tensor,  // (K, B, T) i32
+    micro_out: Tensor, // (K, B, T) i32
     /// forward + loss, zero grads, micro-batch (dropout, 1/K), its exact twin (without
     /// either) when it has one, clip + AdamW; replayed by `model::step`
     replay: StepReplay,
-    /// Dropout rate and the seed of its masks.
-    dropout: (f32, u64),
+    dropout: StepDropout,
     /// AdamW steps taken.
     pub step: u32,
 }
@@ -98,7 +95,6 @@ impl Seq2seqTrainer {
         config: StepConfig,
     ) -> Result<Self> {
         let (k, chunk) = (config.grad_accum, config.classifier_chunk);
-        check_rate(config.dropout)?;
         if k == 0 {
             return Err(Error::Invalid(
                 "gradient accumulation needs at least one micro-batch per step".into(),
@@ -117,9 +113,7 @@ impl Seq2seqTrainer {
         let micro_pad = i32t("micro src_pad", s)?;
         let micro_in = i32t("micro tgt_in", t)?;
         let micro_out = i32t("micro tgt_out", t)?;
-        let dropout_table =
-            Tensor::zeros(ctx, "dropout table", &[k, DROPOUT_STEP_WORDS], DType::U32)?;
-        let dropout_step = DropoutStep::tensor(ctx, "dropout step")?;
+        let dropout = StepDropout::new(ctx, k, config.dropout, config.seed)?;
 
         let mut forward = Schedule::new("seq2seq forward");
         record_forward(&mut forward, ctx, &model, &acts)?;
@@ -138,12 +132,9 @@ impl Seq2seqTrainer {
             record_backward(&mut s, ctx, &model, &grads, &acts, &dacts, scale, dropout)?;
             Ok::<_, Error>(s)
         };
-        let dropout = (config.dropout > 0.0).then_some(Dropout {
-            p: config.dropout,
-            step: &dropout_step,
-        });
-        let micro = record_micro("seq2seq micro-batch", 1.0 / k as f32, dropout.as_ref())?;
-        let exact = if k > 1 || dropout.is_some() {
+        let recorded = dropout.recorded();
+        let micro = record_micro("seq2seq micro-batch", 1.0 / k as f32, recorded.as_ref())?;
+        let exact = if k > 1 || recorded.is_some() {
             Some(record_micro("seq2seq forward+backward", 1.0, None)?)
         } else {
             None
@@ -173,10 +164,8 @@ impl Seq2seqTrainer {
             micro_pad,
             micro_in,
             micro_out,
-            dropout_table,
-            dropout_step,
             replay,
-            dropout: (config.dropout, config.seed),
+            dropout,
             step: 0,
         })
     }
@@ -197,9 +186,8 @@ impl Seq2seqTrainer {
             &self.micro_pad,
             &self.micro_in,
             &self.micro_out,
-            &self.dropout_table,
-            &self.dropout_step,
         ]);
+        acts.extend(self.dropout.tensors());
         let mut report = MemoryReport::of(ctx, &params, &self.grads.all(), &moments, &acts);
         report.activations += self.replay.bytes();
         report
@@ -259,11 +247,6 @@ impl Seq2seqTrainer {
         self.micro_pad.write(ctx, batch.src_pad)?;
         self.micro_in.write(ctx, batch.tgt_in)?;
         self.micro_out.write(ctx, batch.tgt_out)?;
-        let (rate, seed) = self.dropout;
-        if rate > 0.0 {
-            let table = DropoutStep::table(seed, self.step, k);
-            self.dropout_table.write(ctx, &table)?;
-        }
         let (src_row, tgt_row) = ((b * s * 4) as u64, (b * t * 4) as u64);
         let copy = |from, to, bytes| MicroCopy { from, to, bytes };
         let mut copies = vec![
@@ -272,10 +255,7 @@ impl Seq2seqTrainer {
             copy(&self.micro_in, &self.acts.tgt_in, tgt_row),
             copy(&self.micro_out, &self.acts.tgt_out, tgt_row),
         ];
-        if rate > 0.0 {
-            let words = (DROPOUT_STEP_WORDS * 4) as u64;
-            copies.push(copy(&self.dropout_table, &self.dropout_step, words));
-        }
+        copies.extend(self.dropout.prepare(ctx, self.step, k)?);
         let losses = self
             .replay
             .step(ctx, &self.opt, lr, self.step + 1, &copies)
