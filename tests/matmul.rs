@@ -177,6 +177,13 @@ fn matmul_forward_gemv_matches_reference() {
         .flat_map(|c| [MatmulKernel::Tiled, MatmulKernel::Rows].map(|k| (ctx_with(c, k), k)))
     {
         let ctx = &ctx;
+        if ctx.matmul_kernel() != kernel {
+            eprintln!(
+                "[wgformer test] {}: no {kernel:?} family",
+                ctx.adapter_name()
+            );
+            continue;
+        }
         eprintln!("gemv with the {kernel:?} family on {}", ctx.adapter_name());
         let mut rng = Rng::new(5);
         let mut kernels = std::collections::BTreeSet::new();
@@ -1176,7 +1183,11 @@ fn check_tile_shapes(tiles: &[TileConfig]) {
                         .unwrap();
                     let name = format!("{} {tile}: {gemm:?} {m}x{k}x{n}", ctx.adapter_name());
                     let labels = s.launch_labels();
-                    let entry = if vec4 { "matmul_vec4 " } else { "matmul " };
+                    let entry = if vec4 && !tile.element {
+                        "matmul_vec4 "
+                    } else {
+                        "matmul "
+                    };
                     assert!(
                         labels.len() == 1 && labels[0].starts_with(entry),
                         "{name}: expected one {entry}launch, got {labels:?}"
@@ -1210,11 +1221,18 @@ fn every_tile_shape_with_4x4_blocks_matches_reference() {
     check_tile_shapes(&tiles);
 }
 
-/// Every shape with 8×8 blocks, after the default shape, whose bits they must give too.
+/// Every shape with 8×8 blocks, after the default shape, whose bits they must give too;
+/// then the 128×128 tiles staged element by element where vec4 staging could run
+/// (`WGFORMER_TILE=16,16,8,8,element`).
 #[test]
 fn every_tile_shape_with_8x8_blocks_matches_reference() {
+    let element = TileConfig {
+        element: true,
+        ..TileConfig::new(16, 16, 8, 8)
+    };
     let tiles: Vec<TileConfig> = std::iter::once(TileConfig::DEFAULT)
         .chain(TileConfig::CANDIDATES.into_iter().filter(|t| t.rb == 8))
+        .chain([element])
         .collect();
     assert!(
         tiles.len() > 1
@@ -1231,7 +1249,22 @@ fn every_tile_shape_with_8x8_blocks_matches_reference() {
 /// FMA chain over k in order, with the bias or the prior out added after it.
 #[test]
 fn subgroup_kernels_give_the_tiled_kernels_bits() {
+    // scripts/test runs this test again on lavapipe at 128-bit vectors, whose subgroups
+    // have 4 lanes (the wide kernel runs its slices step by step there), and names the
+    // size it must find.
+    let lanes = std::env::var("WGFORMER_TEST_SUBGROUP_SIZE").ok().map(|v| {
+        v.parse::<u32>()
+            .expect("WGFORMER_TEST_SUBGROUP_SIZE: a lane count")
+    });
     for ctx in test_contexts(&Needs::default()) {
+        if let Some(lanes) = lanes {
+            assert_eq!(
+                ctx.subgroup_size(),
+                Some(lanes),
+                "{}: WGFORMER_TEST_SUBGROUP_SIZE asks for subgroups of {lanes}",
+                ctx.adapter_name()
+            );
+        }
         if ctx.subgroup_size().is_none() {
             eprintln!(
                 "[wgformer test] {}: no subgroups, so no subgroup kernels to compare",
@@ -1241,6 +1274,13 @@ fn subgroup_kernels_give_the_tiled_kernels_bits() {
         }
         let tiled = ctx_with(&ctx, MatmulKernel::Tiled);
         let subgroup = ctx_with(&ctx, MatmulKernel::Subgroup);
+        if subgroup.matmul_kernel() != MatmulKernel::Subgroup {
+            eprintln!(
+                "[wgformer test] {}: subgroups, but matmuls run on the tiled kernel",
+                ctx.adapter_name()
+            );
+            continue;
+        }
         let mut rng = Rng::new(83);
         let mut kernels = std::collections::BTreeSet::new();
         // (M, K, N): wide with vec4 w in both layouts (K and N multiples of 4) and tails

@@ -400,11 +400,13 @@ impl GpuContext {
         self.device.limits()
     }
 
-    /// `kernel` with `Auto` replaced by the device-type guess, and the subgroup kernel by
-    /// the row kernel where the device has no fixed-size subgroups.
+    /// `kernel` with `Auto` replaced by the device-type guess, the subgroup kernel by
+    /// the row kernel where the device has no fixed-size subgroups, and every family by
+    /// the tiled kernel on SwiftShader ([`GpuContext::is_swiftshader`]).
     fn resolve_matmul(&self, kernel: MatmulKernel) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         match kernel {
+            _ if self.is_swiftshader() => MatmulKernel::Tiled,
             MatmulKernel::Auto if cpu && self.subgroup_size.is_some() => MatmulKernel::Subgroup,
             MatmulKernel::Auto if cpu => MatmulKernel::Rows,
             MatmulKernel::Auto => MatmulKernel::Tiled,
@@ -434,6 +436,18 @@ impl GpuContext {
     /// a workgroup are best given few invocations.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether the adapter is SwiftShader's Vulkan driver (Google's CPU Vulkan, which
+    /// Chromium ships), opened natively rather than through a browser's WebGPU. Its
+    /// Subzero JIT cannot compile the CPU matmul families' big unrolled kernels: the row
+    /// kernel with A_GELU and the wide subgroup kernel each grew the process past 16 GB
+    /// until it died of `std::bad_alloc` (Debian's Chromium 5.0 ICD, 2026-12-01). So
+    /// matmuls there run on the tiled kernel, which the tuner found the fastest family
+    /// there anyway (2.5 GFLOP/s; rows 2.3, subgroup 1.7).
+    pub fn is_swiftshader(&self) -> bool {
+        self.info.backend != wgpu::Backend::BrowserWebGpu
+            && self.info.name.to_lowercase().contains("swiftshader")
     }
 
     /// The subgroup size, when the device has subgroups of one fixed size that shaders

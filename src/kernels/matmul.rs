@@ -264,6 +264,12 @@ pub struct TileConfig {
     /// existed hold 4).
     #[serde(default = "block_of_4")]
     pub rb: u32,
+    /// Stage the slices element by element (`matmul_forward`) even where the operands
+    /// could be staged as vec4 (`matmul_forward_vec4`): set only by `WGFORMER_TILE`'s
+    /// fifth field, to time the two stagings against each other (the 128×128 tiles ran
+    /// the plain form 5x slower than the transposed ones on an H200, cause unknown).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub element: bool,
 }
 
 fn block_of_4() -> u32 {
@@ -278,6 +284,7 @@ impl TileConfig {
         wy: 16,
         tk: 16,
         rb: 4,
+        element: false,
     };
 
     /// The shapes the tuner times. With 4×4 blocks: 64×64 tiles with K slices of 8, 16
@@ -299,7 +306,13 @@ impl TileConfig {
     ];
 
     pub const fn new(wx: u32, wy: u32, tk: u32, rb: u32) -> Self {
-        TileConfig { wx, wy, tk, rb }
+        TileConfig {
+            wx,
+            wy,
+            tk,
+            rb,
+            element: false,
+        }
     }
 
     /// Rows and columns of out per workgroup.
@@ -307,9 +320,10 @@ impl TileConfig {
         ((self.rb * self.wy) as usize, (self.rb * self.wx) as usize)
     }
 
-    /// Packed into one word (for the context's atomic).
+    /// Packed into one word (for the context's atomic): a byte each for wx, wy and tk,
+    /// rb in bits 24..30, `element` in bit 31.
     pub fn pack(self) -> u32 {
-        self.wx | self.wy << 8 | self.tk << 16 | self.rb << 24
+        self.wx | self.wy << 8 | self.tk << 16 | self.rb << 24 | (self.element as u32) << 31
     }
 
     pub fn unpack(v: u32) -> Self {
@@ -317,7 +331,8 @@ impl TileConfig {
             wx: v & 0xff,
             wy: (v >> 8) & 0xff,
             tk: (v >> 16) & 0xff,
-            rb: v >> 24,
+            rb: (v >> 24) & 0x7f,
+            element: v >> 31 == 1,
         }
     }
 }
@@ -326,22 +341,32 @@ impl std::str::FromStr for TileConfig {
     type Err = crate::Error;
     /// "wx,wy,tk,rb" (`WGFORMER_TILE`), e.g. "16,16,8,8" for 128×128 tiles of 8×8 blocks:
     /// a shape the kernel can run (rb 4 or 8, tk a multiple of 4, at most 256
-    /// invocations and WebGPU's 16 KiB of workgroup memory).
+    /// invocations and WebGPU's 16 KiB of workgroup memory); ",element" after it stages
+    /// the slices element by element ([`TileConfig::element`]).
     fn from_str(s: &str) -> crate::Result<Self> {
         let bad = |why: &str| {
             crate::Error::Invalid(format!(
-                "WGFORMER_TILE={s:?}: {why}; expected wx,wy,tk,rb such as 16,16,8,8"
+                "WGFORMER_TILE={s:?}: {why}; expected wx,wy,tk,rb such as 16,16,8,8 \
+                 (optionally followed by ,element)"
             ))
         };
-        let v: Vec<u32> = s
-            .split(',')
-            .map(|x| x.trim().parse::<u32>())
+        let mut fields: Vec<&str> = s.split(',').map(str::trim).collect();
+        let element = fields.last() == Some(&"element");
+        if element {
+            fields.pop();
+        }
+        let v: Vec<u32> = fields
+            .iter()
+            .map(|x| x.parse::<u32>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| bad("not four whole numbers"))?;
         let [wx, wy, tk, rb] = v[..] else {
             return Err(bad("not four numbers"));
         };
-        let t = TileConfig::new(wx, wy, tk, rb);
+        let t = TileConfig {
+            element,
+            ..TileConfig::new(wx, wy, tk, rb)
+        };
         let (tm, tn) = t.tile();
         if !(rb == 4 || rb == 8) {
             return Err(bad("rb must be 4 or 8"));
@@ -367,7 +392,11 @@ impl std::fmt::Display for TileConfig {
             "{tm}x{tn} tiles, {rb}x{rb} blocks, K slices of {}",
             self.tk,
             rb = self.rb
-        )
+        )?;
+        if self.element {
+            f.write_str(", staged element by element")?;
+        }
+        Ok(())
     }
 }
 
@@ -634,7 +663,7 @@ impl Gemm {
                         constants.push(("TK", t.tk as f64));
                         constants.push(("RB", t.rb as f64));
                         // vec4 staging: both operands read as vec4.
-                        if vec_a && vec_w {
+                        if vec_a && vec_w && !t.element {
                             (&MATMUL_FORWARD_VEC4, "matmul_vec4")
                         } else {
                             (&MATMUL_FORWARD, "matmul")
@@ -1179,7 +1208,7 @@ pub fn matmul_batched(
         // contiguous dimension multiples of 4, as in `Gemm::record`.
         let vec_a = quads(&a, if gemm.trans_a { m } else { k });
         let vec_w = quads(&w, if gemm.trans_b { k } else { n });
-        let desc = match vec_a && vec_w {
+        let desc = match vec_a && vec_w && !t.element {
             true => &MATMUL_FORWARD_VEC4,
             false => &MATMUL_FORWARD,
         };

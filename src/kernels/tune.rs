@@ -59,9 +59,14 @@ const SHAPE_GPU: (usize, usize, usize) = (2048, 768, 3072);
 /// register blocks), "tiled 128x128/8 rb8" (8×8).
 pub fn tile_key(t: TileConfig) -> String {
     let (tm, tn) = t.tile();
-    match t.rb {
+    let key = match t.rb {
         4 => format!("tiled {tm}x{tn}/{}", t.tk),
         rb => format!("tiled {tm}x{tn}/{} rb{rb}", t.tk),
+    };
+    if t.element {
+        key + " element"
+    } else {
+        key
     }
 }
 
@@ -169,9 +174,13 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
         t("tune.out", m * n)?,
         t("tune.dw", k * n)?,
     );
-    let mut candidates = vec![MatmulKernel::Tiled, MatmulKernel::Rows];
-    if ctx.subgroup_size().is_some() {
-        candidates.push(MatmulKernel::Subgroup);
+    // SwiftShader runs the tiled kernel alone (`GpuContext::is_swiftshader`).
+    let mut candidates = vec![MatmulKernel::Tiled];
+    if !ctx.is_swiftshader() {
+        candidates.push(MatmulKernel::Rows);
+        if ctx.subgroup_size().is_some() {
+            candidates.push(MatmulKernel::Subgroup);
+        }
     }
     let flops = 2.0 * 2.0 * (m * k * n) as f64;
     let mut gflops = BTreeMap::new();
