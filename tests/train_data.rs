@@ -105,6 +105,60 @@ fn gpt2_and_trained_bpe_round_trip() {
     assert!(build(&spec, lower, &[]).is_err());
 }
 
+/// `bpe:N` is a function of the corpus: pairs seen equally often are merged in the
+/// order of their tokens' ids (byte order), whatever order the words come in, and
+/// training again (with fresh hash seeds: each map draws its own) gives the same
+/// tokenizer.
+#[test]
+fn trained_bpe_breaks_ties_by_token_order_every_time() {
+    // "q z" and "y x" are each seen twice; 256 bytes + <|endoftext|> + 1 merge = 258.
+    let merges = |corpus: &str, size: usize| {
+        let tok = build(
+            &TokenizerSpec::Bpe(size),
+            Normalize::default(),
+            &docs(corpus),
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&tok.to_string(false).unwrap()).unwrap();
+        let merges: Vec<String> = json["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::Array(pair) => format!("{} {}", pair[0], pair[1]),
+                other => other.to_string(),
+            })
+            .collect();
+        (merges, tok.to_string(false).unwrap())
+    };
+    let (first, json) = merges("yx\nqz\nyx\nqz\n", 258);
+    assert_eq!(
+        first,
+        vec![r#""q" "z""#.to_string()],
+        "the lower pair wins the tie"
+    );
+    for corpus in ["qz\nqz\nyx\nyx\n", "yx\nyx\nqz\nqz\n", "yx\nqz\nyx\nqz\n"] {
+        let (m, j) = merges(corpus, 258);
+        assert_eq!(m, first, "{corpus:?}");
+        assert_eq!(j, json, "{corpus:?}: the same tokenizer");
+    }
+    let (both, _) = merges("yx\nqz\nyx\nqz\n", 259);
+    assert_eq!(
+        both,
+        vec![r#""q" "z""#.to_string(), r#""y" "x""#.to_string()]
+    );
+    // A real corpus, many ties among its rarer pairs: the same tokenizer each time.
+    let text = &TINY_SHAKESPEARE[..50_000];
+    let once = build(&TokenizerSpec::Bpe(1000), Normalize::default(), &docs(text)).unwrap();
+    for _ in 0..2 {
+        let again = build(&TokenizerSpec::Bpe(1000), Normalize::default(), &docs(text)).unwrap();
+        assert_eq!(
+            again.to_string(false).unwrap(),
+            once.to_string(false).unwrap()
+        );
+    }
+}
+
 #[test]
 fn normalization_is_part_of_the_tokenizer() {
     let norm: Normalize = "nfkc,lowercase".parse().unwrap();
