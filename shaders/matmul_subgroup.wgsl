@@ -201,11 +201,14 @@ fn matmul_forward_subgroup(@builtin(workgroup_id) wg: vec3<u32>,
 // on the stack. A slice of SG = 8 values of k therefore runs row by row: the slice's w
 // (8 steps × the lane's 16 columns) is loaded once into v0..v7, and each row's 16 sums
 // come into registers, take the slice's 8 steps, and go back, one load and store of the
-// sums per 8 FMAs (step by step, every FMA loaded and stored its sum). On lavapipe 22.3
+// sums per 8 FMAs (step by step, every FMA loaded and stored its sum). Subgroups of 4
+// lanes (lavapipe at 128-bit vectors, on CPUs without AVX) run their 4-step slices the
+// same way, from v0..v3. On lavapipe 22.3
 // the 32-row step-by-step form was about 2x the kernel above and this is about 1.25x that
 // again (BENCHMARKS.md). K's last slice, when partial, runs as a full one whose steps past
 // K add 0: one copy of the unrolled slice, where a step-by-step path for it made each form
-// take 1.4x as long to compile on lavapipe. With SG ≠ 8 every slice runs step by step.
+// take 1.4x as long to compile on lavapipe. With SG other than 4 or 8 every slice runs
+// step by step.
 // GPUs keep the kernel above (attention's batched products on GPUs with subgroups): there
 // 1024 sums an invocation would spill to local memory. Two entry points: element-wise
 // loads of w (any shape), and `matmul_forward_subgroup_wide_vec4`, which loads w as vec4
@@ -310,7 +313,7 @@ fn rows4_fma(b: ptr<private, Rows4>, s: vec4<f32>, w: Quad) {
     (*b).r3 = quad_fma((*b).r3, s.w, w);
 }
 
-// Step kk of a slice run step by step (SG ≠ 8): every row of the block += op(a)[row,
+// Step kk of a slice run step by step (SG not 4 or 8): every row of the block += op(a)[row,
 // k0 + kk] · w, where w holds op(w)[k0 + kk, the lane's 16 columns] and lane kk holds the
 // a values.
 fn wide_fma(kk: u32, w: Quad) {
@@ -332,17 +335,20 @@ fn wide_fma(kk: u32, w: Quad) {
     rows4_fma(&b15, subgroupShuffle(x15, kk), w);
 }
 
-// One row's sums q after the 8 steps of a full slice: lane j holds the row's a value s
-// of step j, v{j} the step's w.
+// One row's sums q after the SG (8 or 4) steps of a full slice: lane j holds the row's
+// a value s of step j, v{j} the step's w. `SG == 8u` is an override expression, so at 4
+// lanes the last four steps compile away.
 fn row_slice(q: Quad, s: f32) -> Quad {
     var r = quad_fma(q, subgroupShuffle(s, 0u), v0);
     r = quad_fma(r, subgroupShuffle(s, 1u), v1);
     r = quad_fma(r, subgroupShuffle(s, 2u), v2);
     r = quad_fma(r, subgroupShuffle(s, 3u), v3);
-    r = quad_fma(r, subgroupShuffle(s, 4u), v4);
-    r = quad_fma(r, subgroupShuffle(s, 5u), v5);
-    r = quad_fma(r, subgroupShuffle(s, 6u), v6);
-    r = quad_fma(r, subgroupShuffle(s, 7u), v7);
+    if (SG == 8u) {
+        r = quad_fma(r, subgroupShuffle(s, 4u), v4);
+        r = quad_fma(r, subgroupShuffle(s, 5u), v5);
+        r = quad_fma(r, subgroupShuffle(s, 6u), v6);
+        r = quad_fma(r, subgroupShuffle(s, 7u), v7);
+    }
     return r;
 }
 
@@ -353,7 +359,7 @@ fn rows4_slice(b: ptr<private, Rows4>, x: vec4<f32>) {
     (*b).r3 = row_slice((*b).r3, x.w);
 }
 
-// A full slice (SG = 8 values of k), its w already in v0..v7, row by row.
+// A full slice (SG = 8 or 4 values of k), its w already in v0..v7 (v0..v3), row by row.
 fn wide_slice() {
     rows4_slice(&b0, x0);
     rows4_slice(&b1, x1);
@@ -448,15 +454,17 @@ fn matmul_forward_subgroup_wide(@builtin(workgroup_id) wg: vec3<u32>,
     let o = wide_origin(wg, lane);
     for (var k0 = 0u; k0 < p.k; k0 += SG) {
         wide_load_a(o.oa, o.m0, k0 + lane);
-        if (SG == 8u) {
+        if (SG == 8u || SG == 4u) {
             v0 = wide_w(o, k0);
             v1 = wide_w(o, wide_k(k0 + 1u));
             v2 = wide_w(o, wide_k(k0 + 2u));
             v3 = wide_w(o, wide_k(k0 + 3u));
-            v4 = wide_w(o, wide_k(k0 + 4u));
-            v5 = wide_w(o, wide_k(k0 + 5u));
-            v6 = wide_w(o, wide_k(k0 + 6u));
-            v7 = wide_w(o, wide_k(k0 + 7u));
+            if (SG == 8u) {
+                v4 = wide_w(o, wide_k(k0 + 4u));
+                v5 = wide_w(o, wide_k(k0 + 5u));
+                v6 = wide_w(o, wide_k(k0 + 6u));
+                v7 = wide_w(o, wide_k(k0 + 7u));
+            }
             wide_slice();
         } else {
             for (var kk = 0u; kk < min(SG, p.k - k0); kk++) {
@@ -540,7 +548,24 @@ fn wide_slice_w4(o: WideOrigin, k0: u32) {
         wide_slice();
         return;
     }
-    let kn = min(SG, p.k - k0);  // a subgroup of another size than 8: step by step
+    if (SG == 4u) {
+        if (TRANS_B) {
+            // K is a multiple of 4, and so is k0: the slice is whole.
+            let t = wide_w_t(o, k0);
+            v0 = Quad(t.t0[0], t.t1[0], t.t2[0], t.t3[0]);
+            v1 = Quad(t.t0[1], t.t1[1], t.t2[1], t.t3[1]);
+            v2 = Quad(t.t0[2], t.t1[2], t.t2[2], t.t3[2]);
+            v3 = Quad(t.t0[3], t.t1[3], t.t2[3], t.t3[3]);
+        } else {
+            v0 = wide_w_vec4(o, k0);
+            v1 = wide_w_vec4(o, wide_k(k0 + 1u));
+            v2 = wide_w_vec4(o, wide_k(k0 + 2u));
+            v3 = wide_w_vec4(o, wide_k(k0 + 3u));
+        }
+        wide_slice();
+        return;
+    }
+    let kn = min(SG, p.k - k0);  // a subgroup of another size than 8 or 4: step by step
     if (TRANS_B) {
         // kn is a multiple of 4: K is, and so is k0.
         for (var kq = 0u; kq < kn; kq += 4u) {
