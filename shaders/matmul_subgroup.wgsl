@@ -522,45 +522,33 @@ fn quad_t_step(t: QuadT, j: u32) -> Quad {
 // One slice of SG values of k from k0, a's values already in x0..x15: every row of the
 // block += op(a)[row, k] · op(w)[k, the lane's columns], w read as vec4.
 fn wide_slice_w4(o: WideOrigin, k0: u32) {
-    if (SG == 8u) {
+    if (SG == 8u || SG == 4u) {
         if (TRANS_B) {
             let t = wide_w_t(o, k0);
             v0 = Quad(t.t0[0], t.t1[0], t.t2[0], t.t3[0]);
             v1 = Quad(t.t0[1], t.t1[1], t.t2[1], t.t3[1]);
             v2 = Quad(t.t0[2], t.t1[2], t.t2[2], t.t3[2]);
             v3 = Quad(t.t0[3], t.t1[3], t.t2[3], t.t3[3]);
-            // K is a multiple of 4, so a partial last slice re-reads its first four steps.
-            let u = wide_w_t(o, min(k0 + 4u, p.k - 4u));
-            v4 = Quad(u.t0[0], u.t1[0], u.t2[0], u.t3[0]);
-            v5 = Quad(u.t0[1], u.t1[1], u.t2[1], u.t3[1]);
-            v6 = Quad(u.t0[2], u.t1[2], u.t2[2], u.t3[2]);
-            v7 = Quad(u.t0[3], u.t1[3], u.t2[3], u.t3[3]);
+            if (SG == 8u) {
+                // K is a multiple of 4, so a partial last slice re-reads its first four
+                // steps (at 4 lanes every slice is whole).
+                let u = wide_w_t(o, min(k0 + 4u, p.k - 4u));
+                v4 = Quad(u.t0[0], u.t1[0], u.t2[0], u.t3[0]);
+                v5 = Quad(u.t0[1], u.t1[1], u.t2[1], u.t3[1]);
+                v6 = Quad(u.t0[2], u.t1[2], u.t2[2], u.t3[2]);
+                v7 = Quad(u.t0[3], u.t1[3], u.t2[3], u.t3[3]);
+            }
         } else {
             v0 = wide_w_vec4(o, k0);
             v1 = wide_w_vec4(o, wide_k(k0 + 1u));
             v2 = wide_w_vec4(o, wide_k(k0 + 2u));
             v3 = wide_w_vec4(o, wide_k(k0 + 3u));
-            v4 = wide_w_vec4(o, wide_k(k0 + 4u));
-            v5 = wide_w_vec4(o, wide_k(k0 + 5u));
-            v6 = wide_w_vec4(o, wide_k(k0 + 6u));
-            v7 = wide_w_vec4(o, wide_k(k0 + 7u));
-        }
-        wide_slice();
-        return;
-    }
-    if (SG == 4u) {
-        if (TRANS_B) {
-            // K is a multiple of 4, and so is k0: the slice is whole.
-            let t = wide_w_t(o, k0);
-            v0 = Quad(t.t0[0], t.t1[0], t.t2[0], t.t3[0]);
-            v1 = Quad(t.t0[1], t.t1[1], t.t2[1], t.t3[1]);
-            v2 = Quad(t.t0[2], t.t1[2], t.t2[2], t.t3[2]);
-            v3 = Quad(t.t0[3], t.t1[3], t.t2[3], t.t3[3]);
-        } else {
-            v0 = wide_w_vec4(o, k0);
-            v1 = wide_w_vec4(o, wide_k(k0 + 1u));
-            v2 = wide_w_vec4(o, wide_k(k0 + 2u));
-            v3 = wide_w_vec4(o, wide_k(k0 + 3u));
+            if (SG == 8u) {
+                v4 = wide_w_vec4(o, wide_k(k0 + 4u));
+                v5 = wide_w_vec4(o, wide_k(k0 + 5u));
+                v6 = wide_w_vec4(o, wide_k(k0 + 6u));
+                v7 = wide_w_vec4(o, wide_k(k0 + 7u));
+            }
         }
         wide_slice();
         return;
