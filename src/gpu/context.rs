@@ -416,6 +416,12 @@ impl GpuContext {
         }
     }
 
+    /// Whether matmuls can run on `family` here (it resolves to itself): not the subgroup
+    /// family without fixed-size subgroups, only the tiled one on SwiftShader.
+    pub fn runs_matmul_family(&self, family: MatmulKernel) -> bool {
+        family != MatmulKernel::Auto && self.resolve_matmul(family) == family
+    }
+
     /// The oldest GPU error no error scope caught since the last call (with a count of
     /// any later ones), if there was one. Readbacks check it, so such an error fails the
     /// next read instead of passing unnoticed.

@@ -174,14 +174,15 @@ pub fn measure(ctx: &GpuContext) -> crate::Result<TuneEntry> {
         t("tune.out", m * n)?,
         t("tune.dw", k * n)?,
     );
-    // SwiftShader runs the tiled kernel alone (`GpuContext::is_swiftshader`).
-    let mut candidates = vec![MatmulKernel::Tiled];
-    if !ctx.is_swiftshader() {
-        candidates.push(MatmulKernel::Rows);
-        if ctx.subgroup_size().is_some() {
-            candidates.push(MatmulKernel::Subgroup);
-        }
-    }
+    // Every family the adapter runs (SwiftShader: the tiled one alone).
+    let candidates: Vec<MatmulKernel> = [
+        MatmulKernel::Tiled,
+        MatmulKernel::Rows,
+        MatmulKernel::Subgroup,
+    ]
+    .into_iter()
+    .filter(|&k| ctx.runs_matmul_family(k))
+    .collect();
     let flops = 2.0 * 2.0 * (m * k * n) as f64;
     let mut gflops = BTreeMap::new();
     // The tuning products with `rows` rows of a and out (m, or fewer for the sweep),
