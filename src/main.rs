@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wgformer::gpu::{list_adapters, AdapterReport, BackendChoice, GpuContext, GpuOptions};
+use wgformer::gpu::{
+    list_adapters, AdapterReport, BackendChoice, GpuContext, GpuOptions, ShaderChecks,
+};
 use wgformer::Result;
 
 #[derive(Parser)]
@@ -230,13 +232,14 @@ fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
         // Same message as opening a device would give.
         pollster::block_on(wgformer::gpu::select_adapter(opts))?;
     }
+    let checks = ShaderChecks::from_env()?;
     let take = if selected { 1 } else { adapters.len() };
     if !selected {
         println!("{} adapter(s) found, best first:", adapters.len());
     }
     for a in adapters.iter().take(take) {
         println!("{}", AdapterReport::of(a));
-        let tuned = match wgformer::kernels::tune::cached(&a.get_info()) {
+        let tuned = match wgformer::kernels::tune::cached(&a.get_info(), checks) {
             Some(e) => {
                 // Families first ("rows 0.53"), then the tiled kernel's shapes.
                 let (families, tiles): (Vec<_>, Vec<_>) =
@@ -259,6 +262,7 @@ fn info(opts: &GpuOptions, selected: bool) -> Result<bool> {
             None => "not tuned yet (timed on first use, then cached)".into(),
         };
         println!("  matmul kernel:                 {tuned}");
+        println!("  shader runtime checks:         {}", checks.describe());
     }
     Ok(true)
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{time_schedule, time_schedule_min, today};
 use crate::error::Result;
-use crate::gpu::{DType, GpuContext, Profiler, Schedule, Tensor};
+use crate::gpu::{DType, GpuContext, Profiler, Schedule, ShaderChecks, Tensor};
 use crate::kernels;
 use crate::kernels::classifier::{
     classifier_crossentropy_backward, classifier_crossentropy_forward,
@@ -587,10 +587,18 @@ pub fn run_kernels(
     Ok(Report {
         adapter: ctx.adapter_name(),
         date: today(),
-        timing: if passes > 1 {
-            format!("{per_replay} of {reps}, fastest of {passes} passes")
-        } else {
-            format!("{per_replay} of {reps}")
+        timing: {
+            let mut t = format!("{per_replay} of {reps}");
+            if passes > 1 {
+                t += &format!(", fastest of {passes} passes");
+            }
+            if ctx.shader_checks() != ShaderChecks::default() {
+                t += &format!(
+                    "; shader runtime checks: {}",
+                    ctx.shader_checks().describe()
+                );
+            }
+            t
         },
         peak_gflops: peak,
         results,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result, NO_ADAPTER_HINT};
-use crate::gpu::pipeline::PipelineCache;
+use crate::gpu::pipeline::{PipelineCache, ShaderChecks};
 use crate::gpu::DType;
 use crate::kernels::matmul::TileConfig;
 
@@ -348,7 +348,7 @@ impl GpuContext {
             device,
             queue,
             info,
-            pipelines: PipelineCache::default(),
+            pipelines: PipelineCache::new(ShaderChecks::from_env()?),
             submits: AtomicU64::new(0),
             binding_limit: limits.max_storage_buffer_binding_size,
             matmul_kernel: AtomicU8::new(MatmulKernel::Auto as u8),
@@ -384,6 +384,20 @@ impl GpuContext {
         if let Some((k, tile)) = crate::kernels::tune::tuned_matmul_kernel(&self) {
             self.set_matmul_kernel(k);
             self.set_tile_config(tile);
+        }
+        self
+    }
+
+    /// Which runtime checks our shaders are compiled with (`WGFORMER_SHADER_CHECKS`).
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.pipelines.checks()
+    }
+
+    /// Compile shaders with `checks` from now on: a fresh pipeline cache (tests compare
+    /// both modes on one device). The matmul family and tile stay as tuned.
+    pub fn with_shader_checks(mut self, checks: ShaderChecks) -> Self {
+        if checks != self.pipelines.checks() {
+            self.pipelines = PipelineCache::new(checks);
         }
         self
     }

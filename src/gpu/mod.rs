@@ -12,7 +12,7 @@ pub use context::{
     binding_chunks, list_adapters, select_adapter, AdapterReport, BackendChoice, GpuContext,
     GpuOptions, MatmulKernel, Needs,
 };
-pub use pipeline::{Binding, KernelDesc, Shader};
+pub use pipeline::{Binding, KernelDesc, Shader, ShaderChecks};
 pub use plan::{BufferPlanner, TensorSet, TensorSpec};
 pub use schedule::{KernelTime, Profiler, Schedule, Slot};
 pub use tensor::{DType, Readback, Tensor};

@@ -63,6 +63,89 @@ pub struct Kernel {
     pub bindings: &'static [Binding],
 }
 
+/// Which of wgpu's runtime checks naga writes into wgformer's shaders
+/// (`WGFORMER_SHADER_CHECKS`).
+///
+/// wgpu guards every shader as if it came from an untrusted web page. One guard, the
+/// forced loop bound, gives each loop a 64-bit iteration counter so that no loop can be
+/// proven infinite (which downstream compilers may treat as undefined behaviour). It costs
+/// little on Mesa's LLVM, but it keeps some GPU compilers from unrolling loops: wgpu's
+/// issue #7698 reports kernels going 100x slower, and an array indexed in a loop that is
+/// not unrolled lands in local memory on NVIDIA's driver. Our shaders are ours and every
+/// loop in them is counted, so by default they are compiled without it. Bounds checks
+/// (a clamp on every index into a workgroup or private array, and on buffer indices
+/// where the driver has no robust access of its own) and the guards on integer division
+/// stay on by default; `unchecked` drops them too, to measure what they cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// wgpu's checks less the forced loop bound (the default; `trusted`).
+    #[default]
+    Trusted,
+    /// Every check wgpu puts in an untrusted shader (`all`): to measure what the loop
+    /// bound costs, or to rule it out when a kernel misbehaves.
+    All,
+    /// None of wgpu's checks (`unchecked`): an index out of bounds is undefined
+    /// behaviour. For measuring only.
+    Unchecked,
+}
+
+impl ShaderChecks {
+    /// From `WGFORMER_SHADER_CHECKS` (unset: [`ShaderChecks::Trusted`]).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("WGFORMER_SHADER_CHECKS") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(ShaderChecks::default()),
+        }
+    }
+
+    /// The checks wgpu is asked for.
+    pub fn runtime_checks(self) -> wgpu::ShaderRuntimeChecks {
+        match self {
+            ShaderChecks::Trusted => wgpu::ShaderRuntimeChecks {
+                force_loop_bounding: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            },
+            ShaderChecks::All => wgpu::ShaderRuntimeChecks::checked(),
+            // For measuring our own kernels, which the tests hold to their references
+            // in every mode.
+            ShaderChecks::Unchecked => wgpu::ShaderRuntimeChecks::unchecked(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderChecks::Trusted => "trusted",
+            ShaderChecks::All => "all",
+            ShaderChecks::Unchecked => "unchecked",
+        }
+    }
+
+    /// How reports name the mode.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ShaderChecks::Trusted => "wgpu's, less the forced loop bound",
+            ShaderChecks::All => "all of wgpu's (WGFORMER_SHADER_CHECKS=all)",
+            ShaderChecks::Unchecked => "none (WGFORMER_SHADER_CHECKS=unchecked)",
+        }
+    }
+}
+
+impl std::str::FromStr for ShaderChecks {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "trusted" => Ok(ShaderChecks::Trusted),
+            "all" => Ok(ShaderChecks::All),
+            "unchecked" => Ok(ShaderChecks::Unchecked),
+            _ => Err(Error::Invalid(format!(
+                "WGFORMER_SHADER_CHECKS={s:?}: expected trusted (the default: no forced loop \
+                 bound), all (every runtime check wgpu adds to untrusted shaders) or \
+                 unchecked (none)"
+            ))),
+        }
+    }
+}
+
 /// Override constants by name; part of the pipeline key.
 pub type Constants<'a> = &'a [(&'a str, f64)];
 
@@ -76,11 +159,24 @@ struct PipelineKey {
 /// Compiles each pipeline once and hands out shared references to it.
 #[derive(Default)]
 pub struct PipelineCache {
+    checks: ShaderChecks,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
 }
 
 impl PipelineCache {
+    /// An empty cache whose shaders will be compiled with `checks`.
+    pub fn new(checks: ShaderChecks) -> Self {
+        PipelineCache {
+            checks,
+            ..Default::default()
+        }
+    }
+
+    pub fn checks(&self) -> ShaderChecks {
+        self.checks
+    }
+
     pub fn compiled(&self) -> usize {
         self.pipelines.lock().unwrap().len()
     }
@@ -126,10 +222,17 @@ impl PipelineCache {
                     .entry(desc.shader.name)
                     .or_insert_with(|| {
                         let source = desc.shader.compiled_source();
-                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        let module = wgpu::ShaderModuleDescriptor {
                             label: Some(desc.shader.name),
                             source: wgpu::ShaderSource::Wgsl(source.into()),
-                        })
+                        };
+                        // SAFETY: by default the only check left out is the forced loop
+                        // bound, and these are our own shaders, whose loops are all
+                        // counted and end; `unchecked` is opted into for measuring.
+                        unsafe {
+                            device
+                                .create_shader_module_trusted(module, self.checks.runtime_checks())
+                        }
                     })
                     .clone()
             };

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::matmul::{Gemm, TileConfig};
 use super::shaders::{MATMUL, MATMUL_SUBGROUP};
-use crate::gpu::{GpuContext, MatmulKernel, Schedule, Tensor};
+use crate::gpu::{GpuContext, MatmulKernel, Schedule, ShaderChecks, Tensor};
 use crate::rng::Rng;
 
 /// One tuned adapter: the family chosen, the tiled kernel's tile shape, and what each
@@ -84,16 +84,17 @@ pub fn cache_path() -> Option<PathBuf> {
 
 /// The key of `ctx`'s adapter in the cache.
 pub fn cache_key(ctx: &GpuContext) -> String {
-    adapter_key(&ctx.info)
+    adapter_key(&ctx.info, ctx.shader_checks())
 }
 
-/// The cached choice for an adapter, if it was tuned (for `wgformer info`).
-pub fn cached(info: &wgpu::AdapterInfo) -> Option<TuneEntry> {
-    read_cache(&cache_path()?).remove(&adapter_key(info))
+/// The cached choice for an adapter, if it was tuned with `checks` (for `wgformer info`).
+pub fn cached(info: &wgpu::AdapterInfo, checks: ShaderChecks) -> Option<TuneEntry> {
+    read_cache(&cache_path()?).remove(&adapter_key(info, checks))
 }
 
-/// The cache key of an adapter: its name, backend and driver, and the shaders' hash.
-pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+/// The cache key of an adapter: its name, backend and driver, the shaders' hash, and the
+/// runtime checks they are compiled with (which may change what is fastest).
+pub fn adapter_key(info: &wgpu::AdapterInfo, checks: ShaderChecks) -> String {
     // FNV-1a over the matmul shaders: an edit to a kernel invalidates the choice.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in MATMUL.source.bytes().chain(MATMUL_SUBGROUP.source.bytes()) {
@@ -101,8 +102,16 @@ pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     }
     let i = info;
     format!(
-        "{} | {:?} | {} {} | shaders {h:016x}",
-        i.name, i.backend, i.driver, i.driver_info
+        "{} | {:?} | {} {} | shaders {h:016x}{}",
+        i.name,
+        i.backend,
+        i.driver,
+        i.driver_info,
+        match checks {
+            ShaderChecks::Trusted => "",
+            ShaderChecks::All => " with all runtime checks",
+            ShaderChecks::Unchecked => " with no runtime checks",
+        }
     )
 }
 
