@@ -1,5 +1,6 @@
-//! The main job's kernel check passes on every adapter, with our shaders compiled as
-//! trusted (no forced loop bound, the default) and with all of wgpu's runtime checks.
+//! The main job's kernel check passes on every adapter, and gives the same results with
+//! our shaders compiled in each `ShaderChecks` mode (trusted, the default; all of wgpu's
+//! runtime checks; none).
 
 use wgformer::gpu::{GpuContext, ShaderChecks};
 use wgformer::selfcheck::{selfcheck, Check};

@@ -394,7 +394,7 @@ impl GpuContext {
     }
 
     /// Compile shaders with `checks` from now on: a fresh pipeline cache (tests compare
-    /// both modes on one device). The matmul family and tile stay as tuned.
+    /// the modes on one device). The matmul family and tile stay as tuned.
     pub fn with_shader_checks(mut self, checks: ShaderChecks) -> Self {
         if checks != self.pipelines.checks() {
             self.pipelines = PipelineCache::new(checks);

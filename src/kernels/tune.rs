@@ -108,9 +108,8 @@ pub fn adapter_key(info: &wgpu::AdapterInfo, checks: ShaderChecks) -> String {
         i.driver,
         i.driver_info,
         match checks {
-            ShaderChecks::Trusted => "",
-            ShaderChecks::All => " with all runtime checks",
-            ShaderChecks::Unchecked => " with no runtime checks",
+            ShaderChecks::Trusted => String::new(),
+            other => format!(" | shader checks {}", other.name()),
         }
     )
 }
